@@ -1,0 +1,265 @@
+//! Command grammar (RFC 1939 §3, RFC 2449 §3): keywords, arguments and message numbers.
+
+use std::fmt;
+
+use crate::apop::parse_hex_digest;
+use crate::secret::Secret;
+
+/// A parsed client command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    User(String),
+    Pass(Secret<Vec<u8>>),
+    Apop { user: String, digest: [u8; 16] },
+    Quit,
+    Stat,
+    List(Option<u32>),
+    Retr(u32),
+    Dele(u32),
+    Noop,
+    Rset,
+    Top(u32, u64),
+    Uidl(Option<u32>),
+    Capa,
+    Stls,
+}
+
+/// Why a line is not a valid command. Each becomes an `-ERR` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParseError {
+    Empty,
+    Unknown,
+    MissingArgument(&'static str),
+    TooManyArguments,
+    InvalidMessageNumber,
+    InvalidLineCount,
+    InvalidUser,
+    InvalidDigest,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("empty command"),
+            Self::Unknown => f.write_str("unknown command"),
+            Self::MissingArgument(what) => write!(f, "missing argument: {what}"),
+            Self::TooManyArguments => f.write_str("too many arguments"),
+            Self::InvalidMessageNumber => f.write_str("invalid message number"),
+            Self::InvalidLineCount => f.write_str("invalid line count"),
+            Self::InvalidUser => f.write_str("invalid user name"),
+            Self::InvalidDigest => f.write_str("invalid APOP digest"),
+        }
+    }
+}
+
+/// Parses one command line (without its line end).
+pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
+    let (keyword, rest) = match memchr::memchr(b' ', line) {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &line[line.len()..]),
+    };
+    if keyword.is_empty() {
+        return Err(if line.iter().all(|&b| b == b' ') {
+            ParseError::Empty
+        } else {
+            ParseError::Unknown
+        });
+    }
+    let is = |k: &str| keyword.eq_ignore_ascii_case(k.as_bytes());
+    let mut args = Args::new(rest);
+    let command = if is("USER") {
+        // The name is the rest of the line: some sites have spaces in names.
+        Command::User(user_name(trim_end(rest))?)
+    } else if is("PASS") {
+        // RFC 1939 §7: the password is the rest of the line, spaces included.
+        if rest.is_empty() {
+            return Err(ParseError::MissingArgument("password"));
+        }
+        Command::Pass(Secret::new(rest.to_vec()))
+    } else if is("APOP") {
+        // APOP name digest: the digest is the last word, the name all before it.
+        let rest = trim_end(rest);
+        if rest.is_empty() {
+            return Err(ParseError::MissingArgument("user name"));
+        }
+        let split = memchr::memrchr(b' ', rest).ok_or(ParseError::MissingArgument("digest"))?;
+        let user = user_name(trim_end(&rest[..split]))?;
+        let digest = parse_hex_digest(&rest[split + 1..]).ok_or(ParseError::InvalidDigest)?;
+        Command::Apop { user, digest }
+    } else if is("QUIT") {
+        args.finish(Command::Quit)?
+    } else if is("STAT") {
+        args.finish(Command::Stat)?
+    } else if is("LIST") {
+        let n = args.optional_number()?;
+        args.finish(Command::List(n))?
+    } else if is("RETR") {
+        let n = args.number()?;
+        args.finish(Command::Retr(n))?
+    } else if is("DELE") {
+        let n = args.number()?;
+        args.finish(Command::Dele(n))?
+    } else if is("NOOP") {
+        args.finish(Command::Noop)?
+    } else if is("RSET") {
+        args.finish(Command::Rset)?
+    } else if is("TOP") {
+        let n = args.number()?;
+        let lines = args.line_count()?;
+        args.finish(Command::Top(n, lines))?
+    } else if is("UIDL") {
+        let n = args.optional_number()?;
+        args.finish(Command::Uidl(n))?
+    } else if is("CAPA") {
+        args.finish(Command::Capa)?
+    } else if is("STLS") {
+        args.finish(Command::Stls)?
+    } else {
+        return Err(ParseError::Unknown);
+    };
+    Ok(command)
+}
+
+fn trim_end(s: &[u8]) -> &[u8] {
+    let end = s.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+    &s[..end]
+}
+
+fn user_name(raw: &[u8]) -> Result<String, ParseError> {
+    if raw.is_empty() {
+        return Err(ParseError::MissingArgument("user name"));
+    }
+    let name = std::str::from_utf8(raw).map_err(|_| ParseError::InvalidUser)?;
+    if name.chars().any(char::is_control) {
+        return Err(ParseError::InvalidUser);
+    }
+    Ok(name.to_owned())
+}
+
+/// Space-separated arguments. Runs of spaces are tolerated.
+struct Args<'a> {
+    words: std::iter::Filter<std::slice::Split<'a, u8, fn(&u8) -> bool>, fn(&&[u8]) -> bool>,
+}
+
+impl<'a> Args<'a> {
+    fn new(rest: &'a [u8]) -> Self {
+        let is_space: fn(&u8) -> bool = |b| *b == b' ';
+        let non_empty: fn(&&[u8]) -> bool = |w| !w.is_empty();
+        Self {
+            words: rest.split(is_space).filter(non_empty),
+        }
+    }
+
+    fn number(&mut self) -> Result<u32, ParseError> {
+        let word = self
+            .words
+            .next()
+            .ok_or(ParseError::MissingArgument("message number"))?;
+        message_number(word)
+    }
+
+    fn optional_number(&mut self) -> Result<Option<u32>, ParseError> {
+        self.words.next().map(message_number).transpose()
+    }
+
+    fn line_count(&mut self) -> Result<u64, ParseError> {
+        let word = self
+            .words
+            .next()
+            .ok_or(ParseError::MissingArgument("line count"))?;
+        decimal(word).ok_or(ParseError::InvalidLineCount)
+    }
+
+    fn finish(mut self, command: Command) -> Result<Command, ParseError> {
+        match self.words.next() {
+            Some(_) => Err(ParseError::TooManyArguments),
+            None => Ok(command),
+        }
+    }
+}
+
+/// RFC 1939 §3: message numbers are 1-based decimal; no sign, no zero.
+fn message_number(word: &[u8]) -> Result<u32, ParseError> {
+    decimal(word)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n != 0)
+        .ok_or(ParseError::InvalidMessageNumber)
+}
+
+/// Unsigned decimal digits only; `None` on anything else or on overflow.
+fn decimal(word: &[u8]) -> Option<u64> {
+    if word.is_empty() {
+        return None;
+    }
+    word.iter().try_fold(0u64, |acc, &b| {
+        let digit = (b as char).to_digit(10)?;
+        acc.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_are_case_insensitive() {
+        assert_eq!(parse(b"stat"), Ok(Command::Stat));
+        assert_eq!(parse(b"LiSt 3"), Ok(Command::List(Some(3))));
+        assert_eq!(parse(b"top 1 0"), Ok(Command::Top(1, 0)));
+        assert_eq!(parse(b"uidl"), Ok(Command::Uidl(None)));
+    }
+
+    #[test]
+    fn message_numbers() {
+        assert_eq!(parse(b"RETR 0"), Err(ParseError::InvalidMessageNumber));
+        assert_eq!(parse(b"RETR -1"), Err(ParseError::InvalidMessageNumber));
+        assert_eq!(parse(b"RETR +1"), Err(ParseError::InvalidMessageNumber));
+        assert_eq!(parse(b"RETR 1x"), Err(ParseError::InvalidMessageNumber));
+        assert_eq!(parse(b"RETR 4294967296"), Err(ParseError::InvalidMessageNumber));
+        assert_eq!(parse(b"RETR 99999999999999999999999"), Err(ParseError::InvalidMessageNumber));
+        assert_eq!(parse(b"RETR 4294967295"), Ok(Command::Retr(u32::MAX)));
+        assert_eq!(parse(b"RETR 007"), Ok(Command::Retr(7)));
+        assert_eq!(parse(b"RETR"), Err(ParseError::MissingArgument("message number")));
+        assert_eq!(parse(b"RETR 1 2"), Err(ParseError::TooManyArguments));
+        assert_eq!(parse(b"DELE 1  "), Ok(Command::Dele(1)));
+        assert_eq!(parse(b"STAT x"), Err(ParseError::TooManyArguments));
+        assert_eq!(parse(b"TOP 1"), Err(ParseError::MissingArgument("line count")));
+        assert_eq!(parse(b"TOP 1 -1"), Err(ParseError::InvalidLineCount));
+    }
+
+    #[test]
+    fn pass_keeps_spaces() {
+        assert_eq!(
+            parse(b"PASS  two words "),
+            Ok(Command::Pass(Secret::new(b" two words ".to_vec())))
+        );
+        assert_eq!(parse(b"PASS"), Err(ParseError::MissingArgument("password")));
+    }
+
+    #[test]
+    fn user_and_apop() {
+        assert_eq!(parse(b"USER mrose"), Ok(Command::User("mrose".into())));
+        assert_eq!(parse(b"USER"), Err(ParseError::MissingArgument("user name")));
+        assert_eq!(parse(b"USER \xff"), Err(ParseError::InvalidUser));
+        assert_eq!(
+            parse(b"APOP mrose c4c9334bac560ecc979e58001b3e22fb"),
+            Ok(Command::Apop {
+                user: "mrose".into(),
+                digest: parse_hex_digest(b"c4c9334bac560ecc979e58001b3e22fb").unwrap()
+            })
+        );
+        assert_eq!(parse(b"APOP mrose"), Err(ParseError::MissingArgument("digest")));
+        assert_eq!(parse(b"APOP mrose xyz"), Err(ParseError::InvalidDigest));
+        assert_eq!(parse(b"APOP"), Err(ParseError::MissingArgument("user name")));
+    }
+
+    #[test]
+    fn junk() {
+        assert_eq!(parse(b""), Err(ParseError::Empty));
+        assert_eq!(parse(b"   "), Err(ParseError::Empty));
+        assert_eq!(parse(b" STAT"), Err(ParseError::Unknown));
+        assert_eq!(parse(b"XYZZY"), Err(ParseError::Unknown));
+        assert_eq!(parse(b"STA"), Err(ParseError::Unknown));
+        assert_eq!(parse(b"STATS"), Err(ParseError::Unknown));
+    }
+}

@@ -1,0 +1,68 @@
+//! Errors of the caller (usage) and of the configuration.
+//!
+//! A peer's bad input is never a Rust error: it becomes an `-ERR` reply or a
+//! [`CloseReason`](crate::CloseReason).
+
+use std::time::Duration;
+
+/// The caller drove the session wrongly; the session was left unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// An answer was given, but no request of that kind is waiting for one.
+    #[error("no pending {expected} request to answer")]
+    NoPendingRequest {
+        /// The kind of request the answer belongs to.
+        expected: &'static str,
+    },
+    /// A body chunk was pushed, but no body was asked for.
+    #[error("no message body is being sent")]
+    NotSendingBody,
+    /// Input was given while [`Session::wants_input`](crate::Session::wants_input) was false.
+    #[error("the session does not want input now")]
+    InputNotWanted,
+    /// The session has closed.
+    #[error("the session is closed")]
+    Closed,
+    /// `handle_tls_established` was called without a `StartTls` event before it.
+    #[error("no TLS negotiation was started")]
+    NoTlsNegotiation,
+}
+
+/// A [`Config`](crate::Config) that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// RFC 1939 §3 asks for at least 10 minutes.
+    #[error("idle timeout {0:?} is under the 10 minutes RFC 1939 requires (allow_short_idle_timeout is for tests)")]
+    IdleTimeoutTooShort(Duration),
+    /// A zero idle timeout would close every session at once.
+    #[error("idle timeout must not be zero")]
+    IdleTimeoutZero,
+    /// The host name is empty or has characters that break the APOP timestamp.
+    #[error("invalid host name {0:?}")]
+    InvalidHostname(String),
+    /// The IMPLEMENTATION text is empty, too long, or has control characters.
+    #[error("invalid IMPLEMENTATION text {0:?}")]
+    InvalidImplementation(String),
+    /// RFC 2449 §4: servers must accept command lines of 255 octets.
+    #[error("command line limit {0} is under the 255 octets RFC 2449 requires")]
+    LineLimitTooSmall(usize),
+    /// The input buffer must hold at least one whole command line.
+    #[error("input buffer of {input_buffer} octets cannot hold a {max_line}-octet command line")]
+    InputBufferTooSmall {
+        /// Configured input buffer.
+        input_buffer: usize,
+        /// Configured line limit.
+        max_line: usize,
+    },
+    /// The output high-water mark must be positive.
+    #[error("output high-water mark must not be zero")]
+    ZeroHighWater,
+    /// The failure limits must be positive.
+    #[error("failure limits must be at least 1")]
+    ZeroLimit,
+    /// Neither USER/PASS nor APOP is offered.
+    #[error("no login method is offered (enable USER/PASS or APOP)")]
+    NoLoginMethod,
+}

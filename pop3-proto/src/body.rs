@@ -190,7 +190,10 @@ mod tests {
 
     #[test]
     fn dots_at_line_starts_across_chunks() {
-        assert_eq!(enc(&[b"a\r\n", b".b\r\n.", b"\r\n"]), b"a\r\n..b\r\n..\r\n.\r\n");
+        assert_eq!(
+            enc(&[b"a\r\n", b".b\r\n.", b"\r\n"]),
+            b"a\r\n..b\r\n..\r\n.\r\n"
+        );
         assert_eq!(enc(&[b"a.b\r\n"]), b"a.b\r\n.\r\n");
     }
 
@@ -240,18 +243,29 @@ mod tests {
             encode_body(&[b"H: v\r\n\r", b"\nbody\r\n"], Some(0)),
             b"H: v\r\n\r\n.\r\n"
         );
-        assert_eq!(encode_body(&[b"H: v\n", b"\n", b"b1\nb2\n"], Some(1)), b"H: v\r\n\r\nb1\r\n.\r\n");
+        assert_eq!(
+            encode_body(&[b"H: v\n", b"\n", b"b1\nb2\n"], Some(1)),
+            b"H: v\r\n\r\nb1\r\n.\r\n"
+        );
     }
 
     #[test]
     fn top_without_blank_line_is_all_headers() {
-        assert_eq!(encode_body(&[b"H: v\r\nG: w"], Some(0)), b"H: v\r\nG: w\r\n.\r\n");
+        assert_eq!(
+            encode_body(&[b"H: v\r\nG: w"], Some(0)),
+            b"H: v\r\nG: w\r\n.\r\n"
+        );
     }
 
     #[test]
     fn large_clean_runs_pass_through() {
         let line = b"0123456789012345678901234567890123456789\r\n";
-        let body: Vec<u8> = line.iter().copied().cycle().take(line.len() * 1000).collect();
+        let body: Vec<u8> = line
+            .iter()
+            .copied()
+            .cycle()
+            .take(line.len() * 1000)
+            .collect();
         let mut expected = body.clone();
         expected.extend_from_slice(b".\r\n");
         assert_eq!(enc(&[&body]), expected);

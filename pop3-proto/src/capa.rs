@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = Config::builder().implementation(Some("x".into())).build().unwrap();
+        let c = Config::builder()
+            .implementation(Some("x".into()))
+            .build()
+            .unwrap();
         assert_eq!(
             capa(&c, None, false),
             "TOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nIMPLEMENTATION x\r\n"
@@ -106,7 +109,10 @@ mod tests {
         assert!(!before.contains("IMPLEMENTATION"));
         assert!(!capa(&c, None, true).contains("STLS"));
 
-        let drop = Maildrop::new([]).unwrap().with_expire(Expire::Never).with_login_delay(3600);
+        let drop = Maildrop::new([])
+            .unwrap()
+            .with_expire(Expire::Never)
+            .with_login_delay(3600);
         let after = capa(&c, Some(&drop), false);
         assert!(after.contains("EXPIRE NEVER\r\n"));
         assert!(after.contains("LOGIN-DELAY 3600\r\n"));
@@ -121,7 +127,10 @@ mod tests {
     #[test]
     fn per_user_values_ignored_unless_configured() {
         let c = Config::builder().build().unwrap();
-        let drop = Maildrop::new([]).unwrap().with_expire(Expire::Days(1)).with_login_delay(5);
+        let drop = Maildrop::new([])
+            .unwrap()
+            .with_expire(Expire::Days(1))
+            .with_login_delay(5);
         let after = capa(&c, Some(&drop), false);
         assert!(after.contains("EXPIRE NEVER\r\n"));
         assert!(!after.contains("LOGIN-DELAY"));

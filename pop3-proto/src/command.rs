@@ -215,15 +215,27 @@ mod tests {
         assert_eq!(parse(b"RETR -1"), Err(ParseError::InvalidMessageNumber));
         assert_eq!(parse(b"RETR +1"), Err(ParseError::InvalidMessageNumber));
         assert_eq!(parse(b"RETR 1x"), Err(ParseError::InvalidMessageNumber));
-        assert_eq!(parse(b"RETR 4294967296"), Err(ParseError::InvalidMessageNumber));
-        assert_eq!(parse(b"RETR 99999999999999999999999"), Err(ParseError::InvalidMessageNumber));
+        assert_eq!(
+            parse(b"RETR 4294967296"),
+            Err(ParseError::InvalidMessageNumber)
+        );
+        assert_eq!(
+            parse(b"RETR 99999999999999999999999"),
+            Err(ParseError::InvalidMessageNumber)
+        );
         assert_eq!(parse(b"RETR 4294967295"), Ok(Command::Retr(u32::MAX)));
         assert_eq!(parse(b"RETR 007"), Ok(Command::Retr(7)));
-        assert_eq!(parse(b"RETR"), Err(ParseError::MissingArgument("message number")));
+        assert_eq!(
+            parse(b"RETR"),
+            Err(ParseError::MissingArgument("message number"))
+        );
         assert_eq!(parse(b"RETR 1 2"), Err(ParseError::TooManyArguments));
         assert_eq!(parse(b"DELE 1  "), Ok(Command::Dele(1)));
         assert_eq!(parse(b"STAT x"), Err(ParseError::TooManyArguments));
-        assert_eq!(parse(b"TOP 1"), Err(ParseError::MissingArgument("line count")));
+        assert_eq!(
+            parse(b"TOP 1"),
+            Err(ParseError::MissingArgument("line count"))
+        );
         assert_eq!(parse(b"TOP 1 -1"), Err(ParseError::InvalidLineCount));
     }
 
@@ -239,7 +251,10 @@ mod tests {
     #[test]
     fn user_and_apop() {
         assert_eq!(parse(b"USER mrose"), Ok(Command::User("mrose".into())));
-        assert_eq!(parse(b"USER"), Err(ParseError::MissingArgument("user name")));
+        assert_eq!(
+            parse(b"USER"),
+            Err(ParseError::MissingArgument("user name"))
+        );
         assert_eq!(parse(b"USER \xff"), Err(ParseError::InvalidUser));
         assert_eq!(
             parse(b"APOP mrose c4c9334bac560ecc979e58001b3e22fb"),
@@ -248,9 +263,15 @@ mod tests {
                 digest: parse_hex_digest(b"c4c9334bac560ecc979e58001b3e22fb").unwrap()
             })
         );
-        assert_eq!(parse(b"APOP mrose"), Err(ParseError::MissingArgument("digest")));
+        assert_eq!(
+            parse(b"APOP mrose"),
+            Err(ParseError::MissingArgument("digest"))
+        );
         assert_eq!(parse(b"APOP mrose xyz"), Err(ParseError::InvalidDigest));
-        assert_eq!(parse(b"APOP"), Err(ParseError::MissingArgument("user name")));
+        assert_eq!(
+            parse(b"APOP"),
+            Err(ParseError::MissingArgument("user name"))
+        );
     }
 
     #[test]

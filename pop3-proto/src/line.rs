@@ -95,7 +95,10 @@ mod tests {
         let exact = format!("{}\r\n", "a".repeat(253));
         let over = format!("{}\r\n", "a".repeat(254));
         let (got, _) = lines(&[exact.as_bytes(), over.as_bytes(), b"NOOP\r\n"], 255);
-        assert_eq!(got, [complete(&"a".repeat(253)), Line::TooLong, complete("NOOP")]);
+        assert_eq!(
+            got,
+            [complete(&"a".repeat(253)), Line::TooLong, complete("NOOP")]
+        );
     }
 
     #[test]

@@ -144,7 +144,11 @@ pub(crate) struct Marked {
 impl Marked {
     pub(crate) fn new(drop: Maildrop) -> Self {
         let live_count = drop.messages.len() as u32;
-        let live_size = drop.messages.iter().map(|m| m.size).fold(0, u64::saturating_add);
+        let live_size = drop
+            .messages
+            .iter()
+            .map(|m| m.size)
+            .fold(0, u64::saturating_add);
         Self {
             deleted: vec![false; drop.messages.len()],
             drop,
@@ -252,7 +256,8 @@ mod tests {
 
     #[test]
     fn marks_and_counts() {
-        let mut m = Marked::new(Maildrop::new([info(10, "a"), info(20, "b"), info(30, "c")]).unwrap());
+        let mut m =
+            Marked::new(Maildrop::new([info(10, "a"), info(20, "b"), info(30, "c")]).unwrap());
         assert_eq!(m.live(), (3, 60));
         assert_eq!(m.delete(2), Ok(()));
         assert_eq!(m.delete(2), Err(Lookup::Deleted));

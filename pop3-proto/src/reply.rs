@@ -205,7 +205,9 @@ mod tests {
     #[test]
     fn or_code_keeps_an_explicit_code() {
         assert_eq!(
-            Refusal::login_delay("wait").or_code(ResponseCode::Auth).code(),
+            Refusal::login_delay("wait")
+                .or_code(ResponseCode::Auth)
+                .code(),
             Some(ResponseCode::LoginDelay)
         );
         assert_eq!(

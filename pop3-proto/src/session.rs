@@ -240,6 +240,16 @@ impl Session {
         self.stats
     }
 
+    /// Octets of peer input buffered and not yet parsed.
+    pub fn input_buffered(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// Octets of output waiting to be taken by `poll_transmit`.
+    pub fn output_buffered(&self) -> usize {
+        self.out.len()
+    }
+
     /// The configuration this session runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -447,7 +457,10 @@ impl Session {
         let mut farewell = BytesMut::new();
         let host = &self.config.hostname;
         if left == 0 {
-            reply::ok(&mut farewell, format_args!("{host} POP3 server signing off (maildrop empty)"));
+            reply::ok(
+                &mut farewell,
+                format_args!("{host} POP3 server signing off (maildrop empty)"),
+            );
         } else {
             reply::ok(
                 &mut farewell,
@@ -693,7 +706,10 @@ impl Session {
                         self.close(CloseReason::Shutdown);
                         break;
                     }
-                    match self.lines.next_line(&mut self.inbound, self.config.max_line) {
+                    match self
+                        .lines
+                        .next_line(&mut self.inbound, self.config.max_line)
+                    {
                         None => break,
                         Some(Line::TooLong) => {
                             self.stats.commands += 1;
@@ -833,7 +849,10 @@ impl Session {
             Command::List(None) => {
                 let (count, size) = drop.live();
                 reply::ok(out, format_args!("{count} messages ({size} octets)"));
-                self.waiting = Waiting::Listing(Listing { uids: false, next: 0 });
+                self.waiting = Waiting::Listing(Listing {
+                    uids: false,
+                    next: 0,
+                });
             }
             Command::List(Some(n)) => match drop.get(n) {
                 Ok(m) => reply::ok(out, format_args!("{n} {}", m.size)),
@@ -841,7 +860,10 @@ impl Session {
             },
             Command::Uidl(None) => {
                 reply::ok(out, format_args!("unique-id listing follows"));
-                self.waiting = Waiting::Listing(Listing { uids: true, next: 0 });
+                self.waiting = Waiting::Listing(Listing {
+                    uids: true,
+                    next: 0,
+                });
             }
             Command::Uidl(Some(n)) => match drop.get(n) {
                 Ok(m) => reply::ok(out, format_args!("{n} {}", m.uid)),
@@ -874,7 +896,10 @@ impl Session {
             Command::Rset => {
                 drop.reset();
                 let (count, size) = drop.live();
-                reply::ok(out, format_args!("maildrop has {count} messages ({size} octets)"));
+                reply::ok(
+                    out,
+                    format_args!("maildrop has {count} messages ({size} octets)"),
+                );
             }
             Command::Quit => {
                 // RFC 1939 §6: enter UPDATE and remove the marked messages.
@@ -912,7 +937,12 @@ fn lookup_error(out: &mut BytesMut, n: u32, e: Lookup) {
 
 /// Writes listing lines until the output reaches `high_water`; true when
 /// the listing, with its final `.`, is complete.
-fn write_listing(listing: &mut Listing, drop: &Marked, out: &mut Outbound, high_water: usize) -> bool {
+fn write_listing(
+    listing: &mut Listing,
+    drop: &Marked,
+    out: &mut Outbound,
+    high_water: usize,
+) -> bool {
     while listing.next < drop.len() {
         if out.len() >= high_water {
             return false;

@@ -647,6 +647,11 @@ impl Session {
     }
 
     fn close(&mut self, reason: CloseReason) {
+        if self.peer_gone {
+            // No one to talk to.
+            self.after_unlock = None;
+            self.out.clear();
+        }
         if self.locked {
             self.locked = false;
             self.events.push_back(Event::Unlock);

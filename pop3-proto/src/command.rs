@@ -138,40 +138,42 @@ fn user_name(raw: &[u8]) -> Result<String, ParseError> {
 
 /// Space-separated arguments. Runs of spaces are tolerated.
 struct Args<'a> {
-    words: std::iter::Filter<std::slice::Split<'a, u8, fn(&u8) -> bool>, fn(&&[u8]) -> bool>,
+    rest: &'a [u8],
 }
 
 impl<'a> Args<'a> {
     fn new(rest: &'a [u8]) -> Self {
-        let is_space: fn(&u8) -> bool = |b| *b == b' ';
-        let non_empty: fn(&&[u8]) -> bool = |w| !w.is_empty();
-        Self {
-            words: rest.split(is_space).filter(non_empty),
-        }
+        Self { rest }
+    }
+
+    fn next_word(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&b| b != b' ')?;
+        let rest = &self.rest[start..];
+        let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+        self.rest = &rest[end..];
+        Some(&rest[..end])
     }
 
     fn number(&mut self) -> Result<u32, ParseError> {
         let word = self
-            .words
-            .next()
+            .next_word()
             .ok_or(ParseError::MissingArgument("message number"))?;
         message_number(word)
     }
 
     fn optional_number(&mut self) -> Result<Option<u32>, ParseError> {
-        self.words.next().map(message_number).transpose()
+        self.next_word().map(message_number).transpose()
     }
 
     fn line_count(&mut self) -> Result<u64, ParseError> {
         let word = self
-            .words
-            .next()
+            .next_word()
             .ok_or(ParseError::MissingArgument("line count"))?;
         decimal(word).ok_or(ParseError::InvalidLineCount)
     }
 
     fn finish(mut self, command: Command) -> Result<Command, ParseError> {
-        match self.words.next() {
+        match self.next_word() {
             Some(_) => Err(ParseError::TooManyArguments),
             None => Ok(command),
         }

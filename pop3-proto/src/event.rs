@@ -92,6 +92,8 @@ pub enum CloseReason {
     HandlerFailed,
     /// The server is shutting down.
     Shutdown,
+    /// The connection was refused before the greeting (connection limit, hook).
+    Rejected,
 }
 
 impl fmt::Display for CloseReason {
@@ -105,6 +107,7 @@ impl fmt::Display for CloseReason {
             Self::TooManyAuthFailures => "too many failed logins",
             Self::HandlerFailed => "handler error",
             Self::Shutdown => "server shutdown",
+            Self::Rejected => "connection rejected",
         })
     }
 }

@@ -182,6 +182,19 @@ impl Session {
         session
     }
 
+    /// A session that refuses the connection: it sends `-ERR [CODE] text`
+    /// instead of a greeting and closes with [`CloseReason::Rejected`].
+    ///
+    /// For connections over a server's limit (`Refusal::sys_temp`) or refused
+    /// by a connection hook. Drive it like any other session.
+    pub fn reject(config: Arc<Config>, refusal: &Refusal, now: Instant) -> Self {
+        let mut session = Self::new(config, Greeting { nonce: 0, unix_time: 0 }, now);
+        session.out.clear();
+        reply::refusal(session.out.buf(), refusal);
+        session.close(CloseReason::Rejected);
+        session
+    }
+
     // ---- getters ----
 
     /// The RFC 1939 state.

@@ -5,11 +5,11 @@
 //! byte starts a line, whether the previous chunk ended in a CR whose LF may
 //! still come, and how far a TOP has got. It starts at the start of a line
 //! (the `+OK` line ended with CRLF), so a `.` as the very first byte is
-//! doubled. It jumps from LF to LF with `memchr` and copies or slices whole
+//! doubled. It jumps from LF to LF with one `memchr` pass per chunk and copies or slices whole
 //! runs between the few places that need a change.
 
 use bytes::Bytes;
-use memchr::memchr;
+use memchr::memchr_iter;
 
 use crate::outbound::Outbound;
 
@@ -75,6 +75,10 @@ impl BodyEncoder {
                 self.at_line_start = false;
             }
         }
+        // One pass over the chunk's line ends: restarting a search at every
+        // line costs more than the search itself on short mail lines.
+        let start = pos;
+        let mut line_ends = memchr_iter(b'\n', &data[start..]).map(|i| start + i);
         loop {
             if self.at_line_start && pos < len && data[pos] == b'.' {
                 // RFC 1939 §3: a line starting with "." gets one more ".".
@@ -82,7 +86,7 @@ impl BodyEncoder {
                 out.put(b".");
                 run = pos;
             }
-            let Some(offset) = memchr(b'\n', &data[pos..]) else {
+            let Some(lf) = line_ends.next() else {
                 // The rest is a partial line. Hold back a final CR: its LF may
                 // be the next chunk's first byte.
                 let end = if data[pos..].last() == Some(&b'\r') {
@@ -95,7 +99,6 @@ impl BodyEncoder {
                 self.at_line_start &= end == pos;
                 return BodyProgress::More;
             };
-            let lf = pos + offset;
             let crlf = lf > pos && data[lf - 1] == b'\r';
             let empty = self.at_line_start && (lf == pos || (crlf && lf == pos + 1));
             if !crlf {
@@ -151,6 +154,58 @@ impl BodyEncoder {
     }
 }
 
+/// Counts a message's size as RFC 1939 §11 defines it (CRLF line ends,
+/// before dot-stuffing), for bodies stored with LF or mixed line ends.
+///
+/// Feed the stored bytes in any chunks; the total agrees with what RETR
+/// sends: a bare LF counts as CRLF, a last line without a line end gets one,
+/// and a CR at the very end counts as CRLF.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SizeCounter {
+    size: u64,
+    last: Option<u8>,
+}
+
+impl SizeCounter {
+    /// A counter at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts the next piece of the stored message.
+    pub fn push(&mut self, chunk: &[u8]) {
+        let Some(&last) = chunk.last() else {
+            return;
+        };
+        self.size += chunk.len() as u64;
+        let mut previous = self.last;
+        for lf in memchr_iter(b'\n', chunk) {
+            let before = if lf == 0 { previous } else { Some(chunk[lf - 1]) };
+            if before != Some(b'\r') {
+                self.size += 1;
+            }
+            previous = Some(b'\n');
+        }
+        self.last = Some(last);
+    }
+
+    /// The size, once the whole message has been pushed.
+    pub fn finish(&self) -> u64 {
+        match self.last {
+            None | Some(b'\n') => self.size,
+            Some(b'\r') => self.size + 1,
+            Some(_) => self.size + 2,
+        }
+    }
+}
+
+/// The RFC 1939 §11 size of a stored message held in memory; see [`SizeCounter`].
+pub fn transmitted_size(message: &[u8]) -> u64 {
+    let mut counter = SizeCounter::new();
+    counter.push(message);
+    counter.finish()
+}
+
 /// Encodes a whole body at once (tests, benchmarks and fuzzing).
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn encode_body(chunks: &[&[u8]], top: Option<u64>) -> Vec<u8> {
@@ -179,6 +234,31 @@ mod tests {
 
     fn enc(chunks: &[&[u8]]) -> Vec<u8> {
         encode_body(chunks, None)
+    }
+
+    #[test]
+    fn sizes_agree_with_the_encoder() {
+        use super::{transmitted_size, SizeCounter};
+        for body in [
+            &b""[..],
+            b"a",
+            b"a\r",
+            b"a\n",
+            b"a\r\n",
+            b"\n\n",
+            b"x\ry\nz",
+            b".a\r\n.b",
+        ] {
+            let sent = enc(&[body]);
+            let unstuffed = crate::testing::unstuff(&sent).unwrap();
+            assert_eq!(transmitted_size(body), unstuffed.len() as u64, "{body:?}");
+            for split in 0..=body.len() {
+                let mut c = SizeCounter::new();
+                c.push(&body[..split]);
+                c.push(&body[split..]);
+                assert_eq!(c.finish(), transmitted_size(body), "{body:?} at {split}");
+            }
+        }
     }
 
     #[test]

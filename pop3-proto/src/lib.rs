@@ -150,7 +150,7 @@ mod timer;
 pub mod testing;
 
 pub use apop::{digest as apop_digest, ApopCredential, ApopTimestamp, Greeting};
-pub use body::BodyProgress;
+pub use body::{transmitted_size, BodyProgress, SizeCounter};
 pub use config::{Config, ConfigBuilder, Expire, MIN_IDLE_TIMEOUT, RFC_MAX_COMMAND_LINE};
 pub use error::{ConfigError, UsageError};
 pub use event::{CloseReason, Credential, Event, Request};

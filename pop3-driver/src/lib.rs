@@ -1,0 +1,77 @@
+//! Runtime-neutral glue between [`pop3_proto`] and a runtime: the handler
+//! traits a mail store implements, the two drive loops (blocking and async)
+//! written once over a minimal transport, and the server policy every
+//! adapter shares (connection hook, connection limit, shutdown, accept
+//! back-off).
+//!
+//! Users normally meet this crate through `pop3-std`, `pop3-tokio` or
+//! `pop3-async-std`, which re-export what they need. It reads the clock only
+//! through the transport, so tests with paused time work.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod answer;
+pub mod memory;
+pub mod blocking;
+mod handler;
+pub mod nonblocking;
+mod server;
+mod shutdown;
+
+pub use handler::{
+    AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReadBody,
+    DEFAULT_CHUNK,
+};
+pub use server::{fresh_greeting, AcceptBackoff, Admission, ConnectionInfo, Permit, ServerCore};
+pub use shutdown::Shutdown;
+
+use std::io;
+use std::time::Instant;
+
+use pop3_proto::{CloseReason, Session, SessionStats};
+
+/// Size of the read buffer each connection uses.
+pub(crate) const READ_BUFFER: usize = 4096;
+
+/// The result of one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// This many bytes were read.
+    Data(usize),
+    /// The peer closed its side.
+    Eof,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// How a session ended, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionEnd {
+    /// Why it closed.
+    pub reason: CloseReason,
+    /// The user who logged in, if one did.
+    pub user: Option<String>,
+    /// Counters.
+    pub stats: SessionStats,
+}
+
+impl SessionEnd {
+    fn new(session: &Session, reason: CloseReason) -> Self {
+        Self {
+            reason,
+            user: session.user().map(str::to_owned),
+            stats: session.stats(),
+        }
+    }
+}
+
+/// A write failed: a missed deadline is the idle timer firing; anything
+/// else (or a write cut short) means the connection is unusable.
+fn write_failed(session: &mut Session, now: Instant, error: &io::Error) {
+    if error.kind() == io::ErrorKind::TimedOut {
+        session.handle_timeout(now);
+    }
+    session.handle_eof(now);
+}

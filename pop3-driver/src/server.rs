@@ -1,0 +1,323 @@
+//! What every adapter's `Server` shares: admitting connections (the
+//! connection hook and the connection limit), greeting nonces, counting live
+//! sessions for a graceful shutdown, and backing off on accept errors.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use event_listener::{Event, Listener as _};
+use pop3_proto::{Config, Greeting, Refusal, Session};
+
+use crate::shutdown::Shutdown;
+
+/// What is known about a new connection when the hook is asked about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The client's address, when the stream has one.
+    pub peer: Option<SocketAddr>,
+    /// The address the client connected to, when the stream has one.
+    pub local: Option<SocketAddr>,
+}
+
+impl ConnectionInfo {
+    /// Describes a connection.
+    pub fn new(peer: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
+        Self { peer, local }
+    }
+}
+
+/// A server's policy and shared state, independent of the runtime.
+///
+/// `new_handler` is popart's `OnNewConnection`: it sees the connection and
+/// returns the handler for it, or a refusal (sent as `-ERR`, then the
+/// connection is closed).
+pub struct ServerCore<F> {
+    config: Arc<Config>,
+    new_handler: F,
+    max_connections: Option<usize>,
+    shutdown_grace: Duration,
+    live: Arc<Live>,
+    shutdown: Shutdown,
+}
+
+/// The outcome of [`ServerCore::admit`].
+pub enum Admission<H> {
+    /// Serve this connection: drive `session` with `handler`; hold `permit`
+    /// until the session ends.
+    Serve {
+        /// The greeted session.
+        session: Session,
+        /// The connection's handler.
+        handler: H,
+        /// Counts the session as live.
+        permit: Permit,
+    },
+    /// Write these bytes (an `-ERR` line), then close the connection.
+    Reject(Bytes),
+}
+
+impl<F, H> ServerCore<F>
+where
+    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+{
+    /// A server with `config`, making a handler per connection with `new_handler`.
+    pub fn new(config: Config, new_handler: F) -> Self {
+        Self {
+            config: Arc::new(config),
+            new_handler,
+            max_connections: None,
+            shutdown_grace: Duration::from_secs(30),
+            live: Arc::default(),
+            shutdown: Shutdown::new(),
+        }
+    }
+
+    /// Caps concurrent sessions; further connections get `-ERR [SYS/TEMP]`.
+    pub fn set_max_connections(&mut self, max: Option<usize>) {
+        self.max_connections = max;
+    }
+
+    /// How long a graceful shutdown waits before aborting what is left.
+    pub fn set_shutdown_grace(&mut self, grace: Duration) {
+        self.shutdown_grace = grace;
+    }
+
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+
+    /// The session configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The server's shutdown signal.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Sessions running now.
+    pub fn live_sessions(&self) -> usize {
+        self.live.count.load(Ordering::Acquire)
+    }
+
+    /// Decides what to do with a new connection, at time `now`.
+    pub fn admit(&self, info: &ConnectionInfo, now: Instant) -> Admission<H> {
+        let reject = |refusal: &Refusal| {
+            let mut session = Session::reject(self.config.clone(), refusal, now);
+            let mut bytes = Vec::new();
+            while let Some(b) = session.poll_transmit() {
+                bytes.extend_from_slice(&b);
+            }
+            Admission::Reject(bytes.into())
+        };
+        if self.shutdown.is_begun() {
+            return reject(&Refusal::sys_temp("server shutting down"));
+        }
+        let Some(permit) = self.live.try_acquire(self.max_connections) else {
+            return reject(&Refusal::sys_temp("too many connections, try again later"));
+        };
+        match (self.new_handler)(info) {
+            Ok(handler) => Admission::Serve {
+                session: Session::new(self.config.clone(), fresh_greeting(), now),
+                handler,
+                permit,
+            },
+            Err(refusal) => reject(&refusal),
+        }
+    }
+
+    /// Resolves when no session is live.
+    pub async fn all_closed(&self) {
+        self.live.all_closed().await;
+    }
+
+    /// Blocks until no session is live or `deadline` passes; true if none is live.
+    pub fn wait_all_closed(&self, deadline: Instant) -> bool {
+        loop {
+            if self.live_sessions() == 0 {
+                return true;
+            }
+            let listener = self.live.idle.listen();
+            if self.live_sessions() == 0 {
+                return true;
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                return self.live_sessions() == 0;
+            }
+        }
+    }
+}
+
+/// Counts live sessions and tells when the count reaches zero.
+#[derive(Debug, Default)]
+struct Live {
+    count: AtomicUsize,
+    idle: Event,
+}
+
+impl Live {
+    fn try_acquire(self: &Arc<Self>, max: Option<usize>) -> Option<Permit> {
+        let mut current = self.count.load(Ordering::Acquire);
+        loop {
+            if max.is_some_and(|m| current >= m) {
+                return None;
+            }
+            match self.count.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Permit(self.clone())),
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            let listener = self.idle.listen();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// A live session's place under the connection limit; released on drop.
+#[derive(Debug)]
+pub struct Permit(Arc<Live>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify(usize::MAX);
+        }
+    }
+}
+
+/// A greeting whose APOP timestamp no other connection of this process
+/// shares, even within the same second: the nonce hashes a process-wide
+/// counter with a per-process random key.
+pub fn fresh_greeting() -> Greeting {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut h = KEY.get_or_init(RandomState::new).build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(n);
+    h.write_u128(since_epoch.as_nanos());
+    Greeting {
+        // Keep it short in the banner; the counter already makes it unique.
+        nonce: (h.finish() >> 16) ^ n,
+        unix_time: since_epoch.as_secs(),
+    }
+}
+
+/// Paces the accept loop after errors, so a temporary failure (out of file
+/// descriptors, a client resetting during the handshake) never ends the server.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    delay: Duration,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// After an accept error: how long to wait before accepting again.
+    pub fn on_error(&mut self, error: &io::Error) -> Duration {
+        use io::ErrorKind::*;
+        if matches!(
+            error.kind(),
+            ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+        ) {
+            // That one connection failed; the listener is fine.
+            return Duration::ZERO;
+        }
+        // Resource exhaustion and the like: wait, longer each time.
+        self.delay = (self.delay * 2).clamp(Self::FIRST, Self::MAX);
+        self.delay
+    }
+
+    /// After a successful accept.
+    pub fn on_success(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greetings_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(fresh_greeting().nonce));
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_resets() {
+        let mut b = AcceptBackoff::default();
+        let emfile = io::Error::other("too many open files");
+        assert_eq!(b.on_error(&emfile), Duration::from_millis(5));
+        assert_eq!(b.on_error(&emfile), Duration::from_millis(10));
+        for _ in 0..20 {
+            b.on_error(&emfile);
+        }
+        assert_eq!(b.on_error(&emfile), Duration::from_secs(1));
+        b.on_success();
+        assert_eq!(b.on_error(&emfile), Duration::from_millis(5));
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(b.on_error(&reset), Duration::ZERO);
+    }
+
+    #[test]
+    fn limit_and_hook() {
+        let mut core = ServerCore::new(Config::builder().build().unwrap(), |info: &ConnectionInfo| {
+            match info.peer {
+                Some(p) if p.port() == 666 => Err(Refusal::sys_perm("go away")),
+                _ => Ok(()),
+            }
+        });
+        core.set_max_connections(Some(1));
+        let now = Instant::now();
+        let ok = ConnectionInfo::new(Some("127.0.0.1:1000".parse().unwrap()), None);
+        let first = core.admit(&ok, now);
+        assert!(matches!(first, Admission::Serve { .. }));
+        assert_eq!(core.live_sessions(), 1);
+        match core.admit(&ok, now) {
+            Admission::Reject(b) => {
+                assert_eq!(&b[..], b"-ERR [SYS/TEMP] too many connections, try again later\r\n")
+            }
+            Admission::Serve { .. } => panic!("over the limit"),
+        }
+        drop(first);
+        assert_eq!(core.live_sessions(), 0);
+        assert!(core.wait_all_closed(now));
+        let evil = ConnectionInfo::new(Some("127.0.0.1:666".parse().unwrap()), None);
+        match core.admit(&evil, now) {
+            Admission::Reject(b) => assert_eq!(&b[..], b"-ERR [SYS/PERM] go away\r\n"),
+            Admission::Serve { .. } => panic!("hook refused"),
+        }
+        assert_eq!(core.live_sessions(), 0, "a refused connection holds no permit");
+    }
+}

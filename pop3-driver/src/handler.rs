@@ -132,13 +132,13 @@ pub const DEFAULT_CHUNK: usize = 32 * 1024;
 
 /// A body held in memory, handed out in one piece.
 impl BodySource for Option<Bytes> {
-    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+    fn next_chunk(&mut self) -> io::Result<Self> {
         Ok(self.take())
     }
 }
 
 impl AsyncBodySource for Option<Bytes> {
-    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+    async fn next_chunk(&mut self) -> io::Result<Self> {
         Ok(self.take())
     }
 }

@@ -48,6 +48,7 @@ pub struct ServerCore<F> {
 }
 
 /// The outcome of [`ServerCore::admit`].
+#[allow(clippy::large_enum_variant)] // short-lived, and Serve is the common case
 pub enum Admission<H> {
     /// Serve this connection: drive `session` with `handler`; hold `permit`
     /// until the session ends.

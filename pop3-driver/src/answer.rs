@@ -45,7 +45,11 @@ pub(crate) fn unit<B>(
 }
 
 /// Answers `Request::Lock`.
-pub(crate) fn lock<B>(session: &mut Session, now: Instant, result: HandlerResult<Maildrop>) -> After<B> {
+pub(crate) fn lock<B>(
+    session: &mut Session,
+    now: Instant,
+    result: HandlerResult<Maildrop>,
+) -> After<B> {
     match result {
         Ok(drop) => expect_fits(session.grant_maildrop(now, drop)),
         Err(e) => refuse_or_fail(session, now, e),

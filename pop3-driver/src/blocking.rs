@@ -25,7 +25,10 @@ pub trait Transport {
 
     /// Upgrades the stream to TLS, as server, after STLS.
     fn start_tls(&mut self) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "TLS is not configured"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "TLS is not configured",
+        ))
     }
 }
 

@@ -12,9 +12,9 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod answer;
-pub mod memory;
 pub mod blocking;
 mod handler;
+pub mod memory;
 pub mod nonblocking;
 mod server;
 mod shutdown;

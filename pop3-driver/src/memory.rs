@@ -84,7 +84,9 @@ impl MemoryStore {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panicking handler elsewhere must not take the store down.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -38,7 +38,12 @@ pub trait AsyncTransport: Send {
 
     /// Upgrades the stream to TLS, as server, after STLS.
     fn start_tls(&mut self) -> impl Future<Output = io::Result<()>> + Send {
-        async { Err(io::Error::new(io::ErrorKind::Unsupported, "TLS is not configured")) }
+        async {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "TLS is not configured",
+            ))
+        }
     }
 }
 
@@ -119,7 +124,9 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                 After::Body(source) => body = Some(source),
                 After::Report(error) => {
                     body = None;
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handler.session_error(&error)));
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        handler.session_error(&error)
+                    }));
                 }
             }
             continue;

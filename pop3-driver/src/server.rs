@@ -293,12 +293,13 @@ mod tests {
 
     #[test]
     fn limit_and_hook() {
-        let mut core = ServerCore::new(Config::builder().build().unwrap(), |info: &ConnectionInfo| {
-            match info.peer {
+        let mut core = ServerCore::new(
+            Config::builder().build().unwrap(),
+            |info: &ConnectionInfo| match info.peer {
                 Some(p) if p.port() == 666 => Err(Refusal::sys_perm("go away")),
                 _ => Ok(()),
-            }
-        });
+            },
+        );
         core.set_max_connections(Some(1));
         let now = Instant::now();
         let ok = ConnectionInfo::new(Some("127.0.0.1:1000".parse().unwrap()), None);
@@ -307,7 +308,10 @@ mod tests {
         assert_eq!(core.live_sessions(), 1);
         match core.admit(&ok, now) {
             Admission::Reject(b) => {
-                assert_eq!(&b[..], b"-ERR [SYS/TEMP] too many connections, try again later\r\n")
+                assert_eq!(
+                    &b[..],
+                    b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+                )
             }
             Admission::Serve { .. } => panic!("over the limit"),
         }
@@ -319,6 +323,10 @@ mod tests {
             Admission::Reject(b) => assert_eq!(&b[..], b"-ERR [SYS/PERM] go away\r\n"),
             Admission::Serve { .. } => panic!("hook refused"),
         }
-        assert_eq!(core.live_sessions(), 0, "a refused connection holds no permit");
+        assert_eq!(
+            core.live_sessions(),
+            0,
+            "a refused connection holds no permit"
+        );
     }
 }

@@ -180,7 +180,11 @@ impl SizeCounter {
         self.size += chunk.len() as u64;
         let mut previous = self.last;
         for lf in memchr_iter(b'\n', chunk) {
-            let before = if lf == 0 { previous } else { Some(chunk[lf - 1]) };
+            let before = if lf == 0 {
+                previous
+            } else {
+                Some(chunk[lf - 1])
+            };
             if before != Some(b'\r') {
                 self.size += 1;
             }

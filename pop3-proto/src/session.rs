@@ -188,7 +188,14 @@ impl Session {
     /// For connections over a server's limit (`Refusal::sys_temp`) or refused
     /// by a connection hook. Drive it like any other session.
     pub fn reject(config: Arc<Config>, refusal: &Refusal, now: Instant) -> Self {
-        let mut session = Self::new(config, Greeting { nonce: 0, unix_time: 0 }, now);
+        let mut session = Self::new(
+            config,
+            Greeting {
+                nonce: 0,
+                unix_time: 0,
+            },
+            now,
+        );
         session.out.clear();
         reply::refusal(session.out.buf(), refusal);
         session.close(CloseReason::Rejected);

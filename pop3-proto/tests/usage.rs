@@ -97,9 +97,16 @@ fn rejected_connection_sends_one_err_line_and_closes() {
     use pop3_proto::{CloseReason, Session};
     use std::sync::Arc;
     let config = Arc::new(Config::builder().apop(true).build().unwrap());
-    let mut s = Session::reject(config, &Refusal::sys_temp("too many connections"), std::time::Instant::now());
+    let mut s = Session::reject(
+        config,
+        &Refusal::sys_temp("too many connections"),
+        std::time::Instant::now(),
+    );
     assert!(!s.wants_input());
-    assert_eq!(&s.poll_transmit().unwrap()[..], b"-ERR [SYS/TEMP] too many connections\r\n");
+    assert_eq!(
+        &s.poll_transmit().unwrap()[..],
+        b"-ERR [SYS/TEMP] too many connections\r\n"
+    );
     assert_eq!(s.poll_transmit(), None);
     assert_eq!(s.poll_event(), Some(Event::Closed(CloseReason::Rejected)));
     assert!(s.is_closed());

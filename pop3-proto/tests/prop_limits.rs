@@ -1,0 +1,509 @@
+//! Property tests for the session's limits: bounded input and output
+//! buffers whatever the peer sends and however slowly it reads, no panics on
+//! arbitrary bytes, and the idle and failed-login timers on a fake clock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pop3_proto::testing::{escape_bytes, message_of_size, Harness, MemoryStore, StoredMessage};
+use pop3_proto::{
+    CloseReason, Config, Event, Greeting, Maildrop, MessageInfo, Request, Session, Uid,
+};
+use proptest::prelude::*;
+
+const USER: &str = "alice";
+const PASSWORD: &str = "secret";
+const BIG: usize = 6000;
+
+/// A large message (many chunks), one full of dots and bare LFs, a small one.
+fn messages() -> Vec<StoredMessage> {
+    vec![
+        message_of_size("big", BIG),
+        StoredMessage {
+            uid: "dots".into(),
+            body: b".\n..\n.\r\n\n\n.a\n".repeat(40),
+        },
+        message_of_size("small", 100),
+    ]
+}
+
+fn store(chunk_size: usize) -> MemoryStore {
+    let mut s = MemoryStore::new();
+    s.add_user(USER, PASSWORD, messages());
+    s.chunk_size = chunk_size;
+    s
+}
+
+fn limits_config(input_buffer: usize, high_water: usize) -> Config {
+    Config::builder()
+        .input_buffer(input_buffer)
+        .output_high_water(high_water)
+        .max_bad_commands(1000)
+        .auth_failure_delay(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+/// One burst of peer bytes.
+fn segment() -> impl Strategy<Value = Vec<u8>> {
+    let command = prop_oneof![
+        Just(&b"RETR 1\r\n"[..]),
+        Just(&b"RETR 2\r\n"[..]),
+        Just(&b"TOP 1 3\r\n"[..]),
+        Just(&b"LIST\r\n"[..]),
+        Just(&b"UIDL\r\n"[..]),
+        Just(&b"STAT\r\n"[..]),
+        Just(&b"CAPA\r\n"[..]),
+        Just(&b"NOOP\n"[..]),
+        Just(&b"DELE 3\r\n"[..]),
+        Just(&b"RSET\r\n"[..]),
+    ];
+    prop_oneof![
+        // Arbitrary bytes.
+        3 => prop::collection::vec(any::<u8>(), 0..600),
+        // A huge line that never ends.
+        1 => (1000usize..40_000, any::<u8>())
+            .prop_map(|(n, b)| vec![if b == b'\n' { b'z' } else { b }; n]),
+        // A flood of pipelined commands.
+        3 => (prop::collection::vec(command, 1..8), 1usize..60).prop_map(|(cmds, times)| {
+            let mut out = Vec::new();
+            for _ in 0..times {
+                for c in &cmds {
+                    out.extend_from_slice(c);
+                }
+            }
+            out
+        }),
+        1 => Just(format!("USER {USER}\r\nPASS {PASSWORD}\r\n").into_bytes()),
+    ]
+}
+
+/// Peer input: often a login first, then bursts.
+fn peer_input() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::bool::weighted(0.8),
+        prop::collection::vec(segment(), 0..6),
+    )
+        .prop_map(|(login, segments)| {
+            let mut out = Vec::new();
+            if login {
+                out.extend_from_slice(format!("USER {USER}\r\nPASS {PASSWORD}\r\n").as_bytes());
+            }
+            for s in segments {
+                out.extend(s);
+            }
+            out
+        })
+}
+
+fn chunk_size() -> impl Strategy<Value = usize> {
+    prop_oneof![1 => 1usize..8, 3 => 8usize..=256, 1 => Just(4096)]
+}
+
+fn high_water() -> impl Strategy<Value = usize> {
+    prop_oneof![1usize..64, 64usize..4096, Just(64 * 1024)]
+}
+
+fn input_buffer() -> impl Strategy<Value = usize> {
+    prop_oneof![255usize..1024, Just(8 * 1024)]
+}
+
+/// A driver with a slow peer: it reads, takes output and handles events in
+/// an arbitrary order given by `schedule`, so output piles up in the
+/// session as it would behind a full socket.
+struct SlowPeer {
+    session: Session,
+    now: Instant,
+    input: Vec<u8>,
+    at: usize,
+    body: Option<(Bytes, usize)>,
+    chunk: usize,
+    peak_input: usize,
+    peak_output: usize,
+    closed: bool,
+}
+
+impl SlowPeer {
+    fn new(config: Config, input: Vec<u8>, chunk: usize) -> Self {
+        let now = Instant::now();
+        let session = Session::new(
+            Arc::new(config),
+            Greeting {
+                nonce: 1,
+                unix_time: 0,
+            },
+            now,
+        );
+        Self {
+            session,
+            now,
+            input,
+            at: 0,
+            body: None,
+            chunk,
+            peak_input: 0,
+            peak_output: 0,
+            closed: false,
+        }
+    }
+
+    fn measure(&mut self) {
+        self.peak_input = self.peak_input.max(self.session.input_buffered());
+        self.peak_output = self.peak_output.max(self.session.output_buffered());
+    }
+
+    /// One read of at most `size` (and 4096) octets, if the session wants input.
+    fn read(&mut self, size: usize) -> bool {
+        if !self.session.wants_input() || self.at == self.input.len() {
+            return false;
+        }
+        let n = size.clamp(1, 4096).min(self.input.len() - self.at);
+        self.session
+            .handle_input(self.now, &self.input[self.at..self.at + n])
+            .expect("input wanted");
+        self.at += n;
+        true
+    }
+
+    fn write(&mut self) -> bool {
+        self.session.poll_transmit().is_some()
+    }
+
+    fn event(&mut self) -> bool {
+        let Some(event) = self.session.poll_event() else {
+            return false;
+        };
+        let now = self.now;
+        let s = &mut self.session;
+        let result = match event {
+            Event::Request(Request::Authenticate { .. }) => s.accept_login(now),
+            Event::Request(Request::Lock { .. }) => {
+                let listing = messages().into_iter().map(|m| MessageInfo {
+                    size: pop3_proto::testing::normalize_body(&m.body).len() as u64,
+                    uid: Uid::new(m.uid).unwrap(),
+                });
+                s.grant_maildrop(now, Maildrop::new(listing).unwrap())
+            }
+            Event::Request(Request::Retrieve { message, .. }) => {
+                let body = messages()[message.number as usize - 1].body.clone();
+                self.body = Some((Bytes::from(body), 0));
+                s.begin_body(now)
+            }
+            Event::NeedBody => {
+                let (body, at) = self.body.as_mut().expect("a body is open");
+                if *at >= body.len() {
+                    self.body = None;
+                    s.end_body(now)
+                } else {
+                    let end = (*at + self.chunk).min(body.len());
+                    let piece = body.slice(*at..end);
+                    *at = end;
+                    s.push_body(now, piece).map(|p| {
+                        if p == pop3_proto::BodyProgress::Complete {
+                            self.body = None;
+                        }
+                    })
+                }
+            }
+            Event::Request(Request::Commit { .. }) => s.commit_done(now),
+            Event::StartTls => unreachable!("STLS is not offered"),
+            Event::Unlock => Ok(()),
+            Event::Closed(_) => {
+                self.closed = true;
+                Ok(())
+            }
+        };
+        result.expect("answers fit the request");
+        true
+    }
+
+    /// Runs the schedule, then drains everything and hangs up.
+    fn run(&mut self, schedule: &[(u8, u16)]) {
+        let mut idle_rounds = 0;
+        let mut i = 0;
+        while !self.closed && idle_rounds < 2 * schedule.len().max(1) {
+            let (what, size) = schedule[i % schedule.len()];
+            i += 1;
+            // Reads and events are common, taking output is rare.
+            let progressed = match what % 8 {
+                0..=2 => self.read(usize::from(size)),
+                3 => self.write(),
+                _ => self.event(),
+            };
+            self.measure();
+            idle_rounds = if progressed { 0 } else { idle_rounds + 1 };
+        }
+        // A well-behaved driver from here on: drain, handle events, then hang up.
+        while !self.closed {
+            while self.write() {
+                self.measure();
+            }
+            if self.event() {
+                self.measure();
+                continue;
+            }
+            if !self.read(4096) {
+                self.session.handle_eof(self.now);
+            }
+            self.measure();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever bytes the peer sends, the harness-driven session buffers at most the input buffer plus one read and at most the high-water mark plus two chunks plus a reply line of output.
+    #[test]
+    fn memory_is_bounded_with_the_harness(
+        input in peer_input(),
+        chunk in chunk_size(),
+        high_water in high_water(),
+        input_buffer in input_buffer(),
+    ) {
+        let config = limits_config(input_buffer, high_water);
+        let mut h = Harness::new(config, store(chunk));
+        h.feed(&input);
+        h.eof();
+        prop_assert!(h.session.is_closed());
+        prop_assert!(
+            h.peak_input <= input_buffer + 4096,
+            "peak input {} > {} + 4096",
+            h.peak_input,
+            input_buffer
+        );
+        prop_assert!(
+            h.peak_output <= high_water + 2 * chunk + 1024,
+            "peak output {} > {} + 2 * {} + 1024",
+            h.peak_output,
+            high_water,
+            chunk
+        );
+        prop_assert_eq!(h.store.locks, h.store.unlocks);
+    }
+
+    /// With a peer that reads its replies slowly and floods commands meanwhile, the session's buffers stay within the same bounds.
+    #[test]
+    fn memory_is_bounded_with_a_slow_reader(
+        input in peer_input(),
+        chunk in chunk_size(),
+        high_water in high_water(),
+        input_buffer in input_buffer(),
+        schedule in prop::collection::vec((any::<u8>(), 1u16..=4096), 1..40),
+    ) {
+        let config = limits_config(input_buffer, high_water);
+        let mut peer = SlowPeer::new(config, input, chunk);
+        peer.run(&schedule);
+        prop_assert!(peer.session.is_closed());
+        prop_assert!(
+            peer.peak_input <= input_buffer + 4096,
+            "peak input {} > {} + 4096",
+            peer.peak_input,
+            input_buffer
+        );
+        prop_assert!(
+            peer.peak_output <= high_water + 2 * chunk + 1024,
+            "peak output {} > {} + 2 * {} + 1024",
+            peer.peak_output,
+            high_water,
+            chunk
+        );
+    }
+
+    /// Arbitrary bytes, logged in or not, never make the session panic or stall.
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        login in any::<bool>(),
+        input in prop::collection::vec(any::<u8>(), 0..2000),
+        cuts in prop::collection::vec(1usize..300, 0..10),
+    ) {
+        let mut h = Harness::new(limits_config(8192, 1024), store(64));
+        if login {
+            h.command(&format!("USER {USER}"));
+            h.command(&format!("PASS {PASSWORD}"));
+        }
+        let mut rest = &input[..];
+        for n in cuts {
+            let n = n.min(rest.len());
+            h.feed(&rest[..n]);
+            rest = &rest[n..];
+        }
+        h.feed(rest);
+        h.eof();
+        prop_assert!(h.session.is_closed());
+        prop_assert_eq!(h.store.locks, h.store.unlocks);
+    }
+}
+
+// ---- timers ----
+
+/// Splits `total` into steps proportional to `weights` whose sum is below `total`.
+fn steps_below(total: Duration, weights: &[u32]) -> Vec<Duration> {
+    let sum: u128 = weights.iter().map(|&w| u128::from(w)).sum::<u128>() + 1;
+    weights
+        .iter()
+        .map(|&w| {
+            let nanos = total.as_nanos() * u128::from(w) / sum;
+            Duration::from_nanos(u64::try_from(nanos).unwrap())
+        })
+        .collect()
+}
+
+fn timer_config(idle: Duration, auth_delay: Duration, apop: bool) -> Config {
+    Config::builder()
+        .idle_timeout(idle)
+        .allow_short_idle_timeout()
+        .auth_failure_delay(auth_delay)
+        .apop(apop)
+        .build()
+        .unwrap()
+}
+
+fn idle_timeout() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(pop3_proto::MIN_IDLE_TIMEOUT),
+        (1u64..=7_200_000).prop_map(Duration::from_millis),
+    ]
+}
+
+fn logged_in_harness(config: Config) -> Harness {
+    let mut h = Harness::new(config, store(4096));
+    h.command(&format!("USER {USER}"));
+    h.command(&format!("PASS {PASSWORD}"));
+    h
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Advancing the clock in any steps that sum below the idle timeout never closes the session, and reaching the deadline closes it silently, without UPDATE.
+    #[test]
+    fn idle_timeout_fires_exactly_at_the_deadline(
+        idle in idle_timeout(),
+        login in any::<bool>(),
+        rounds in prop::collection::vec(prop::collection::vec(1u32..1000, 0..12), 1..4),
+    ) {
+        let mut h = if login {
+            logged_in_harness(timer_config(idle, Duration::from_secs(1), false))
+        } else {
+            Harness::new(timer_config(idle, Duration::from_secs(1), false), store(4096))
+        };
+        // Each round idles below the timeout, then a command re-arms the timer.
+        let mut last_command = h.now;
+        for (i, weights) in rounds.iter().enumerate() {
+            if i > 0 {
+                h.command("CAPA");
+                last_command = h.now;
+            }
+            h.sent.clear();
+            let events = h.events.len();
+            for step in steps_below(idle, weights) {
+                h.advance(step);
+                prop_assert!(
+                    !h.session.is_closed(),
+                    "closed {:?} after the last command",
+                    h.now - last_command
+                );
+                prop_assert!(h.sent.is_empty(), "sent {}", escape_bytes(&h.sent));
+                prop_assert_eq!(h.events.len(), events);
+            }
+            prop_assert_eq!(h.session.poll_timeout(), Some(last_command + idle));
+        }
+        let events = h.events.len();
+        h.sent.clear();
+        h.advance(last_command + idle - h.now);
+        prop_assert!(h.session.is_closed());
+        prop_assert_eq!(h.session.close_reason(), Some(CloseReason::IdleTimeout));
+        prop_assert!(h.sent.is_empty(), "sent at timeout: {}", escape_bytes(&h.sent));
+        let tail = &h.events[events..];
+        let want: Vec<Event> = if login {
+            vec![Event::Unlock, Event::Closed(CloseReason::IdleTimeout)]
+        } else {
+            vec![Event::Closed(CloseReason::IdleTimeout)]
+        };
+        prop_assert_eq!(tail, &want[..]);
+        let committed = h
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Request(Request::Commit { .. })));
+        prop_assert!(!committed, "commit on timeout: {:?}", h.events);
+        prop_assert!(h.store.commits.is_empty());
+        prop_assert_eq!(h.store.messages(USER), &messages()[..]);
+        prop_assert_eq!(h.store.locks, h.store.unlocks);
+        prop_assert_eq!(h.session.poll_timeout(), None);
+    }
+
+    /// Calling handle_timeout before any deadline sends nothing and raises no event.
+    #[test]
+    fn early_timeout_is_a_noop(
+        idle in idle_timeout(),
+        state in 0u8..3,
+        fraction in 0u32..1000,
+    ) {
+        let auth_delay = Duration::from_secs(5);
+        let mut h = match state {
+            0 => Harness::new(timer_config(idle, auth_delay, false), store(4096)),
+            1 => logged_in_harness(timer_config(idle, auth_delay, false)),
+            _ => {
+                let mut h = Harness::new(timer_config(idle, auth_delay, false), store(4096));
+                h.command(&format!("USER {USER}"));
+                h.command("PASS wrong");
+                h
+            }
+        };
+        h.sent.clear();
+        let deadline = h.session.poll_timeout().expect("a timer is armed");
+        let until = deadline - h.now;
+        let early = h.now + until * fraction / 1000;
+        prop_assume!(early < deadline);
+        h.session.handle_timeout(early);
+        let sent = h.session.poll_transmit();
+        prop_assert!(sent.is_none(), "sent {:?}", sent);
+        let event = h.session.poll_event();
+        prop_assert!(event.is_none(), "event {:?}", event);
+        prop_assert_eq!(h.session.poll_timeout(), Some(deadline));
+        prop_assert!(!h.session.is_closed());
+    }
+
+    /// A refused login sends nothing until the auth-failure delay has passed, then exactly one `-ERR [AUTH]` line.
+    #[test]
+    fn failed_login_is_held_for_the_delay(
+        delay_ms in 1u64..30_000,
+        apop in any::<bool>(),
+        weights in prop::collection::vec(1u32..1000, 0..10),
+    ) {
+        let delay = Duration::from_millis(delay_ms);
+        let config = timer_config(pop3_proto::MIN_IDLE_TIMEOUT, delay, apop);
+        let mut h = Harness::new(config, store(4096));
+        h.sent.clear();
+        if apop {
+            h.command(&format!("APOP {USER} 00112233445566778899aabbccddeeff"));
+        } else {
+            h.command(&format!("USER {USER}"));
+            h.sent.clear();
+            h.command("PASS wrong");
+        }
+        let start = h.now;
+        prop_assert!(h.sent.is_empty(), "sent at once: {}", escape_bytes(&h.sent));
+        for step in steps_below(delay, &weights) {
+            h.advance(step);
+            prop_assert!(
+                h.sent.is_empty(),
+                "sent after {:?}: {}",
+                h.now - start,
+                escape_bytes(&h.sent)
+            );
+        }
+        h.advance(start + delay - h.now);
+        let sent = h.take_sent();
+        prop_assert!(sent.starts_with("-ERR [AUTH] "), "sent {:?}", sent);
+        prop_assert!(sent.ends_with("\r\n") && sent.matches('\n').count() == 1, "sent {:?}", sent);
+        prop_assert!(!h.session.is_closed());
+        prop_assert_eq!(h.store.locks, 0);
+        // The session reads commands again, with a fresh idle timer.
+        prop_assert_eq!(h.session.poll_timeout(), Some(h.now + pop3_proto::MIN_IDLE_TIMEOUT));
+        h.command("CAPA");
+        prop_assert!(h.take_sent().starts_with("+OK"));
+    }
+}

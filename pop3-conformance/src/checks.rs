@@ -1,0 +1,511 @@
+//! The checks, each generic over a [`Launcher`]. Every one starts its own
+//! server, so they run in parallel.
+
+use std::io::Write as _;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use pop3_driver::memory::MemoryStore;
+use pop3_proto::testing::{escape_bytes, message_of_size, normalize_body};
+use pop3_proto::{Config, Refusal};
+
+use crate::{Client, Fault, Launcher, Running, Spec, Step};
+
+const MSG1: &[u8] = b"From: a@example.org\r\nSubject: one\r\n\r\nHello\r\n.dot line\r\n..two dots\r\n";
+const MSG2: &[u8] = b".starts with a dot\r\n\r\nbare\nlf\nlines\n";
+const MSG3: &[u8] = b"Subject: no final newline\r\n\r\n8-bit: \xc3\xa9t\xc3\xa9\r\nlast line";
+
+fn config() -> pop3_proto::ConfigBuilder {
+    Config::builder()
+        .hostname("pop.test")
+        .auth_failure_delay(Duration::from_millis(50))
+}
+
+/// alice/wonderland with three tricky messages.
+fn demo_store() -> MemoryStore {
+    let store = MemoryStore::new();
+    store.add_user("alice", "wonderland");
+    for m in [MSG1, MSG2, MSG3] {
+        store.deliver("alice", m);
+    }
+    store
+}
+
+fn launch<L: Launcher>(spec: Spec) -> Running {
+    L::launch(spec)
+}
+
+fn wire(message: &[u8]) -> Vec<u8> {
+    normalize_body(message)
+}
+
+/// RFC 1939 §10's example session, APOP digest computed from our greeting.
+pub fn rfc1939_session_with_apop<L: Launcher>() {
+    let store = MemoryStore::new();
+    store.add_user("mrose", "tanstaaf");
+    let m1 = message_of_size("one", 120).body;
+    let m2 = message_of_size("two", 200).body;
+    store.deliver("mrose", m1.clone());
+    store.deliver("mrose", m2.clone());
+    let server = launch::<L>(Spec::new(
+        config().hostname("dbc.mtview.ca.us").apop(true).build().unwrap(),
+        store,
+    ));
+    let (mut c, greeting) = Client::greeted(server.addr);
+    let ts = greeting
+        .strip_prefix("+OK POP3 server ready ")
+        .expect("greeting with timestamp");
+    assert!(ts.starts_with('<') && ts.ends_with("@dbc.mtview.ca.us>"), "{ts}");
+    let digest: String = Md5::new()
+        .chain_update(ts.as_bytes())
+        .chain_update(b"tanstaaf")
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let lines = |m: &[u8]| -> String {
+        String::from_utf8(m.to_vec())
+            .unwrap()
+            .split_terminator("\r\n")
+            .map(|l| format!("S: {l}\n"))
+            .collect()
+    };
+    c.transcript(&format!(
+        "C: APOP mrose {digest}
+         S: +OK mrose's maildrop has 2 messages (320 octets)
+         C: STAT
+         S: +OK 2 320
+         C: LIST
+         S: +OK 2 messages (320 octets)
+         S: 1 120
+         S: 2 200
+         S: .
+         C: RETR 1
+         S: +OK 120 octets
+         {}S: .
+         C: DELE 1
+         S: +OK message 1 deleted
+         C: RETR 2
+         S: +OK 200 octets
+         {}S: .
+         C: DELE 2
+         S: +OK message 2 deleted
+         C: QUIT
+         S: +OK dbc.mtview.ca.us POP3 server signing off (maildrop empty)",
+        lines(&m1),
+        lines(&m2)
+    ));
+    assert!(c.closed().0);
+    server.eventually("unlock", |s| s.locks() == (1, 1));
+    assert!(server.store.messages("mrose").is_empty());
+}
+
+/// USER/PASS, LIST, UIDL, TOP, RETR of tricky bodies, DELE, RSET, QUIT; the
+/// deletion is visible on the next connection.
+pub fn user_session_transcript<L: Launcher>() {
+    let server = launch::<L>(Spec::new(config().build().unwrap(), demo_store()));
+    let (s1, s2, s3) = (wire(MSG1).len(), wire(MSG2).len(), wire(MSG3).len());
+    let total = s1 + s2 + s3;
+    let mut c = Client::connect(server.addr);
+    c.transcript(&format!(
+        "S: +OK POP3 server ready
+         C: USER alice
+         S: +OK send PASS
+         C: PASS wonderland
+         S: +OK alice's maildrop has 3 messages ({total} octets)
+         C: LIST
+         S: +OK 3 messages ({total} octets)
+         S: 1 {s1}
+         S: 2 {s2}
+         S: 3 {s3}
+         S: .
+         C: UIDL
+         S: +OK unique-id listing follows
+         S: 1 mem-1
+         S: 2 mem-2
+         S: 3 mem-3
+         S: .
+         C: TOP 1 1
+         S: +OK top of message follows
+         S: From: a@example.org
+         S: Subject: one
+         S:
+         S: Hello
+         S: .
+         C: RETR 2
+         S: +OK {s2} octets
+         S: ..starts with a dot
+         S:
+         S: bare
+         S: lf
+         S: lines
+         S: .
+         C: RETR 1
+         S: +OK {s1} octets
+         S: From: a@example.org
+         S: Subject: one
+         S:
+         S: Hello
+         S: ..dot line
+         S: ...two dots
+         S: .
+         C: DELE 3
+         S: +OK message 3 deleted
+         C: RSET
+         S: +OK maildrop has 3 messages ({total} octets)
+         C: DELE 2
+         S: +OK message 2 deleted
+         C: NOOP
+         S: +OK
+         C: QUIT
+         S: +OK pop.test POP3 server signing off (2 messages left)"
+    ));
+    assert!(c.closed().0);
+    server.eventually("unlock", |s| s.locks() == (1, 1));
+    let mut c = Client::login(server.addr, "alice", "wonderland");
+    assert_eq!(c.command("STAT"), format!("+OK 2 {}", s1 + s3));
+    assert_eq!(c.command("UIDL 2"), "+OK 2 mem-3");
+}
+
+/// 1,000 commands in one write are answered in order.
+pub fn pipelined_thousand_commands_in_one_write<L: Launcher>() {
+    let server = launch::<L>(Spec::new(config().build().unwrap(), demo_store()));
+    let mut c = Client::login(server.addr, "alice", "wonderland");
+    let mut batch = String::new();
+    let mut expected = Vec::new();
+    let (s1, s2, s3) = (wire(MSG1).len(), wire(MSG2).len(), wire(MSG3).len());
+    for i in 0..1000 {
+        let (cmd, reply) = match i % 5 {
+            0 => ("STAT".to_string(), format!("+OK 3 {}", s1 + s2 + s3)),
+            1 => ("LIST 2".into(), format!("+OK 2 {s2}")),
+            2 => ("NOOP".into(), "+OK".into()),
+            3 => ("UIDL 3".into(), "+OK 3 mem-3".into()),
+            _ => (format!("LIST {}", 4 + i), "-ERR no such message".into()),
+        };
+        batch.push_str(&cmd);
+        batch.push_str("\r\n");
+        expected.push(reply);
+    }
+    c.send(batch.as_bytes());
+    for (i, want) in expected.iter().enumerate() {
+        assert_eq!(&c.line(), want, "reply {i}");
+    }
+    assert_eq!(c.command("QUIT"), "+OK pop.test POP3 server signing off (3 messages left)");
+}
+
+/// A 50 MB RETR completes byte for byte, and while the client stalls the
+/// server pulls only a bounded amount of the body.
+pub fn big_retr_streams_with_bounded_memory<L: Launcher>() {
+    let store = MemoryStore::new();
+    store.add_user("big", "pw");
+    let line = b"All work and no play makes Jack a dull boy. 0123456789 abcdefghij\r\n";
+    let mut body = Vec::with_capacity(50 << 20);
+    while body.len() < 50 << 20 {
+        body.extend_from_slice(line);
+    }
+    let body = bytes::Bytes::from(body);
+    store.deliver("big", body.clone());
+    let server = launch::<L>(Spec::new(config().build().unwrap(), store));
+    let mut c = Client::login(server.addr, "big", "pw");
+    assert_eq!(c.command("RETR 1"), format!("+OK {} octets", body.len()));
+    let first = c.exact(1 << 20);
+    assert_eq!(&first[..], &body[..1 << 20]);
+    std::thread::sleep(Duration::from_millis(300));
+    let pulled = server.plan.body_bytes_pulled.load(Ordering::SeqCst);
+    // Socket buffers hold some megabytes; the rest must still be unread.
+    assert!(
+        pulled < (1 << 20) + (24 << 20),
+        "server pulled {pulled} bytes while the client had read 1 MiB"
+    );
+    let mut at = 1 << 20;
+    while at < body.len() {
+        let n = (body.len() - at).min(4 << 20);
+        let got = c.exact(n);
+        assert!(got[..] == body[at..at + n], "body differs near octet {at}");
+        at += n;
+    }
+    assert_eq!(c.exact(3), b".\r\n");
+    assert_eq!(c.command("NOOP"), "+OK");
+}
+
+/// With the test-only short idle timeout, an idle session is closed with no
+/// reply and nothing is deleted.
+pub fn idle_timeout_closes_without_update<L: Launcher>() {
+    let config = config()
+        .idle_timeout(Duration::from_millis(800))
+        .allow_short_idle_timeout()
+        .build()
+        .unwrap();
+    let server = launch::<L>(Spec::new(config, demo_store()));
+    let mut c = Client::login(server.addr, "alice", "wonderland");
+    assert_eq!(c.command("DELE 1"), "+OK message 1 deleted");
+    let started = Instant::now();
+    let (closed, rest) = c.closed();
+    assert!(closed, "server kept the idle connection");
+    assert!(rest.is_empty(), "autologout sent {}", escape_bytes(&rest));
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    server.eventually("unlock", |s| s.locks() == (1, 1));
+    assert_eq!(server.store.messages("alice").len(), 3);
+}
+
+/// Over the cap a connection gets `-ERR [SYS/TEMP]` and is closed; the hook
+/// can refuse too; the server goes on serving.
+pub fn connection_limit_rejects_and_keeps_serving<L: Launcher>() {
+    let mut spec = Spec::new(config().build().unwrap(), demo_store());
+    spec.max_connections = Some(2);
+    let server = launch::<L>(spec);
+    let (mut a, ga) = Client::greeted(server.addr);
+    let (_b, gb) = Client::greeted(server.addr);
+    assert!(ga.starts_with("+OK") && gb.starts_with("+OK"));
+    let (mut c, gc) = Client::greeted(server.addr);
+    assert_eq!(gc, "-ERR [SYS/TEMP] too many connections, try again later");
+    assert!(c.closed().0);
+    assert!(a.command("CAPA").starts_with("+OK"));
+    a.multiline();
+    assert!(a.command("QUIT").starts_with("+OK"));
+    assert!(a.closed().0);
+    // The freed slot is usable again.
+    let mut d = None;
+    for _ in 0..200 {
+        let (conn, g) = Client::greeted(server.addr);
+        if g.starts_with("+OK") {
+            d = Some(conn);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut d = d.expect("a slot frees up after QUIT");
+    assert!(d.command("QUIT").starts_with("+OK"));
+    assert!(d.closed().0);
+    server.eventually("slot freed", |_| true);
+    std::thread::sleep(Duration::from_millis(50));
+    server.plan.refuse_next_connection(Refusal::sys_perm("not from here"));
+    let (mut e, ge) = Client::greeted(server.addr);
+    assert_eq!(ge, "-ERR [SYS/PERM] not from here");
+    assert!(e.closed().0);
+}
+
+/// A graceful shutdown lets a RETR in flight finish, closes sessions at a
+/// command boundary with a POP3 `-ERR`, and deletes nothing.
+pub fn graceful_shutdown_finishes_commands_and_deletes_nothing<L: Launcher>() {
+    let store = demo_store();
+    store.add_user("bob", "builder");
+    let big = message_of_size("big", 8 << 20).body;
+    store.deliver("bob", big.clone());
+    let mut server = launch::<L>(Spec::new(config().build().unwrap(), store));
+    let mut idle = Client::login(server.addr, "alice", "wonderland");
+    assert_eq!(idle.command("DELE 1"), "+OK message 1 deleted");
+    let mut busy = Client::login(server.addr, "bob", "builder");
+    assert!(busy.command("RETR 1").starts_with("+OK"));
+    let first = busy.exact(1000);
+    let shutdown = server.shutdown.clone();
+    shutdown.begin();
+    // The idle session is told and closed.
+    assert_eq!(idle.line(), "-ERR [SYS/TEMP] server shutting down");
+    assert!(idle.closed().0);
+    // The RETR in flight completes, then that session is closed too.
+    let rest = busy.exact(big.len() - 1000);
+    let mut all = first;
+    all.extend_from_slice(&rest);
+    assert!(all == big, "body changed during shutdown");
+    assert_eq!(busy.line(), ".");
+    assert_eq!(busy.line(), "-ERR [SYS/TEMP] server shutting down");
+    assert!(busy.closed().0);
+    assert!(server.stop(Duration::from_secs(20)), "serve did not return");
+    assert_eq!(server.locks(), (2, 2));
+    assert_eq!(server.store.messages("alice").len(), 3);
+    assert_eq!(server.store.messages("bob").len(), 1);
+    assert!(std::net::TcpStream::connect(server.addr).is_err(), "still accepting");
+}
+
+/// Sessions that do not finish within the grace period are aborted; their
+/// maildrops are still unlocked.
+pub fn shutdown_aborts_stalled_sessions_after_grace<L: Launcher>() {
+    let store = MemoryStore::new();
+    store.add_user("bob", "builder");
+    store.deliver("bob", message_of_size("big", 32 << 20).body);
+    let mut spec = Spec::new(config().build().unwrap(), store);
+    spec.shutdown_grace = Duration::from_millis(300);
+    let mut server = launch::<L>(spec);
+    let mut stalled = Client::login(server.addr, "bob", "builder");
+    assert!(stalled.command("RETR 1").starts_with("+OK"));
+    // The client never reads the body.
+    let started = Instant::now();
+    assert!(server.stop(Duration::from_secs(20)), "serve did not return");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(server.locks(), (1, 1));
+    assert_eq!(server.store.messages("bob").len(), 1);
+}
+
+/// Reportable errors reach the client and the session goes on; internal
+/// errors and panics end the session with `-ERR [SYS/TEMP]`; every lock is
+/// released once; the server survives.
+pub fn handler_errors_at_each_request<L: Launcher>() {
+    let server = launch::<L>(Spec::new(config().build().unwrap(), demo_store()));
+    let internal = "-ERR [SYS/TEMP] internal server error, closing connection";
+    let cases: Vec<(Step, Fault)> = [Step::Authenticate, Step::Lock, Step::Open, Step::MidBody, Step::Commit]
+        .into_iter()
+        .flat_map(|s| {
+            [
+                (s, Fault::Refuse(Refusal::sys_temp("try later"))),
+                (s, Fault::Internal),
+                (s, Fault::Panic),
+            ]
+        })
+        .filter(|(s, f)| !(*s == Step::MidBody && matches!(f, Fault::Refuse(_))))
+        .collect();
+    let mut failures = 0;
+    for (step, fault) in cases {
+        let what = format!("{step:?}/{fault:?}");
+        server.plan.inject(step, fault.clone());
+        let (mut c, _) = Client::greeted(server.addr);
+        c.command("USER alice");
+        let login = c.command("PASS wonderland");
+        let ends = !matches!(fault, Fault::Refuse(_));
+        if ends {
+            failures += 1;
+        }
+        match step {
+            Step::Authenticate | Step::Lock => {
+                if ends {
+                    assert_eq!(login, internal, "{what}");
+                    assert!(c.closed().0, "{what}");
+                } else {
+                    assert_eq!(login, "-ERR [SYS/TEMP] try later", "{what}");
+                    assert_eq!(c.command("NOOP"), "-ERR command not valid before login");
+                    c.command("QUIT");
+                }
+            }
+            Step::Open | Step::MidBody => {
+                assert!(login.starts_with("+OK"), "{what}: {login}");
+                assert_eq!(c.command("DELE 2"), "+OK message 2 deleted");
+                let retr = c.command("RETR 1");
+                if step == Step::MidBody {
+                    assert!(retr.starts_with("+OK"), "{what}");
+                    let (closed, rest) = c.closed();
+                    assert!(closed, "{what}");
+                    assert!(!rest.ends_with(b"\r\n.\r\n"), "{what}: cut body looks complete");
+                } else if ends {
+                    assert_eq!(retr, internal, "{what}");
+                    assert!(c.closed().0, "{what}");
+                } else {
+                    assert_eq!(retr, "-ERR [SYS/TEMP] try later", "{what}");
+                    assert_eq!(c.command("STAT").split(' ').nth(1), Some("2"), "{what}");
+                    assert!(c.command("RSET").starts_with("+OK"), "{what}");
+                    c.command("QUIT");
+                }
+            }
+            Step::Commit => {
+                assert!(login.starts_with("+OK"), "{what}: {login}");
+                assert_eq!(c.command("DELE 2"), "+OK message 2 deleted");
+                let quit = c.command("QUIT");
+                if ends {
+                    assert_eq!(quit, internal, "{what}");
+                } else {
+                    assert_eq!(quit, "-ERR [SYS/TEMP] some deleted messages not removed", "{what}");
+                }
+                assert!(c.closed().0, "{what}");
+            }
+        }
+        server.eventually(&format!("unlock after {what}"), |s| {
+            let (l, u) = s.locks();
+            l == u
+        });
+        assert_eq!(server.store.messages("alice").len(), 3, "{what}: something was deleted");
+    }
+    server.eventually("session_error calls", |s| {
+        s.plan.session_errors.load(Ordering::SeqCst) == failures
+    });
+    // Still serving after all those panics.
+    let mut c = Client::login(server.addr, "alice", "wonderland");
+    assert_eq!(c.command("STAT").split(' ').nth(1), Some("3"));
+}
+
+fn run_client(program: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run {program} ({e}): install it (.ci/run does)")
+    });
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Python's standard `poplib` against the server: CAPA, USER/PASS, APOP,
+/// STAT, LIST, UIDL, RETR byte for byte, TOP, DELE + QUIT then reconnect, RSET.
+pub fn python_poplib_client<L: Launcher>() {
+    let server = launch::<L>(Spec::new(config().apop(true).build().unwrap(), demo_store()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/poplib_check.py");
+    let port = server.addr.port().to_string();
+    let out = run_client("python3", &[script, "127.0.0.1", &port, "alice", "wonderland"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let get = |key: &str| -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .collect()
+    };
+    let (s1, s2, s3) = (wire(MSG1).len(), wire(MSG2).len(), wire(MSG3).len());
+    let capa = get("CAPA")[0];
+    for tag in ["TOP", "UIDL", "USER", "PIPELINING", "RESP-CODES", "EXPIRE", "IMPLEMENTATION"] {
+        assert!(capa.split(' ').any(|t| t == tag), "CAPA lacks {tag}: {capa}");
+    }
+    assert_eq!(get("STAT"), [format!("3 {}", s1 + s2 + s3)]);
+    assert_eq!(get("LIST"), [format!("1 {s1}|2 {s2}|3 {s3}")]);
+    assert_eq!(get("UIDL"), ["1 mem-1|2 mem-2|3 mem-3"]);
+    let retr = get("RETR");
+    assert_eq!(retr.len(), 3);
+    for (i, m) in [MSG1, MSG2, MSG3].iter().enumerate() {
+        let hex = retr[i].split(' ').nth(1).unwrap();
+        assert_eq!(unhex(hex), wire(m), "poplib RETR {} differs", i + 1);
+    }
+    assert_eq!(unhex(get("TOP")[0]), b"From: a@example.org\r\nSubject: one\r\n\r\n");
+    assert_eq!(get("RSET"), [format!("3 {}", s1 + s2 + s3)]);
+    assert_eq!(get("AFTER"), [format!("2 {}", s2 + s3)]);
+    assert_eq!(get("APOP"), [format!("2 {}", s2 + s3)]);
+    server.eventually("unlocks", |s| s.locks().0 == s.locks().1);
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// `curl`'s POP3 client: LIST, RETR, `-X UIDL`, `-X 'TOP 1 0'`, DELE.
+pub fn curl_client<L: Launcher>() {
+    let server = launch::<L>(Spec::new(config().build().unwrap(), demo_store()));
+    let base = format!("pop3://127.0.0.1:{}/", server.addr.port());
+    let curl = |extra: &[&str], path: &str| -> Vec<u8> {
+        let url = format!("{base}{path}");
+        let mut args = vec!["-sS", "--max-time", "20", "-u", "alice:wonderland", &url];
+        args.extend_from_slice(extra);
+        run_client("curl", &args).stdout
+    };
+    let (s1, s2, s3) = (wire(MSG1).len(), wire(MSG2).len(), wire(MSG3).len());
+    assert_eq!(
+        String::from_utf8(curl(&[], "")).unwrap(),
+        format!("1 {s1}\r\n2 {s2}\r\n3 {s3}\r\n")
+    );
+    for (i, m) in [MSG1, MSG2, MSG3].iter().enumerate() {
+        let got = curl(&[], &(i + 1).to_string());
+        assert!(got == wire(m), "curl RETR {}: {}", i + 1, escape_bytes(&got));
+    }
+    assert_eq!(curl(&["-X", "UIDL"], ""), b"1 mem-1\r\n2 mem-2\r\n3 mem-3\r\n");
+    assert_eq!(
+        curl(&["-X", "TOP 1 0"], ""),
+        b"From: a@example.org\r\nSubject: one\r\n\r\n"
+    );
+    curl(&["-X", "DELE", "-I"], "2");
+    server.eventually("unlocks", |s| s.locks().0 == s.locks().1);
+    assert_eq!(
+        String::from_utf8(curl(&[], "")).unwrap(),
+        format!("1 {s1}\r\n2 {s3}\r\n")
+    );
+    let _ = std::io::stdout().flush();
+}

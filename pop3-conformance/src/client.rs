@@ -1,0 +1,141 @@
+//! A minimal blocking POP3 client over a real socket, for the suite.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use pop3_proto::testing::escape_bytes;
+
+/// A client connection with a read timeout.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    /// Connects and does not read the greeting.
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect to the test server");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let writer = stream.try_clone().unwrap();
+        Self {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// Connects and returns the greeting line (without CRLF).
+    pub fn greeted(addr: SocketAddr) -> (Self, String) {
+        let mut c = Self::connect(addr);
+        let g = c.line();
+        (c, g)
+    }
+
+    /// Connects and logs in with USER/PASS; panics on failure.
+    pub fn login(addr: SocketAddr, user: &str, password: &str) -> Self {
+        let (mut c, greeting) = Self::greeted(addr);
+        assert!(greeting.starts_with("+OK"), "greeting: {greeting}");
+        assert!(c.command(&format!("USER {user}")).starts_with("+OK"));
+        let r = c.command(&format!("PASS {password}"));
+        assert!(r.starts_with("+OK"), "login: {r}");
+        c
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to server");
+    }
+
+    /// Sends a command line and returns the first reply line.
+    pub fn command(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.line()
+    }
+
+    /// Reads one line, without CRLF. Panics at EOF.
+    pub fn line(&mut self) -> String {
+        let raw = self.raw_line();
+        assert!(!raw.is_empty(), "server closed the connection");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        text.strip_suffix("\r\n")
+            .unwrap_or_else(|| panic!("line without CRLF: {}", escape_bytes(&raw)))
+            .to_owned()
+    }
+
+    /// Reads one line with its line end; empty at EOF.
+    pub fn raw_line(&mut self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.reader.read_until(b'\n', &mut buf).expect("read from server");
+        buf
+    }
+
+    /// Reads a multi-line body up to and including the terminator, raw.
+    pub fn multiline(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let line = self.raw_line();
+            assert!(!line.is_empty(), "EOF inside a multi-line response");
+            all.extend_from_slice(&line);
+            if line == b".\r\n" {
+                return all;
+            }
+        }
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn exact(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.reader.read_exact(&mut buf).expect("read from server");
+        buf
+    }
+
+    /// True if the server closed the connection (after any unread bytes,
+    /// which are returned).
+    pub fn closed(&mut self) -> (bool, Vec<u8>) {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => (true, rest),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => (true, rest),
+            Err(_) => (false, rest),
+        }
+    }
+
+    /// Sets the read timeout.
+    pub fn read_timeout(&mut self, timeout: Duration) {
+        self.reader.get_ref().set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    /// Runs a `C:`/`S:` script (see `pop3_proto::testing::run_transcript`).
+    pub fn transcript(&mut self, script: &str) {
+        let mut expected = Vec::new();
+        for raw in script.lines() {
+            let line = raw.trim_start();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("S:") {
+                expected.extend_from_slice(rest.strip_prefix(' ').unwrap_or(rest).as_bytes());
+                expected.extend_from_slice(b"\r\n");
+            } else if let Some(rest) = line.strip_prefix("C:") {
+                self.check(&mut expected, raw);
+                self.send(format!("{}\r\n", rest.strip_prefix(' ').unwrap_or(rest)).as_bytes());
+            } else {
+                panic!("bad script line {raw:?}");
+            }
+        }
+        self.check(&mut expected, "<end>");
+    }
+
+    fn check(&mut self, expected: &mut Vec<u8>, before: &str) {
+        let actual = self.exact(expected.len());
+        assert!(
+            actual == *expected,
+            "transcript mismatch before {before:?}\nexpected: {}\n  actual: {}",
+            escape_bytes(expected),
+            escape_bytes(&actual)
+        );
+        expected.clear();
+    }
+}

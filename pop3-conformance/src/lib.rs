@@ -1,0 +1,174 @@
+//! One conformance suite for every runtime adapter, over real loopback
+//! sockets, with real clients (Python's `poplib`, `curl`).
+//!
+//! An adapter's test file implements [`Launcher`] (start a server from a
+//! [`Spec`] on 127.0.0.1, port 0) and invokes [`suite!`], which expands to
+//! one `#[test]` per check in [`checks`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod checks;
+mod client;
+mod handler;
+
+pub use client::Client;
+pub use handler::{ChunkedBody, Fault, Plan, Step, TestHandler};
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pop3_driver::memory::MemoryStore;
+use pop3_driver::{ConnectionInfo, Shutdown};
+use pop3_proto::{Config, Refusal};
+
+/// What a test server should be.
+pub struct Spec {
+    /// Session configuration.
+    pub config: Config,
+    /// The mail.
+    pub store: MemoryStore,
+    /// Faults and counters shared by its handlers.
+    pub plan: Arc<Plan>,
+    /// Connection cap.
+    pub max_connections: Option<usize>,
+    /// Grace period of a graceful shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Spec {
+    /// A server with `config` over `store`, handing out 64 KiB body chunks.
+    pub fn new(config: Config, store: MemoryStore) -> Self {
+        let plan = Arc::new(Plan::default());
+        plan.chunk.store(64 * 1024, Ordering::SeqCst);
+        Self {
+            config,
+            store,
+            plan,
+            max_connections: None,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+
+    /// The connection hook: a [`TestHandler`] for each connection, unless
+    /// the plan says to refuse the next one. It checks that the adapter
+    /// passes the peer address.
+    pub fn new_handler(
+        &self,
+    ) -> impl Fn(&ConnectionInfo) -> Result<TestHandler, Refusal> + Send + Sync + 'static {
+        let store = self.store.clone();
+        let plan = self.plan.clone();
+        move |info| {
+            assert!(info.peer.is_some_and(|p| p.ip().is_loopback()), "peer address: {info:?}");
+            match plan.take_connection_refusal() {
+                Some(refusal) => Err(refusal),
+                None => Ok(TestHandler::new(&store, plan.clone())),
+            }
+        }
+    }
+}
+
+/// A running test server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shutdown signal.
+    pub shutdown: Shutdown,
+    /// The plan its handlers follow.
+    pub plan: Arc<Plan>,
+    /// The mail.
+    pub store: MemoryStore,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Wraps a server whose `serve` runs on `thread` (it must return after a shutdown).
+    pub fn new(addr: SocketAddr, shutdown: Shutdown, spec: &Spec, thread: JoinHandle<()>) -> Self {
+        Self {
+            addr,
+            shutdown,
+            plan: spec.plan.clone(),
+            store: spec.store.clone(),
+            thread: Some(thread),
+        }
+    }
+
+    /// Begins a graceful shutdown and waits for `serve` to return; false if
+    /// it did not within `limit`.
+    pub fn stop(&mut self, limit: Duration) -> bool {
+        self.shutdown.begin();
+        let deadline = Instant::now() + limit;
+        let thread = self.thread.take().expect("stopped once");
+        while !thread.is_finished() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        thread.join().expect("server thread");
+        true
+    }
+
+    /// Waits until `cond` holds (for effects that follow a close), up to 10 s.
+    pub fn eventually(&self, what: &str, cond: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Locks taken and released so far.
+    pub fn locks(&self) -> (usize, usize) {
+        (
+            self.plan.locks.load(Ordering::SeqCst),
+            self.plan.unlocks.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.shutdown.abort();
+            let _ = self.stop(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Starts a server for a [`Spec`] on `127.0.0.1:0` in the background.
+pub trait Launcher {
+    /// Starts it and returns once it accepts connections.
+    fn launch(spec: Spec) -> Running;
+}
+
+/// Expands to one `#[test]` per conformance check for a [`Launcher`].
+#[macro_export]
+macro_rules! suite {
+    ($launcher:ty) => {
+        $crate::suite!($launcher;
+            rfc1939_session_with_apop,
+            user_session_transcript,
+            pipelined_thousand_commands_in_one_write,
+            big_retr_streams_with_bounded_memory,
+            idle_timeout_closes_without_update,
+            connection_limit_rejects_and_keeps_serving,
+            graceful_shutdown_finishes_commands_and_deletes_nothing,
+            shutdown_aborts_stalled_sessions_after_grace,
+            handler_errors_at_each_request,
+            python_poplib_client,
+            curl_client,
+        );
+    };
+    ($launcher:ty; $($check:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                $crate::checks::$check::<$launcher>();
+            }
+        )+
+    };
+}

@@ -13,7 +13,8 @@ use pop3_proto::{Config, Refusal};
 
 use crate::{Client, Fault, Launcher, Running, Spec, Step};
 
-const MSG1: &[u8] = b"From: a@example.org\r\nSubject: one\r\n\r\nHello\r\n.dot line\r\n..two dots\r\n";
+const MSG1: &[u8] =
+    b"From: a@example.org\r\nSubject: one\r\n\r\nHello\r\n.dot line\r\n..two dots\r\n";
 const MSG2: &[u8] = b".starts with a dot\r\n\r\nbare\nlf\nlines\n";
 const MSG3: &[u8] = b"Subject: no final newline\r\n\r\n8-bit: \xc3\xa9t\xc3\xa9\r\nlast line";
 
@@ -50,14 +51,21 @@ pub fn rfc1939_session_with_apop<L: Launcher>() {
     store.deliver("mrose", m1.clone());
     store.deliver("mrose", m2.clone());
     let server = launch::<L>(Spec::new(
-        config().hostname("dbc.mtview.ca.us").apop(true).build().unwrap(),
+        config()
+            .hostname("dbc.mtview.ca.us")
+            .apop(true)
+            .build()
+            .unwrap(),
         store,
     ));
     let (mut c, greeting) = Client::greeted(server.addr);
     let ts = greeting
         .strip_prefix("+OK POP3 server ready ")
         .expect("greeting with timestamp");
-    assert!(ts.starts_with('<') && ts.ends_with("@dbc.mtview.ca.us>"), "{ts}");
+    assert!(
+        ts.starts_with('<') && ts.ends_with("@dbc.mtview.ca.us>"),
+        "{ts}"
+    );
     let digest: String = Md5::new()
         .chain_update(ts.as_bytes())
         .chain_update(b"tanstaaf")
@@ -192,7 +200,10 @@ pub fn pipelined_thousand_commands_in_one_write<L: Launcher>() {
     for (i, want) in expected.iter().enumerate() {
         assert_eq!(&c.line(), want, "reply {i}");
     }
-    assert_eq!(c.command("QUIT"), "+OK pop.test POP3 server signing off (3 messages left)");
+    assert_eq!(
+        c.command("QUIT"),
+        "+OK pop.test POP3 server signing off (3 messages left)"
+    );
 }
 
 /// A 50 MB RETR completes byte for byte, and while the client stalls the
@@ -281,7 +292,9 @@ pub fn connection_limit_rejects_and_keeps_serving<L: Launcher>() {
     assert!(d.closed().0);
     server.eventually("slot freed", |_| true);
     std::thread::sleep(Duration::from_millis(50));
-    server.plan.refuse_next_connection(Refusal::sys_perm("not from here"));
+    server
+        .plan
+        .refuse_next_connection(Refusal::sys_perm("not from here"));
     let (mut e, ge) = Client::greeted(server.addr);
     assert_eq!(ge, "-ERR [SYS/PERM] not from here");
     assert!(e.closed().0);
@@ -317,7 +330,10 @@ pub fn graceful_shutdown_finishes_commands_and_deletes_nothing<L: Launcher>() {
     assert_eq!(server.locks(), (2, 2));
     assert_eq!(server.store.messages("alice").len(), 3);
     assert_eq!(server.store.messages("bob").len(), 1);
-    assert!(std::net::TcpStream::connect(server.addr).is_err(), "still accepting");
+    assert!(
+        std::net::TcpStream::connect(server.addr).is_err(),
+        "still accepting"
+    );
 }
 
 /// Sessions that do not finish within the grace period are aborted; their
@@ -345,17 +361,23 @@ pub fn shutdown_aborts_stalled_sessions_after_grace<L: Launcher>() {
 pub fn handler_errors_at_each_request<L: Launcher>() {
     let server = launch::<L>(Spec::new(config().build().unwrap(), demo_store()));
     let internal = "-ERR [SYS/TEMP] internal server error, closing connection";
-    let cases: Vec<(Step, Fault)> = [Step::Authenticate, Step::Lock, Step::Open, Step::MidBody, Step::Commit]
-        .into_iter()
-        .flat_map(|s| {
-            [
-                (s, Fault::Refuse(Refusal::sys_temp("try later"))),
-                (s, Fault::Internal),
-                (s, Fault::Panic),
-            ]
-        })
-        .filter(|(s, f)| !(*s == Step::MidBody && matches!(f, Fault::Refuse(_))))
-        .collect();
+    let cases: Vec<(Step, Fault)> = [
+        Step::Authenticate,
+        Step::Lock,
+        Step::Open,
+        Step::MidBody,
+        Step::Commit,
+    ]
+    .into_iter()
+    .flat_map(|s| {
+        [
+            (s, Fault::Refuse(Refusal::sys_temp("try later"))),
+            (s, Fault::Internal),
+            (s, Fault::Panic),
+        ]
+    })
+    .filter(|(s, f)| !(*s == Step::MidBody && matches!(f, Fault::Refuse(_))))
+    .collect();
     let mut failures = 0;
     for (step, fault) in cases {
         let what = format!("{step:?}/{fault:?}");
@@ -386,7 +408,10 @@ pub fn handler_errors_at_each_request<L: Launcher>() {
                     assert!(retr.starts_with("+OK"), "{what}");
                     let (closed, rest) = c.closed();
                     assert!(closed, "{what}");
-                    assert!(!rest.ends_with(b"\r\n.\r\n"), "{what}: cut body looks complete");
+                    assert!(
+                        !rest.ends_with(b"\r\n.\r\n"),
+                        "{what}: cut body looks complete"
+                    );
                 } else if ends {
                     assert_eq!(retr, internal, "{what}");
                     assert!(c.closed().0, "{what}");
@@ -404,7 +429,10 @@ pub fn handler_errors_at_each_request<L: Launcher>() {
                 if ends {
                     assert_eq!(quit, internal, "{what}");
                 } else {
-                    assert_eq!(quit, "-ERR [SYS/TEMP] some deleted messages not removed", "{what}");
+                    assert_eq!(
+                        quit, "-ERR [SYS/TEMP] some deleted messages not removed",
+                        "{what}"
+                    );
                 }
                 assert!(c.closed().0, "{what}");
             }
@@ -413,7 +441,11 @@ pub fn handler_errors_at_each_request<L: Launcher>() {
             let (l, u) = s.locks();
             l == u
         });
-        assert_eq!(server.store.messages("alice").len(), 3, "{what}: something was deleted");
+        assert_eq!(
+            server.store.messages("alice").len(),
+            3,
+            "{what}: something was deleted"
+        );
     }
     server.eventually("session_error calls", |s| {
         s.plan.session_errors.load(Ordering::SeqCst) == failures
@@ -424,9 +456,10 @@ pub fn handler_errors_at_each_request<L: Launcher>() {
 }
 
 fn run_client(program: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {program} ({e}): install it (.ci/run does)")
-    });
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): install it (.ci/run does)"));
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}\n{}",
@@ -439,10 +472,16 @@ fn run_client(program: &str, args: &[&str]) -> std::process::Output {
 /// Python's standard `poplib` against the server: CAPA, USER/PASS, APOP,
 /// STAT, LIST, UIDL, RETR byte for byte, TOP, DELE + QUIT then reconnect, RSET.
 pub fn python_poplib_client<L: Launcher>() {
-    let server = launch::<L>(Spec::new(config().apop(true).build().unwrap(), demo_store()));
+    let server = launch::<L>(Spec::new(
+        config().apop(true).build().unwrap(),
+        demo_store(),
+    ));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/poplib_check.py");
     let port = server.addr.port().to_string();
-    let out = run_client("python3", &[script, "127.0.0.1", &port, "alice", "wonderland"]);
+    let out = run_client(
+        "python3",
+        &[script, "127.0.0.1", &port, "alice", "wonderland"],
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let get = |key: &str| -> Vec<&str> {
         text.lines()
@@ -451,8 +490,19 @@ pub fn python_poplib_client<L: Launcher>() {
     };
     let (s1, s2, s3) = (wire(MSG1).len(), wire(MSG2).len(), wire(MSG3).len());
     let capa = get("CAPA")[0];
-    for tag in ["TOP", "UIDL", "USER", "PIPELINING", "RESP-CODES", "EXPIRE", "IMPLEMENTATION"] {
-        assert!(capa.split(' ').any(|t| t == tag), "CAPA lacks {tag}: {capa}");
+    for tag in [
+        "TOP",
+        "UIDL",
+        "USER",
+        "PIPELINING",
+        "RESP-CODES",
+        "EXPIRE",
+        "IMPLEMENTATION",
+    ] {
+        assert!(
+            capa.split(' ').any(|t| t == tag),
+            "CAPA lacks {tag}: {capa}"
+        );
     }
     assert_eq!(get("STAT"), [format!("3 {}", s1 + s2 + s3)]);
     assert_eq!(get("LIST"), [format!("1 {s1}|2 {s2}|3 {s3}")]);
@@ -463,7 +513,10 @@ pub fn python_poplib_client<L: Launcher>() {
         let hex = retr[i].split(' ').nth(1).unwrap();
         assert_eq!(unhex(hex), wire(m), "poplib RETR {} differs", i + 1);
     }
-    assert_eq!(unhex(get("TOP")[0]), b"From: a@example.org\r\nSubject: one\r\n\r\n");
+    assert_eq!(
+        unhex(get("TOP")[0]),
+        b"From: a@example.org\r\nSubject: one\r\n\r\n"
+    );
     assert_eq!(get("RSET"), [format!("3 {}", s1 + s2 + s3)]);
     assert_eq!(get("AFTER"), [format!("2 {}", s2 + s3)]);
     assert_eq!(get("APOP"), [format!("2 {}", s2 + s3)]);
@@ -494,9 +547,17 @@ pub fn curl_client<L: Launcher>() {
     );
     for (i, m) in [MSG1, MSG2, MSG3].iter().enumerate() {
         let got = curl(&[], &(i + 1).to_string());
-        assert!(got == wire(m), "curl RETR {}: {}", i + 1, escape_bytes(&got));
+        assert!(
+            got == wire(m),
+            "curl RETR {}: {}",
+            i + 1,
+            escape_bytes(&got)
+        );
     }
-    assert_eq!(curl(&["-X", "UIDL"], ""), b"1 mem-1\r\n2 mem-2\r\n3 mem-3\r\n");
+    assert_eq!(
+        curl(&["-X", "UIDL"], ""),
+        b"1 mem-1\r\n2 mem-2\r\n3 mem-3\r\n"
+    );
     assert_eq!(
         curl(&["-X", "TOP 1 0"], ""),
         b"From: a@example.org\r\nSubject: one\r\n\r\n"

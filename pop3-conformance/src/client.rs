@@ -67,7 +67,9 @@ impl Client {
     /// Reads one line with its line end; empty at EOF.
     pub fn raw_line(&mut self) -> Vec<u8> {
         let mut buf = Vec::new();
-        self.reader.read_until(b'\n', &mut buf).expect("read from server");
+        self.reader
+            .read_until(b'\n', &mut buf)
+            .expect("read from server");
         buf
     }
 
@@ -104,7 +106,10 @@ impl Client {
 
     /// Sets the read timeout.
     pub fn read_timeout(&mut self, timeout: Duration) {
-        self.reader.get_ref().set_read_timeout(Some(timeout)).unwrap();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
     }
 
     /// Runs a `C:`/`S:` script (see `pop3_proto::testing::run_transcript`).

@@ -211,7 +211,9 @@ impl ChunkedBody {
         self.sent += 1;
         let chunk = self.chunks.pop_front();
         if let Some(c) = &chunk {
-            self.plan.body_bytes_pulled.fetch_add(c.len(), Ordering::SeqCst);
+            self.plan
+                .body_bytes_pulled
+                .fetch_add(c.len(), Ordering::SeqCst);
         }
         Ok(chunk)
     }

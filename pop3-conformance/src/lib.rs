@@ -62,7 +62,10 @@ impl Spec {
         let store = self.store.clone();
         let plan = self.plan.clone();
         move |info| {
-            assert!(info.peer.is_some_and(|p| p.ip().is_loopback()), "peer address: {info:?}");
+            assert!(
+                info.peer.is_some_and(|p| p.ip().is_loopback()),
+                "peer address: {info:?}"
+            );
             match plan.take_connection_refusal() {
                 Some(refusal) => Err(refusal),
                 None => Ok(TestHandler::new(&store, plan.clone())),

@@ -137,7 +137,10 @@ where
         }
         drop(listener);
         let _ = waker.join();
-        if !self.core.wait_all_closed(Instant::now() + self.core.shutdown_grace()) {
+        if !self
+            .core
+            .wait_all_closed(Instant::now() + self.core.shutdown_grace())
+        {
             shutdown.abort();
             for stream in self.open.lock().unwrap_or_else(|p| p.into_inner()).values() {
                 let _ = stream.shutdown(Both::Both);
@@ -149,7 +152,11 @@ where
 
     /// Runs one session over any [`Stream`] on the calling thread.
     /// Returns how it ended, or `None` if the connection was rejected.
-    pub fn serve_connection<S: Stream>(&self, stream: S, info: ConnectionInfo) -> Option<SessionEnd> {
+    pub fn serve_connection<S: Stream>(
+        &self,
+        stream: S,
+        info: ConnectionInfo,
+    ) -> Option<SessionEnd> {
         let mut transport = StdTransport { stream };
         match self.core.admit(&info, Instant::now()) {
             Admission::Reject(bytes) => {
@@ -174,18 +181,28 @@ where
         let _ = stream.set_nodelay(true);
         let info = ConnectionInfo::new(Some(peer), stream.local_addr().ok());
         if let Ok(clone) = stream.try_clone() {
-            self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, clone);
+            self.open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, clone);
         }
         let server = self.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("pop3-{peer}"))
             .spawn(move || {
                 server.serve_connection(stream, info);
-                server.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                server
+                    .open
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
             });
         if spawned.is_err() {
             // No thread for it: the stream was dropped with the closure.
-            self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
     }
 
@@ -201,11 +218,17 @@ struct StdTransport<S> {
 
 /// A socket timeout for `deadline` (at least 1 ms: zero means "block").
 fn until(deadline: Option<Instant>) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))
+    deadline.map(|d| {
+        d.saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    })
 }
 
 fn timed_out(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 impl<S: Stream> Transport for StdTransport<S> {

@@ -187,7 +187,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
             },
             None => read.await?,
         };
-        Ok(if n == 0 { ReadOutcome::Eof } else { ReadOutcome::Data(n) })
+        Ok(if n == 0 {
+            ReadOutcome::Eof
+        } else {
+            ReadOutcome::Data(n)
+        })
     }
 
     async fn write_all(&mut self, data: &[u8], deadline: Option<Instant>) -> io::Result<()> {

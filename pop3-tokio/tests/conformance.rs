@@ -58,7 +58,10 @@ async fn idle_timeout_with_paused_time() {
     let mut line = String::new();
     read.read_line(&mut line).await.unwrap();
     assert_eq!(line, "+OK POP3 server ready\r\n");
-    write.write_all(b"USER u\r\nPASS p\r\nDELE 1\r\n").await.unwrap();
+    write
+        .write_all(b"USER u\r\nPASS p\r\nDELE 1\r\n")
+        .await
+        .unwrap();
     for _ in 0..3 {
         line.clear();
         read.read_line(&mut line).await.unwrap();

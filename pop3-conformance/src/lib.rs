@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pop3_driver::memory::MemoryStore;
-use pop3_driver::{ConnectionInfo, Shutdown};
+use pop3_driver::{ConnectionInfo, Service, Shutdown};
 use pop3_proto::{Config, Refusal};
 
 /// What a test server should be.
@@ -53,15 +53,13 @@ impl Spec {
         }
     }
 
-    /// The connection hook: a [`TestHandler`] for each connection, unless
-    /// the plan says to refuse the next one. It checks that the adapter
-    /// passes the peer address.
-    pub fn new_handler(
-        &self,
-    ) -> impl Fn(&ConnectionInfo) -> Result<TestHandler, Refusal> + Send + Sync + 'static {
+    /// The service to serve. Its connection hook makes a [`TestHandler`]
+    /// per connection, unless the plan says to refuse the next one, and
+    /// checks that the adapter passes the peer address.
+    pub fn service(&self) -> TestService {
         let store = self.store.clone();
         let plan = self.plan.clone();
-        move |info| {
+        let hook: Hook = Box::new(move |info| {
             assert!(
                 info.peer.is_some_and(|p| p.ip().is_loopback()),
                 "peer address: {info:?}"
@@ -70,8 +68,36 @@ impl Spec {
                 Some(refusal) => Err(refusal),
                 None => Ok(TestHandler::new(&store, plan.clone())),
             }
+        });
+        let mut service =
+            Service::new(self.config.clone(), hook).shutdown_grace(self.shutdown_grace);
+        if let Some(max) = self.max_connections {
+            service = service.max_connections(max);
         }
+        service
     }
+}
+
+type Hook = Box<dyn Fn(&ConnectionInfo) -> Result<TestHandler, Refusal> + Send + Sync>;
+
+/// The service type every adapter serves in the suite.
+pub type TestService = Service<Hook>;
+
+/// Starts a server on its own thread: `run` gets the service and a callback
+/// to report the address it bound (127.0.0.1, port 0), then serves until
+/// the service shuts down.
+pub fn start(
+    spec: Spec,
+    run: impl FnOnce(TestService, Box<dyn FnOnce(SocketAddr) + Send>) + Send + 'static,
+) -> Running {
+    let service = spec.service();
+    let shutdown = service.shutdown_handle();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        run(service, Box::new(move |addr| tx.send(addr).unwrap()));
+    });
+    let addr = rx.recv().expect("the server reports its address");
+    Running::new(addr, shutdown, &spec, thread)
 }
 
 /// A running test server.
@@ -88,8 +114,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Wraps a server whose `serve` runs on `thread` (it must return after a shutdown).
-    pub fn new(addr: SocketAddr, shutdown: Shutdown, spec: &Spec, thread: JoinHandle<()>) -> Self {
+    fn new(addr: SocketAddr, shutdown: Shutdown, spec: &Spec, thread: JoinHandle<()>) -> Self {
         Self {
             addr,
             shutdown,

@@ -8,6 +8,7 @@ use pop3_proto::{Event, Request, Session};
 
 use crate::answer::{self, After};
 use crate::handler::{BodySource, Handler, HandlerResult};
+use crate::service::{Admission, ConnectionInfo, Service};
 use crate::shutdown::Shutdown;
 use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
 
@@ -29,6 +30,36 @@ pub trait Transport {
             io::ErrorKind::Unsupported,
             "TLS is not configured",
         ))
+    }
+}
+
+/// Runs one connection of `service` over `transport` on the calling
+/// thread: a rejected connection gets its `-ERR` line, an admitted one a
+/// whole session. Returns how the session ended, or `None` if rejected.
+pub fn serve_connection<F, H, T>(
+    service: &Service<F>,
+    transport: &mut T,
+    info: &ConnectionInfo,
+) -> Option<SessionEnd>
+where
+    F: Fn(&ConnectionInfo) -> Result<H, pop3_proto::Refusal> + Send + Sync + 'static,
+    H: Handler,
+    T: Transport,
+{
+    match service.admit(info, transport.now()) {
+        Admission::Reject(bytes) => {
+            let _ = transport.write_all(&bytes, Some(transport.now() + crate::REJECT_WRITE));
+            None
+        }
+        Admission::Serve {
+            session,
+            mut handler,
+            permit,
+        } => {
+            let end = drive(session, transport, &mut handler, service.shutdown());
+            drop(permit);
+            Some(end)
+        }
     }
 }
 

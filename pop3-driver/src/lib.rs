@@ -1,8 +1,8 @@
 //! Runtime-neutral glue between [`pop3_proto`] and a runtime: the handler
-//! traits a mail store implements, the two drive loops (blocking and async)
-//! written once over a minimal transport, and the server policy every
-//! adapter shares (connection hook, connection limit, shutdown, accept
-//! back-off).
+//! traits a mail store implements, the [`Service`] every adapter serves
+//! (configuration, connection hook, connection limit, shutdown), and the
+//! two drive loops (blocking and async) plus the async accept loop, each
+//! written once over a minimal transport.
 //!
 //! Users normally meet this crate through `pop3-std`, `pop3-tokio` or
 //! `pop3-async-std`, which re-export what they need. It reads the clock only
@@ -16,14 +16,14 @@ pub mod blocking;
 mod handler;
 pub mod memory;
 pub mod nonblocking;
-mod server;
+mod service;
 mod shutdown;
 
 pub use handler::{
     AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReadBody,
     DEFAULT_CHUNK,
 };
-pub use server::{fresh_greeting, AcceptBackoff, Admission, ConnectionInfo, Permit, ServerCore};
+pub use service::{fresh_greeting, AcceptBackoff, ConnectionInfo, Service};
 pub use shutdown::Shutdown;
 
 use std::io;
@@ -33,6 +33,13 @@ use pop3_proto::{CloseReason, Session, SessionStats};
 
 /// Size of the read buffer each connection uses.
 pub(crate) const READ_BUFFER: usize = 4096;
+
+/// How long writing the `-ERR` line of a rejected connection may take.
+pub(crate) const REJECT_WRITE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long an aborted shutdown waits for sessions stuck in a handler call
+/// before dropping them.
+pub const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The result of one read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,15 +1,18 @@
 //! The async drive loop, shared by the tokio and async-std adapters.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt as _;
-use pop3_proto::{Event, Request, Session};
+use pop3_proto::{Event, Refusal, Request, Session};
 
 use crate::answer::{self, After};
 use crate::handler::{AsyncBodySource, AsyncHandler, HandlerResult};
+use crate::service::{AcceptBackoff, Admission, ConnectionInfo, Service};
 use crate::shutdown::Shutdown;
 use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
 
@@ -45,6 +48,131 @@ pub trait AsyncTransport: Send {
             ))
         }
     }
+
+    /// Closes the connection cleanly (flush, then shut down the write side).
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// What the shared accept loop needs from an async runtime.
+pub trait AsyncRuntime: Send + Sync {
+    /// A spawned task.
+    type Task: Send + 'static;
+
+    /// Spawns a task.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Self::Task;
+
+    /// Stops a task, dropping its future.
+    fn cancel(&self, task: Self::Task) -> impl Future<Output = ()> + Send;
+
+    /// Waits for `duration`.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs one connection of `service` over `transport`: a rejected connection
+/// gets its `-ERR` line, an admitted one a whole session. Returns how the
+/// session ended, or `None` if it was rejected.
+pub async fn serve_connection<F, H, T>(
+    service: &Service<F>,
+    mut transport: T,
+    info: ConnectionInfo,
+) -> Option<SessionEnd>
+where
+    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    H: AsyncHandler,
+    T: AsyncTransport,
+{
+    let end = match service.admit(&info, transport.now()) {
+        Admission::Reject(bytes) => {
+            let deadline = transport.now() + crate::REJECT_WRITE;
+            let _ = transport.write_all(&bytes, Some(deadline)).await;
+            None
+        }
+        Admission::Serve {
+            session,
+            mut handler,
+            permit,
+        } => {
+            let end = drive(session, &mut transport, &mut handler, service.shutdown()).await;
+            drop(permit);
+            Some(end)
+        }
+    };
+    transport.close().await;
+    end
+}
+
+/// Accepts connections with `accept` and serves each on its own task until
+/// the service's shutdown begins; then waits for the sessions, aborts them
+/// after the grace period, and cancels any still stuck in a handler call.
+/// Accept errors are retried with a back-off, never returned.
+pub async fn serve<F, H, R, T, A>(service: &Service<F>, runtime: &R, mut accept: impl FnMut() -> A)
+where
+    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    H: AsyncHandler,
+    R: AsyncRuntime,
+    T: AsyncTransport + 'static,
+    A: Future<Output = io::Result<(T, ConnectionInfo)>>,
+{
+    let shutdown = service.shutdown().clone();
+    // Running sessions by id; each removes itself when done.
+    let running: Arc<Mutex<HashMap<u64, R::Task>>> = Arc::default();
+    let mut next_id = 0u64;
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let accepted = match async { Some(accept().await) }
+            .or(stopped(&shutdown, false))
+            .await
+        {
+            Some(accepted) => accepted,
+            None => break,
+        };
+        match accepted {
+            Ok((transport, info)) => {
+                backoff.on_success();
+                let (id, service, registry) = (next_id, service.clone(), running.clone());
+                next_id += 1;
+                // Hold the registry while spawning, so a session that ends at
+                // once removes itself only after it was inserted.
+                let mut tasks = lock(&running);
+                let task = runtime.spawn(async move {
+                    serve_connection(&service, transport, info).await;
+                    lock(&registry).remove(&id);
+                });
+                tasks.insert(id, task);
+            }
+            Err(e) => runtime.sleep(backoff.on_error(&e)).await,
+        }
+    }
+    if !within(runtime, service.grace(), service.all_closed()).await {
+        shutdown.abort();
+        if !within(runtime, crate::ABORT_WAIT, service.all_closed()).await {
+            let stuck: Vec<R::Task> = lock(&running).drain().map(|(_, t)| t).collect();
+            for task in stuck {
+                runtime.cancel(task).await;
+            }
+        }
+    }
+}
+
+/// True if `fut` completed within `limit`.
+async fn within<R: AsyncRuntime>(
+    runtime: &R,
+    limit: Duration,
+    fut: impl Future<Output = ()>,
+) -> bool {
+    async {
+        fut.await;
+        true
+    }
+    .or(async {
+        runtime.sleep(limit).await;
+        false
+    })
+    .await
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs `session` over `transport` until it closes, asking `handler`.

@@ -5,21 +5,14 @@ use std::time::Duration;
 
 use pop3_conformance::{Launcher, Running, Spec};
 use pop3_tokio::memory::MemoryStore;
-use pop3_tokio::{ConnectionInfo, Server};
+use pop3_tokio::{ConnectionInfo, Service};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 struct Tokio;
 
 impl Launcher for Tokio {
     fn launch(spec: Spec) -> Running {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut server = Server::new(spec.config.clone(), spec.new_handler())
-            .shutdown_grace(spec.shutdown_grace);
-        if let Some(max) = spec.max_connections {
-            server = server.max_connections(max);
-        }
-        let shutdown = server.shutdown_handle();
-        let thread = std::thread::spawn(move || {
+        pop3_conformance::start(spec, |service, ready| {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -27,12 +20,10 @@ impl Launcher for Tokio {
                 .unwrap();
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                server.serve(listener).await.unwrap();
+                ready(listener.local_addr().unwrap());
+                pop3_tokio::serve(&service, listener).await;
             });
-        });
-        let addr = rx.recv().unwrap();
-        Running::new(addr, shutdown, &spec, thread)
+        })
     }
 }
 
@@ -46,13 +37,13 @@ async fn idle_timeout_with_paused_time() {
     store.add_user("u", "p");
     store.deliver("u", "Subject: x\r\n\r\nbody\r\n");
     let config = pop3_tokio::Config::builder().build().unwrap();
-    let server = Server::new(config, move |_: &ConnectionInfo| Ok(store.handler()));
+    let service = Service::new(config, move |_: &ConnectionInfo| Ok(store.handler()));
     let (client, server_side) = tokio::io::duplex(4096);
     let info = ConnectionInfo::new(Some("127.0.0.1:1".parse().unwrap()), None);
-    let session = tokio::spawn({
-        let server = server.clone();
-        async move { server.serve_connection(server_side, info).await }
-    });
+    let session =
+        tokio::spawn(
+            async move { pop3_tokio::serve_connection(&service, server_side, info).await },
+        );
     let (read, mut write) = tokio::io::split(client);
     let mut read = BufReader::new(read);
     let mut line = String::new();

@@ -1,6 +1,6 @@
-//! What every adapter's `Server` shares: admitting connections (the
-//! connection hook and the connection limit), greeting nonces, counting live
-//! sessions for a graceful shutdown, and backing off on accept errors.
+//! The server every adapter runs: configuration, the connection hook, the
+//! connection limit, live-session counting for a graceful shutdown, greeting
+//! nonces, and the back-off after accept errors.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -33,12 +33,19 @@ impl ConnectionInfo {
     }
 }
 
-/// A server's policy and shared state, independent of the runtime.
+/// A POP3 service: the session configuration, the connection hook, the
+/// connection limit and the shutdown signal. Run it with an adapter's
+/// `serve` (`pop3_std`, `pop3_tokio`, `pop3_async_std`). Cheap to clone;
+/// clones share one state.
 ///
-/// `new_handler` is popart's `OnNewConnection`: it sees the connection and
+/// `new_handler` is popart's `OnNewConnection`: it sees each connection and
 /// returns the handler for it, or a refusal (sent as `-ERR`, then the
 /// connection is closed).
-pub struct ServerCore<F> {
+pub struct Service<F> {
+    inner: Arc<Inner<F>>,
+}
+
+struct Inner<F> {
     config: Arc<Config>,
     new_handler: F,
     max_connections: Option<usize>,
@@ -47,88 +54,108 @@ pub struct ServerCore<F> {
     shutdown: Shutdown,
 }
 
-/// The outcome of [`ServerCore::admit`].
+impl<F> Clone for Service<F> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// The outcome of admitting a connection.
 #[allow(clippy::large_enum_variant)] // short-lived, and Serve is the common case
-pub enum Admission<H> {
+pub(crate) enum Admission<H> {
     /// Serve this connection: drive `session` with `handler`; hold `permit`
     /// until the session ends.
     Serve {
-        /// The greeted session.
         session: Session,
-        /// The connection's handler.
         handler: H,
-        /// Counts the session as live.
         permit: Permit,
     },
     /// Write these bytes (an `-ERR` line), then close the connection.
     Reject(Bytes),
 }
 
-impl<F, H> ServerCore<F>
+impl<F, H> Service<F>
 where
     F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
 {
-    /// A server with `config`, making a handler per connection with `new_handler`.
+    /// A service with `config`, making a handler per connection with `new_handler`.
     pub fn new(config: Config, new_handler: F) -> Self {
         Self {
-            config: Arc::new(config),
-            new_handler,
-            max_connections: None,
-            shutdown_grace: Duration::from_secs(30),
-            live: Arc::default(),
-            shutdown: Shutdown::new(),
+            inner: Arc::new(Inner {
+                config: Arc::new(config),
+                new_handler,
+                max_connections: None,
+                shutdown_grace: Duration::from_secs(30),
+                live: Arc::default(),
+                shutdown: Shutdown::new(),
+            }),
         }
     }
 
-    /// Caps concurrent sessions; further connections get `-ERR [SYS/TEMP]`.
-    pub fn set_max_connections(&mut self, max: Option<usize>) {
-        self.max_connections = max;
+    /// Caps concurrent sessions; further connections get `-ERR [SYS/TEMP]`
+    /// and are closed. Set before cloning or serving.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.inner_mut().max_connections = Some(max);
+        self
     }
 
-    /// How long a graceful shutdown waits before aborting what is left.
-    pub fn set_shutdown_grace(&mut self, grace: Duration) {
-        self.shutdown_grace = grace;
-    }
-
-    /// The shutdown grace period.
-    pub fn shutdown_grace(&self) -> Duration {
-        self.shutdown_grace
+    /// How long a graceful shutdown waits for sessions before aborting
+    /// them (default 30 s). Set before cloning or serving.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.inner_mut().shutdown_grace = grace;
+        self
     }
 
     /// The session configuration.
-    pub fn config(&self) -> &Arc<Config> {
-        &self.config
+    pub fn config(&self) -> &Config {
+        &self.inner.config
     }
 
-    /// The server's shutdown signal.
-    pub fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
+    /// The signal that stops the service: [`Shutdown::begin`] for a graceful stop.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.inner.shutdown.clone()
     }
 
     /// Sessions running now.
     pub fn live_sessions(&self) -> usize {
-        self.live.count.load(Ordering::Acquire)
+        self.inner.live.count.load(Ordering::Acquire)
+    }
+
+    /// The grace period of a graceful shutdown.
+    pub fn grace(&self) -> Duration {
+        self.inner.shutdown_grace
+    }
+
+    pub(crate) fn shutdown(&self) -> &Shutdown {
+        &self.inner.shutdown
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner<F> {
+        Arc::get_mut(&mut self.inner).expect("configure the service before cloning or serving it")
     }
 
     /// Decides what to do with a new connection, at time `now`.
-    pub fn admit(&self, info: &ConnectionInfo, now: Instant) -> Admission<H> {
+    pub(crate) fn admit(&self, info: &ConnectionInfo, now: Instant) -> Admission<H> {
+        let inner = &*self.inner;
         let reject = |refusal: &Refusal| {
-            let mut session = Session::reject(self.config.clone(), refusal, now);
+            let mut session = Session::reject(inner.config.clone(), refusal, now);
             let mut bytes = Vec::new();
             while let Some(b) = session.poll_transmit() {
                 bytes.extend_from_slice(&b);
             }
             Admission::Reject(bytes.into())
         };
-        if self.shutdown.is_begun() {
+        if inner.shutdown.is_begun() {
             return reject(&Refusal::sys_temp("server shutting down"));
         }
-        let Some(permit) = self.live.try_acquire(self.max_connections) else {
+        let Some(permit) = inner.live.try_acquire(inner.max_connections) else {
             return reject(&Refusal::sys_temp("too many connections, try again later"));
         };
-        match (self.new_handler)(info) {
+        match (inner.new_handler)(info) {
             Ok(handler) => Admission::Serve {
-                session: Session::new(self.config.clone(), fresh_greeting(), now),
+                session: Session::new(inner.config.clone(), fresh_greeting(), now),
                 handler,
                 permit,
             },
@@ -138,7 +165,7 @@ where
 
     /// Resolves when no session is live.
     pub async fn all_closed(&self) {
-        self.live.all_closed().await;
+        self.inner.live.all_closed().await;
     }
 
     /// Blocks until no session is live or `deadline` passes; true if none is live.
@@ -147,7 +174,7 @@ where
             if self.live_sessions() == 0 {
                 return true;
             }
-            let listener = self.live.idle.listen();
+            let listener = self.inner.live.idle.listen();
             if self.live_sessions() == 0 {
                 return true;
             }
@@ -200,7 +227,7 @@ impl Live {
 
 /// A live session's place under the connection limit; released on drop.
 #[derive(Debug)]
-pub struct Permit(Arc<Live>);
+pub(crate) struct Permit(Arc<Live>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
@@ -293,14 +320,14 @@ mod tests {
 
     #[test]
     fn limit_and_hook() {
-        let mut core = ServerCore::new(
+        let core = Service::new(
             Config::builder().build().unwrap(),
             |info: &ConnectionInfo| match info.peer {
                 Some(p) if p.port() == 666 => Err(Refusal::sys_perm("go away")),
                 _ => Ok(()),
             },
-        );
-        core.set_max_connections(Some(1));
+        )
+        .max_connections(1);
         let now = Instant::now();
         let ok = ConnectionInfo::new(Some("127.0.0.1:1000".parse().unwrap()), None);
         let first = core.admit(&ok, now);

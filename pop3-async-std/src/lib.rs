@@ -38,8 +38,8 @@ use pop3_driver::nonblocking::{self, AsyncRuntime, AsyncTransport};
 use pop3_driver::ReadOutcome;
 
 pub use pop3_driver::{
-    memory, AsyncBodySource, AsyncHandler, ConnectionInfo, HandlerError, HandlerResult, Service,
-    SessionEnd, Shutdown,
+    memory, AsyncBodySource, AsyncHandler, ConnectionInfo, HandlerError, HandlerResult, NewHandler,
+    Service, SessionEnd, Shutdown,
 };
 pub use pop3_proto::{
     Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal, ResponseCode, Uid,
@@ -51,7 +51,7 @@ pub use pop3_proto::{
 /// back-off, never returned.
 pub async fn serve<F, H>(service: &Service<F>, listener: TcpListener)
 where
-    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: AsyncHandler,
 {
     nonblocking::serve(service, &AsyncStd, || async {
@@ -66,7 +66,7 @@ where
 /// Binds `addr` and [`serve`]s on it.
 pub async fn bind_and_serve<F, H>(service: &Service<F>, addr: impl ToSocketAddrs) -> io::Result<()>
 where
-    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: AsyncHandler,
 {
     serve(service, TcpListener::bind(addr).await?).await;
@@ -82,7 +82,7 @@ pub async fn serve_connection<F, H, S>(
     info: ConnectionInfo,
 ) -> Option<SessionEnd>
 where
-    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: AsyncHandler,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {

@@ -8,7 +8,7 @@ use pop3_proto::{Event, Request, Session};
 
 use crate::answer::{self, After};
 use crate::handler::{BodySource, Handler, HandlerResult};
-use crate::service::{Admission, ConnectionInfo, Service};
+use crate::service::{Admission, ConnectionInfo, NewHandler, Service};
 use crate::shutdown::Shutdown;
 use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
 
@@ -42,7 +42,7 @@ pub fn serve_connection<F, H, T>(
     info: &ConnectionInfo,
 ) -> Option<SessionEnd>
 where
-    F: Fn(&ConnectionInfo) -> Result<H, pop3_proto::Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: Handler,
     T: Transport,
 {

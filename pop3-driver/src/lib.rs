@@ -23,7 +23,7 @@ pub use handler::{
     AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReadBody,
     DEFAULT_CHUNK,
 };
-pub use service::{fresh_greeting, AcceptBackoff, ConnectionInfo, Service};
+pub use service::{fresh_greeting, AcceptBackoff, ConnectionInfo, NewHandler, Service};
 pub use shutdown::Shutdown;
 
 use std::io;

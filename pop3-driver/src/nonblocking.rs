@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt as _;
-use pop3_proto::{Event, Refusal, Request, Session};
+use pop3_proto::{Event, Request, Session};
 
 use crate::answer::{self, After};
 use crate::handler::{AsyncBodySource, AsyncHandler, HandlerResult};
-use crate::service::{AcceptBackoff, Admission, ConnectionInfo, Service};
+use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Service};
 use crate::shutdown::Shutdown;
 use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
 
@@ -77,7 +77,7 @@ pub async fn serve_connection<F, H, T>(
     info: ConnectionInfo,
 ) -> Option<SessionEnd>
 where
-    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: AsyncHandler,
     T: AsyncTransport,
 {
@@ -107,7 +107,7 @@ where
 /// Accept errors are retried with a back-off, never returned.
 pub async fn serve<F, H, R, T, A>(service: &Service<F>, runtime: &R, mut accept: impl FnMut() -> A)
 where
-    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: AsyncHandler,
     R: AsyncRuntime,
     T: AsyncTransport + 'static,

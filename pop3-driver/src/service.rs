@@ -33,6 +33,16 @@ impl ConnectionInfo {
     }
 }
 
+/// The connection hook (popart's `OnNewConnection`): makes the handler for
+/// a new connection, or refuses it. Any `Fn(&ConnectionInfo) -> Result<H,
+/// Refusal>` that is `Send + Sync + 'static` is one.
+pub trait NewHandler<H>: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static {}
+
+impl<H, F> NewHandler<H> for F where
+    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static
+{
+}
+
 /// A POP3 service: the session configuration, the connection hook, the
 /// connection limit and the shutdown signal. Run it with an adapter's
 /// `serve` (`pop3_std`, `pop3_tokio`, `pop3_async_std`). Cheap to clone;

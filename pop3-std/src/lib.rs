@@ -30,8 +30,8 @@ use pop3_driver::blocking::{self, Transport};
 use pop3_driver::{AcceptBackoff, ReadOutcome, ABORT_WAIT};
 
 pub use pop3_driver::{
-    memory, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, ReadBody, Service,
-    SessionEnd, Shutdown,
+    memory, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, NewHandler, ReadBody,
+    Service, SessionEnd, Shutdown,
 };
 pub use pop3_proto::{
     Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal, ResponseCode, Uid,
@@ -60,7 +60,7 @@ type OpenSockets = Arc<Mutex<HashMap<u64, TcpStream>>>;
 /// with a back-off, never returned.
 pub fn serve<F, H>(service: &Service<F>, listener: TcpListener) -> io::Result<()>
 where
-    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: Handler,
 {
     let local = listener.local_addr()?;
@@ -102,7 +102,7 @@ where
 /// Binds `addr` and [`serve`]s on it.
 pub fn bind_and_serve<F, H>(service: &Service<F>, addr: impl ToSocketAddrs) -> io::Result<()>
 where
-    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: Handler,
 {
     serve(service, TcpListener::bind(addr)?)
@@ -116,7 +116,7 @@ pub fn serve_connection<F, H, S>(
     info: ConnectionInfo,
 ) -> Option<SessionEnd>
 where
-    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: Handler,
     S: Stream,
 {
@@ -133,7 +133,7 @@ fn spawn_session<F, H>(
     stream: TcpStream,
     peer: SocketAddr,
 ) where
-    F: Fn(&ConnectionInfo) -> Result<H, Refusal> + Send + Sync + 'static,
+    F: NewHandler<H>,
     H: Handler,
 {
     let _ = stream.set_nodelay(true);

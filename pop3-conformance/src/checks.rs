@@ -261,6 +261,21 @@ pub fn idle_timeout_closes_without_update<L: Launcher>() {
     assert_eq!(server.store.messages("alice").len(), 3);
 }
 
+/// A client that vanishes mid-session leaves every message in place and
+/// the maildrop unlocked.
+pub fn peer_disconnect_deletes_nothing<L: Launcher>() {
+    let server = launch::<L>(Spec::new(config().build().unwrap(), demo_store()));
+    let mut c = Client::login(server.addr, "alice", "wonderland");
+    assert_eq!(c.command("DELE 1"), "+OK message 1 deleted");
+    assert_eq!(c.command("DELE 2"), "+OK message 2 deleted");
+    c.send(b"RETR 3\r\nQU");
+    drop(c);
+    server.eventually("unlock", |s| s.locks() == (1, 1));
+    assert_eq!(server.store.messages("alice").len(), 3);
+    let mut again = Client::login(server.addr, "alice", "wonderland");
+    assert_eq!(again.command("STAT").split(' ').nth(1), Some("3"));
+}
+
 /// Over the cap a connection gets `-ERR [SYS/TEMP]` and is closed; the hook
 /// can refuse too; the server goes on serving.
 pub fn connection_limit_rejects_and_keeps_serving<L: Launcher>() {

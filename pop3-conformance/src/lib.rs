@@ -183,6 +183,7 @@ macro_rules! suite {
             pipelined_thousand_commands_in_one_write,
             big_retr_streams_with_bounded_memory,
             idle_timeout_closes_without_update,
+            peer_disconnect_deletes_nothing,
             connection_limit_rejects_and_keeps_serving,
             graceful_shutdown_finishes_commands_and_deletes_nothing,
             shutdown_aborts_stalled_sessions_after_grace,

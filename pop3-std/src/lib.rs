@@ -1,19 +1,61 @@
 //! A blocking POP3 server: one thread per connection, `std::net` sockets.
 //!
-//! All protocol logic lives in [`pop3_proto`]; the event loop in
-//! [`pop3_driver`]. This crate is the std glue: sockets with read and write
-//! timeouts, threads, and the accept loop.
+//! All protocol logic lives in [`pop3_proto`]; the event loop and the
+//! [`Service`] in [`pop3_driver`]. This crate is the std glue: sockets with
+//! read and write timeouts, threads, and the accept loop.
 //!
-//! ```no_run
-//! use pop3_std::{memory::MemoryStore, Config, Service};
+//! # Serving your own store
 //!
-//! let store = MemoryStore::new();
-//! store.add_user("alice", "secret");
-//! store.deliver("alice", "Subject: hi\r\n\r\nHello!\r\n");
+//! Implement [`Handler`] (one value per connection), wrap a hook that makes
+//! handlers in a [`Service`], and [`serve`] it:
 //!
-//! let config = Config::builder().hostname("mail.example").build().unwrap();
-//! let service = Service::new(config, move |_conn| Ok(store.handler())).max_connections(100);
-//! pop3_std::bind_and_serve(&service, "127.0.0.1:1110")?;
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use bytes::Bytes;
+//! use pop3_std::{Credential, Handler, HandlerResult, Maildrop, MessageInfo, MessageRef};
+//! use pop3_std::{Config, Refusal, Service, Uid};
+//!
+//! /// One fixed message for one user.
+//! struct Hello;
+//!
+//! impl Handler for Hello {
+//!     type Body = Option<Bytes>; // a body held in memory, sent in one piece
+//!
+//!     fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
+//!         match credential {
+//!             Credential::Password(p) if user == "joe" && p.expose() == b"secret" => Ok(()),
+//!             Credential::Apop(a) if user == "joe" && a.verify(b"secret") => Ok(()),
+//!             _ => Err(Refusal::auth("invalid user name or password").into()),
+//!         }
+//!     }
+//!     fn lock(&mut self, _user: &str) -> HandlerResult<Maildrop> {
+//!         let uid = Uid::new("hello-1").unwrap();
+//!         Ok(Maildrop::new([MessageInfo { size: 23, uid }]).unwrap())
+//!     }
+//!     fn open(&mut self, _message: &MessageRef) -> HandlerResult<Self::Body> {
+//!         Ok(Some(Bytes::from_static(b"Subject: hi\r\n\r\nHello!\r\n")))
+//!     }
+//!     fn commit(&mut self, _deleted: &[MessageRef]) -> HandlerResult<()> {
+//!         Ok(()) // remove the messages here, all or none
+//!     }
+//!     fn unlock(&mut self) {}
+//! }
+//!
+//! let service = Service::new(Config::builder().build().unwrap(), |_conn| Ok(Hello));
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
+//! let server = std::thread::spawn({
+//!     let service = service.clone();
+//!     move || pop3_std::serve(&service, listener)
+//! });
+//!
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"USER joe\r\nPASS secret\r\nSTAT\r\nQUIT\r\n")?;
+//! let replies: Vec<String> = BufReader::new(client).lines().collect::<Result<_, _>>()?;
+//! assert_eq!(replies[3], "+OK 1 23");
+//!
+//! service.shutdown_handle().begin();
+//! server.join().unwrap()?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
 

@@ -1,8 +1,9 @@
 //! A POP3 server on tokio.
 //!
-//! All protocol logic lives in [`pop3_proto`]; the event loop in
-//! [`pop3_driver`]. This crate is the tokio glue: sockets, deadlines with
-//! tokio's clock (so `start_paused` tests work), spawning, and the accept loop.
+//! All protocol logic lives in [`pop3_proto`]; the event loop and the
+//! [`Service`] in [`pop3_driver`]. This crate is the tokio glue: sockets,
+//! deadlines on tokio's clock (so `start_paused` tests work), spawning, and
+//! the accept loop.
 //!
 //! ```no_run
 //! use pop3_tokio::{memory::MemoryStore, Config, Service};
@@ -16,6 +17,58 @@
 //! let service = Service::new(config, move |_conn| Ok(store.handler())).max_connections(100);
 //! pop3_tokio::bind_and_serve(&service, "127.0.0.1:1110").await
 //! # }
+//! ```
+//!
+//! # Serving your own store
+//!
+//! Implement [`AsyncHandler`]; bodies come from any [`AsyncBodySource`],
+//! e.g. a file through [`ReaderBody`]. Here a session runs over an
+//! in-process pipe:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use pop3_tokio::{AsyncHandler, Config, ConnectionInfo, Credential, HandlerResult};
+//! use pop3_tokio::{Maildrop, MessageInfo, MessageRef, Refusal, Service, Uid};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! struct Hello;
+//!
+//! impl AsyncHandler for Hello {
+//!     type Body = Option<Bytes>;
+//!
+//!     async fn authenticate(&mut self, user: &str, cred: &Credential) -> HandlerResult<()> {
+//!         match cred {
+//!             Credential::Password(p) if user == "joe" && p.expose() == b"secret" => Ok(()),
+//!             _ => Err(Refusal::auth("invalid user name or password").into()),
+//!         }
+//!     }
+//!     async fn lock(&mut self, _user: &str) -> HandlerResult<Maildrop> {
+//!         let uid = Uid::new("hello-1").unwrap();
+//!         Ok(Maildrop::new([MessageInfo { size: 23, uid }]).unwrap())
+//!     }
+//!     async fn open(&mut self, _message: &MessageRef) -> HandlerResult<Self::Body> {
+//!         Ok(Some(Bytes::from_static(b"Subject: hi\r\n\r\nHello!\r\n")))
+//!     }
+//!     async fn commit(&mut self, _deleted: &[MessageRef]) -> HandlerResult<()> {
+//!         Ok(())
+//!     }
+//!     async fn unlock(&mut self) {}
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let service = Service::new(Config::builder().build().unwrap(), |_: &ConnectionInfo| Ok(Hello));
+//! let (mut client, server_side) = tokio::io::duplex(4096);
+//! let info = ConnectionInfo::new(None, None);
+//! let session = tokio::spawn(async move {
+//!     pop3_tokio::serve_connection(&service, server_side, info).await
+//! });
+//! client.write_all(b"USER joe\r\nPASS secret\r\nRETR 1\r\nQUIT\r\n").await.unwrap();
+//! let mut transcript = String::new();
+//! client.read_to_string(&mut transcript).await.unwrap();
+//! assert!(transcript.contains("+OK 23 octets\r\nSubject: hi\r\n\r\nHello!\r\n.\r\n"));
+//! let end = session.await.unwrap().unwrap();
+//! assert_eq!(end.user.as_deref(), Some("joe"));
+//! # });
 //! ```
 
 #![forbid(unsafe_code)]

@@ -108,6 +108,11 @@ pub fn rfc1939_session_with_apop<L: Launcher>() {
     assert!(c.closed().0);
     server.eventually("unlock", |s| s.locks() == (1, 1));
     assert!(server.store.messages("mrose").is_empty());
+    server.eventually("end hook", |s| !s.plan.ended.lock().unwrap().is_empty());
+    let end = server.plan.ended.lock().unwrap()[0].clone();
+    assert_eq!(end.reason, pop3_proto::CloseReason::Quit);
+    assert_eq!(end.user.as_deref(), Some("mrose"));
+    assert_eq!(end.stats.commands, 8);
 }
 
 /// USER/PASS, LIST, UIDL, TOP, RETR of tricky bodies, DELE, RSET, QUIT; the
@@ -313,6 +318,16 @@ pub fn connection_limit_rejects_and_keeps_serving<L: Launcher>() {
     let (mut e, ge) = Client::greeted(server.addr);
     assert_eq!(ge, "-ERR [SYS/PERM] not from here");
     assert!(e.closed().0);
+    let rejected = |s: &Running| {
+        s.plan
+            .ended
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.reason == pop3_proto::CloseReason::Rejected)
+            .count()
+    };
+    server.eventually("end hook sees both rejections", |s| rejected(s) == 2);
 }
 
 /// A graceful shutdown lets a RETR in flight finish, closes sessions at a

@@ -54,6 +54,8 @@ pub struct Plan {
     /// Chunk size for bodies.
     pub chunk: AtomicUsize,
     refuse_connection: Mutex<Option<Refusal>>,
+    /// How sessions ended, as the service's end hook saw them.
+    pub ended: Mutex<Vec<pop3_driver::SessionEnd>>,
 }
 
 impl Plan {
@@ -112,7 +114,7 @@ impl TestHandler {
 
     fn open_sync(&mut self, message: &MessageRef) -> HandlerResult<ChunkedBody> {
         self.plan.apply(Step::Open)?;
-        let whole = Handler::open(&mut self.inner, message)?.unwrap_or_default();
+        let whole = Handler::open(&mut self.inner, message, None)?.unwrap_or_default();
         let chunk = self.plan.chunk.load(Ordering::SeqCst).max(1);
         let chunks = (0..whole.len())
             .step_by(chunk)
@@ -143,7 +145,7 @@ impl Handler for TestHandler {
         self.lock_sync(user)
     }
 
-    fn open(&mut self, message: &MessageRef) -> HandlerResult<ChunkedBody> {
+    fn open(&mut self, message: &MessageRef, _top: Option<u64>) -> HandlerResult<ChunkedBody> {
         self.open_sync(message)
     }
 
@@ -173,7 +175,11 @@ impl AsyncHandler for TestHandler {
         self.lock_sync(user)
     }
 
-    async fn open(&mut self, message: &MessageRef) -> HandlerResult<ChunkedBody> {
+    async fn open(
+        &mut self,
+        message: &MessageRef,
+        _top: Option<u64>,
+    ) -> HandlerResult<ChunkedBody> {
         self.open_sync(message)
     }
 

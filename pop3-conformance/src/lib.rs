@@ -69,8 +69,10 @@ impl Spec {
                 None => Ok(TestHandler::new(&store, plan.clone())),
             }
         });
-        let mut service =
-            Service::new(self.config.clone(), hook).shutdown_grace(self.shutdown_grace);
+        let ends = self.plan.clone();
+        let mut service = Service::new(self.config.clone(), hook)
+            .shutdown_grace(self.shutdown_grace)
+            .on_session_end(move |_info, end| ends.ended.lock().unwrap().push(end.clone()));
         if let Some(max) = self.max_connections {
             service = service.max_connections(max);
         }

@@ -49,6 +49,7 @@ where
     match service.admit(info, transport.now()) {
         Admission::Reject(bytes) => {
             let _ = transport.write_all(&bytes, Some(transport.now() + crate::REJECT_WRITE));
+            service.ended(info, &SessionEnd::rejected());
             None
         }
         Admission::Serve {
@@ -58,6 +59,7 @@ where
         } => {
             let end = drive(session, transport, &mut handler, service.shutdown());
             drop(permit);
+            service.ended(info, &end);
             Some(end)
         }
     }
@@ -97,8 +99,8 @@ pub fn drive<T: Transport, H: Handler>(
                     let r = guarded(|| handler.lock(&user));
                     answer::lock(&mut session, transport.now(), r)
                 }
-                Event::Request(Request::Retrieve { message, .. }) => {
-                    let r = guarded(|| handler.open(&message));
+                Event::Request(Request::Retrieve { message, top_lines }) => {
+                    let r = guarded(|| handler.open(&message, top_lines));
                     answer::open(&mut session, transport.now(), r)
                 }
                 Event::Request(Request::Commit { deleted }) => {

@@ -62,8 +62,10 @@ pub trait Handler: Send + 'static {
     /// [`Refusal::in_use`] when another session holds it.
     fn lock(&mut self, user: &str) -> HandlerResult<Maildrop>;
 
-    /// Opens a message for RETR or TOP. The session does the TOP cut-off.
-    fn open(&mut self, message: &MessageRef) -> HandlerResult<Self::Body>;
+    /// Opens a message for RETR (`top_lines == None`) or `TOP n k`
+    /// (`Some(k)`). Stream the whole message either way: the session does
+    /// the TOP cut-off and stops reading when it is reached.
+    fn open(&mut self, message: &MessageRef, top_lines: Option<u64>) -> HandlerResult<Self::Body>;
 
     /// Removes these messages, all or none (RFC 1939 §6). Called once, at
     /// QUIT in TRANSACTION, possibly with an empty list.
@@ -101,6 +103,7 @@ pub trait AsyncHandler: Send + 'static {
     fn open(
         &mut self,
         message: &MessageRef,
+        top_lines: Option<u64>,
     ) -> impl Future<Output = HandlerResult<Self::Body>> + Send;
 
     /// See [`Handler::commit`].

@@ -65,6 +65,14 @@ pub struct SessionEnd {
 }
 
 impl SessionEnd {
+    fn rejected() -> Self {
+        Self {
+            reason: CloseReason::Rejected,
+            user: None,
+            stats: SessionStats::default(),
+        }
+    }
+
     fn new(session: &Session, reason: CloseReason) -> Self {
         Self {
             reason,

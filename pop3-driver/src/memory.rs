@@ -174,7 +174,7 @@ impl Handler for MemoryHandler {
         self.take_lock(user)
     }
 
-    fn open(&mut self, message: &MessageRef) -> HandlerResult<Self::Body> {
+    fn open(&mut self, message: &MessageRef, _top: Option<u64>) -> HandlerResult<Self::Body> {
         self.body(message)
     }
 
@@ -198,7 +198,7 @@ impl AsyncHandler for MemoryHandler {
         self.take_lock(user)
     }
 
-    async fn open(&mut self, message: &MessageRef) -> HandlerResult<Self::Body> {
+    async fn open(&mut self, message: &MessageRef, _top: Option<u64>) -> HandlerResult<Self::Body> {
         self.body(message)
     }
 

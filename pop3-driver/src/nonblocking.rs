@@ -85,6 +85,7 @@ where
         Admission::Reject(bytes) => {
             let deadline = transport.now() + crate::REJECT_WRITE;
             let _ = transport.write_all(&bytes, Some(deadline)).await;
+            service.ended(&info, &SessionEnd::rejected());
             None
         }
         Admission::Serve {
@@ -94,6 +95,7 @@ where
         } => {
             let end = drive(session, &mut transport, &mut handler, service.shutdown()).await;
             drop(permit);
+            service.ended(&info, &end);
             Some(end)
         }
     };
@@ -210,8 +212,8 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                     let r = guarded(handler.lock(&user)).await;
                     answer::lock(&mut session, transport.now(), r)
                 }
-                Event::Request(Request::Retrieve { message, .. }) => {
-                    let r = guarded(handler.open(&message)).await;
+                Event::Request(Request::Retrieve { message, top_lines }) => {
+                    let r = guarded(handler.open(&message, top_lines)).await;
                     answer::open(&mut session, transport.now(), r)
                 }
                 Event::Request(Request::Commit { deleted }) => {

@@ -15,6 +15,7 @@ use event_listener::{Event, Listener as _};
 use pop3_proto::{Config, Greeting, Refusal, Session};
 
 use crate::shutdown::Shutdown;
+use crate::SessionEnd;
 
 /// What is known about a new connection when the hook is asked about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +56,12 @@ pub struct Service<F> {
     inner: Arc<Inner<F>>,
 }
 
+type EndHook = Box<dyn Fn(&ConnectionInfo, &SessionEnd) + Send + Sync>;
+
 struct Inner<F> {
     config: Arc<Config>,
     new_handler: F,
+    on_end: Option<EndHook>,
     max_connections: Option<usize>,
     shutdown_grace: Duration,
     live: Arc<Live>,
@@ -96,6 +100,7 @@ where
             inner: Arc::new(Inner {
                 config: Arc::new(config),
                 new_handler,
+                on_end: None,
                 max_connections: None,
                 shutdown_grace: Duration::from_secs(30),
                 live: Arc::default(),
@@ -116,6 +121,24 @@ where
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.inner_mut().shutdown_grace = grace;
         self
+    }
+
+    /// Calls `hook` when a session ends (or a connection is rejected), with
+    /// the connection and how it ended: user, counters, close reason. The
+    /// library itself logs nothing; this is the place for a log line or
+    /// metrics. Set before cloning or serving.
+    pub fn on_session_end(
+        mut self,
+        hook: impl Fn(&ConnectionInfo, &SessionEnd) + Send + Sync + 'static,
+    ) -> Self {
+        self.inner_mut().on_end = Some(Box::new(hook));
+        self
+    }
+
+    pub(crate) fn ended(&self, info: &ConnectionInfo, end: &SessionEnd) {
+        if let Some(hook) = &self.inner.on_end {
+            hook(info, end);
+        }
     }
 
     /// The session configuration.

@@ -32,7 +32,7 @@
 //!         let uid = Uid::new("hello-1").unwrap();
 //!         Ok(Maildrop::new([MessageInfo { size: 23, uid }]).unwrap())
 //!     }
-//!     fn open(&mut self, _message: &MessageRef) -> HandlerResult<Self::Body> {
+//!     fn open(&mut self, _msg: &MessageRef, _top: Option<u64>) -> HandlerResult<Self::Body> {
 //!         Ok(Some(Bytes::from_static(b"Subject: hi\r\n\r\nHello!\r\n")))
 //!     }
 //!     fn commit(&mut self, _deleted: &[MessageRef]) -> HandlerResult<()> {

@@ -46,7 +46,7 @@
 //!         let uid = Uid::new("hello-1").unwrap();
 //!         Ok(Maildrop::new([MessageInfo { size: 23, uid }]).unwrap())
 //!     }
-//!     async fn open(&mut self, _message: &MessageRef) -> HandlerResult<Self::Body> {
+//!     async fn open(&mut self, _msg: &MessageRef, _top: Option<u64>) -> HandlerResult<Self::Body> {
 //!         Ok(Some(Bytes::from_static(b"Subject: hi\r\n\r\nHello!\r\n")))
 //!     }
 //!     async fn commit(&mut self, _deleted: &[MessageRef]) -> HandlerResult<()> {

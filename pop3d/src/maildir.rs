@@ -1,0 +1,449 @@
+//! Maildir as a POP3 store: one Maildir per user under a root directory.
+//!
+//! - Messages come from `new/` and `cur/` in delivery order (the time that
+//!   starts a Maildir name, then the name).
+//! - Unique ids are the Maildir base name up to its first `,` or `:`, which
+//!   never changes when flags or size fields are added; a name that is not a
+//!   valid UIDL value is replaced by a stable digest of it.
+//! - Sizes are in CRLF octets: the `,W=` field when the name has one,
+//!   otherwise counted once and cached while the file stays the same.
+//! - A message retrieved with RETR moves from `new/` to `cur/`, flagged seen.
+//! - A per-user lock file (`pop3d.lock`, an OS file lock) keeps out other
+//!   sessions of this and any other pop3d process; the OS drops it if the
+//!   process dies, so a stale lock never blocks a user.
+//! - Deletion at QUIT is all or nothing: the unique ids are first written to
+//!   `pop3d-deleting` (atomically, synced), then the files are removed, then
+//!   the log. A crash in between is finished at the next login, before the
+//!   maildrop is listed.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use md5::{Digest, Md5};
+use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, SizeCounter, Uid};
+use pop3_tokio::{AsyncHandler, Credential, HandlerError, HandlerResult};
+
+use crate::users::Users;
+
+const LOCK_FILE: &str = "pop3d.lock";
+const DELETE_LOG: &str = "pop3d-deleting";
+
+/// Where a cached size is valid: the same file, unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SizeKey {
+    unique: String,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+/// All users' maildirs, shared by every connection.
+#[derive(Debug)]
+pub(crate) struct Maildirs {
+    root: PathBuf,
+    users: Users,
+    sizes: Mutex<HashMap<SizeKey, u64>>,
+}
+
+impl Maildirs {
+    pub(crate) fn new(root: PathBuf, users: Users) -> Arc<Self> {
+        Arc::new(Self {
+            root,
+            users,
+            sizes: Mutex::default(),
+        })
+    }
+
+    /// A handler for one connection.
+    pub(crate) fn handler(self: &Arc<Self>) -> MaildirHandler {
+        MaildirHandler {
+            store: self.clone(),
+            locked: None,
+        }
+    }
+
+    fn cached_size(&self, key: &SizeKey) -> Option<u64> {
+        self.sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    fn cache_size(&self, key: SizeKey, size: u64) {
+        self.sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, size);
+    }
+}
+
+/// One message of a locked maildrop.
+#[derive(Debug, Clone)]
+struct Entry {
+    path: PathBuf,
+    unique: String,
+    in_new: bool,
+    size: u64,
+}
+
+/// A locked maildrop: the lock file (held while this lives) and its messages.
+#[derive(Debug)]
+struct Locked {
+    dir: PathBuf,
+    _lock: File,
+    entries: Vec<Entry>,
+}
+
+/// One connection's handler over [`Maildirs`].
+#[derive(Debug)]
+pub(crate) struct MaildirHandler {
+    store: Arc<Maildirs>,
+    locked: Option<Locked>,
+}
+
+fn internal(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::internal(e.to_string())
+}
+
+/// Runs blocking filesystem or hashing work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> HandlerResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)
+}
+
+impl AsyncHandler for MaildirHandler {
+    type Body = pop3_tokio::ReaderBody<tokio::fs::File>;
+
+    async fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
+        let store = self.store.clone();
+        let (user, credential) = (user.to_owned(), credential.clone());
+        let ok = blocking(move || match (store.users.get(&user), &credential) {
+            (Some(stored), Credential::Password(p)) => stored.verify(p.expose()),
+            (Some(stored), Credential::Apop(a)) => stored.verify_apop(a),
+            (None, _) => false,
+        })
+        .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(Refusal::auth("invalid user name or password").into())
+        }
+    }
+
+    async fn lock(&mut self, user: &str) -> HandlerResult<Maildrop> {
+        let store = self.store.clone();
+        let dir = store.root.join(user);
+        let (locked, drop) = blocking(move || lock_maildir(&store, dir)).await??;
+        self.locked = Some(locked);
+        Ok(drop)
+    }
+
+    async fn open(&mut self, message: &MessageRef, top: Option<u64>) -> HandlerResult<Self::Body> {
+        let locked = self
+            .locked
+            .as_mut()
+            .ok_or_else(|| internal("open without a lock"))?;
+        let entry = locked
+            .entries
+            .get_mut(message.number as usize - 1)
+            .ok_or_else(|| internal("message number out of range"))?;
+        let file = match tokio::fs::File::open(&entry.path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Refusal::sys_perm("message was removed by another program").into())
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        if top.is_none() && entry.in_new {
+            // Retrieved: new/ -> cur/, seen, with its size in the name.
+            let name = entry
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let sized = if name.contains(",W=") {
+                name.to_owned()
+            } else {
+                format!("{name},W={}", entry.size)
+            };
+            let target = locked.dir.join("cur").join(format!("{sized}:2,S"));
+            if tokio::fs::rename(&entry.path, &target).await.is_ok() {
+                entry.path = target;
+                entry.in_new = false;
+            }
+        }
+        Ok(pop3_tokio::ReaderBody::new(file))
+    }
+
+    async fn commit(&mut self, deleted: &[MessageRef]) -> HandlerResult<()> {
+        let locked = self
+            .locked
+            .as_ref()
+            .ok_or_else(|| internal("commit without a lock"))?;
+        if deleted.is_empty() {
+            return Ok(());
+        }
+        let dir = locked.dir.clone();
+        let uniques: HashSet<String> = deleted
+            .iter()
+            .filter_map(|m| locked.entries.get(m.number as usize - 1))
+            .map(|e| e.unique.clone())
+            .collect();
+        blocking(move || delete_all_or_nothing(&dir, &uniques))
+            .await?
+            .map_err(internal)
+    }
+
+    async fn unlock(&mut self) {
+        // Dropping the lock file releases the OS lock.
+        self.locked = None;
+    }
+}
+
+/// Takes the user's lock, finishes an interrupted deletion, and lists the maildrop.
+fn lock_maildir(store: &Maildirs, dir: PathBuf) -> HandlerResult<(Locked, Maildrop)> {
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(dir.join(sub)).map_err(internal)?;
+    }
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(internal)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(Refusal::in_use("maildrop is locked by another session").into())
+        }
+        Err(TryLockError::Error(e)) => return Err(internal(e)),
+    }
+    finish_interrupted_delete(&dir).map_err(internal)?;
+    let entries = scan(store, &dir).map_err(internal)?;
+    let mut seen = HashSet::new();
+    let listing: Vec<MessageInfo> = entries
+        .iter()
+        .map(|e| {
+            let uid = uid_for(&e.unique, &mut seen);
+            MessageInfo { size: e.size, uid }
+        })
+        .collect();
+    let drop = Maildrop::new(listing).map_err(internal)?;
+    Ok((
+        Locked {
+            dir,
+            _lock: lock,
+            entries,
+        },
+        drop,
+    ))
+}
+
+/// The UIDL value for a unique name: itself if valid and not taken,
+/// otherwise a stable digest.
+fn uid_for(unique: &str, seen: &mut HashSet<String>) -> Uid {
+    let uid = Uid::new(unique)
+        .ok()
+        .filter(|u| !seen.contains(u.as_str()))
+        .unwrap_or_else(|| {
+            let digest: String = Md5::digest(unique.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Uid::new(format!("md5-{digest}")).expect("hex is a valid uid")
+        });
+    seen.insert(uid.as_str().to_owned());
+    uid
+}
+
+/// `new/` and `cur/`, in delivery order, with sizes.
+fn scan(store: &Maildirs, dir: &Path) -> io::Result<Vec<Entry>> {
+    let mut found = Vec::new();
+    for (sub, in_new) in [("new", true), ("cur", false)] {
+        for item in fs::read_dir(dir.join(sub))? {
+            let item = item?;
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') || !item.file_type()?.is_file() {
+                continue;
+            }
+            let meta = item.metadata()?;
+            let unique = unique_part(name).to_owned();
+            let delivered = delivery_time(&unique, &meta);
+            found.push((
+                delivered,
+                name.to_owned(),
+                item.path(),
+                unique,
+                in_new,
+                meta,
+            ));
+        }
+    }
+    found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    found
+        .into_iter()
+        .map(|(_, name, path, unique, in_new, meta)| {
+            let size = match size_field(&name) {
+                Some(w) => w,
+                None => {
+                    let key = SizeKey {
+                        unique: unique.clone(),
+                        len: meta.len(),
+                        modified: meta.modified().ok(),
+                    };
+                    match store.cached_size(&key) {
+                        Some(size) => size,
+                        None => {
+                            let size = count_size(&path)?;
+                            store.cache_size(key, size);
+                            size
+                        }
+                    }
+                }
+            };
+            Ok(Entry {
+                path,
+                unique,
+                in_new,
+                size,
+            })
+        })
+        .collect()
+}
+
+/// The stable part of a Maildir name: up to the first `,` (size fields) or `:` (flags).
+fn unique_part(name: &str) -> &str {
+    name.split([',', ':']).next().unwrap_or(name)
+}
+
+/// Delivery time: the seconds a Maildir name starts with, else the file's mtime.
+fn delivery_time(unique: &str, meta: &fs::Metadata) -> u64 {
+    unique
+        .split('.')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| {
+            meta.modified()
+                .ok()
+                .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs())
+        })
+}
+
+/// The `,W=` (CRLF size) field of a Maildir name.
+fn size_field(name: &str) -> Option<u64> {
+    let base = name.split(':').next()?;
+    base.split(',')
+        .find_map(|f| f.strip_prefix("W=")?.parse().ok())
+}
+
+/// Counts the CRLF size of a message file.
+fn count_size(path: &Path) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut counter = SizeCounter::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(counter.finish()),
+            n => counter.push(&buf[..n]),
+        }
+    }
+}
+
+/// Deletes the messages with these unique names, all or none: the intent is
+/// made durable first, so a crash midway is finished at the next login.
+fn delete_all_or_nothing(dir: &Path, uniques: &HashSet<String>) -> io::Result<()> {
+    let log = dir.join(DELETE_LOG);
+    let tmp = dir.join(format!("{DELETE_LOG}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        for u in uniques {
+            writeln!(f, "{u}")?;
+        }
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &log)?;
+    sync_dir(dir)?;
+    finish_interrupted_delete(dir)
+}
+
+/// Carries out a logged deletion, if there is one.
+fn finish_interrupted_delete(dir: &Path) -> io::Result<()> {
+    let log = dir.join(DELETE_LOG);
+    let text = match fs::read_to_string(&log) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let uniques: HashSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    for sub in ["new", "cur"] {
+        for item in fs::read_dir(dir.join(sub))? {
+            let item = item?;
+            let name = item.file_name();
+            if name
+                .to_str()
+                .is_some_and(|n| uniques.contains(unique_part(n)))
+            {
+                match fs::remove_file(item.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        sync_dir(&dir.join(sub))?;
+    }
+    fs::remove_file(&log)?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_parts() {
+        assert_eq!(
+            unique_part("1700000000.M1P2.host,S=10,W=12:2,S"),
+            "1700000000.M1P2.host"
+        );
+        assert_eq!(unique_part("plain"), "plain");
+        assert_eq!(size_field("1.a.b,S=10,W=12:2,S"), Some(12));
+        assert_eq!(size_field("1.a.b,S=10:2,W=99"), None);
+        let mut seen = HashSet::new();
+        assert_eq!(uid_for("1.a.b", &mut seen).as_str(), "1.a.b");
+        let dup = uid_for("1.a.b", &mut seen);
+        assert!(dup.as_str().starts_with("md5-"));
+        let long = "x".repeat(100);
+        assert_eq!(
+            uid_for(&long, &mut seen),
+            uid_for(&long, &mut HashSet::new())
+        );
+    }
+
+    #[test]
+    fn interrupted_delete_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        fs::write(dir.path().join("new/1.a.h"), "a").unwrap();
+        fs::write(dir.path().join("cur/2.b.h,S=1:2,S"), "b").unwrap();
+        fs::write(dir.path().join("cur/3.c.h:2,"), "c").unwrap();
+        // A crash after the log was written, before any file was removed.
+        fs::write(dir.path().join(DELETE_LOG), "1.a.h\n2.b.h\n").unwrap();
+        finish_interrupted_delete(dir.path()).unwrap();
+        assert!(!dir.path().join(DELETE_LOG).exists());
+        assert!(!dir.path().join("new/1.a.h").exists());
+        assert!(!dir.path().join("cur/2.b.h,S=1:2,S").exists());
+        assert!(dir.path().join("cur/3.c.h:2,").exists());
+    }
+}

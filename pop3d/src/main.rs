@@ -1,0 +1,227 @@
+//! `pop3d`: a POP3 server over Maildir.
+//!
+//! With no arguments it serves a built-in demo (a fresh Maildir in a
+//! temporary directory, user `demo`, password `demo`) on 127.0.0.1:1110.
+//! For real use give `--maildir-root` and `--users`; see `pop3d --help`.
+
+#![forbid(unsafe_code)]
+
+mod demo;
+mod maildir;
+mod users;
+
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use pop3_tokio::{Config, Service};
+use tracing::{error, info};
+
+use crate::maildir::Maildirs;
+use crate::users::Users;
+
+/// A POP3 server over Maildir (RFC 1939, with CAPA, RESP-CODES, PIPELINING,
+/// TOP, UIDL and APOP).
+///
+/// Run with no arguments for a demo: a temporary Maildir with a few messages,
+/// user `demo`, password `demo`, on 127.0.0.1:1110.
+///
+/// For real use, give --maildir-root (one Maildir per user, ROOT/<user>/{new,cur,tmp})
+/// and --users, a Dovecot passwd-file: one `user:{SCHEME}data` line per user, with
+/// SCHEME one of ARGON2ID, SHA512-CRYPT, BLF-CRYPT or PLAIN. `pop3d passwd USER`
+/// prints such a line. Deletions happen only at QUIT, all or none; a per-user lock
+/// keeps out concurrent sessions, including other pop3d processes.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Directory holding one Maildir per user.
+    #[arg(long, value_name = "DIR", requires = "users")]
+    maildir_root: Option<PathBuf>,
+
+    /// Users file in Dovecot's passwd-file format.
+    #[arg(long, value_name = "FILE", requires = "maildir_root")]
+    users: Option<PathBuf>,
+
+    /// Address to listen on; repeat for several. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1110")]
+    listen: Vec<SocketAddr>,
+
+    /// Host name used in the APOP timestamp and the sign-off line.
+    #[arg(long, default_value = "localhost")]
+    hostname: String,
+
+    /// Idle timeout in seconds (RFC 1939: at least 600).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    idle_timeout: u64,
+
+    /// Most sessions at once; more get "-ERR [SYS/TEMP]".
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_connections: usize,
+
+    /// Offer APOP. The greeting then carries a timestamp, and clients such as
+    /// curl switch to APOP, which works only for users with a {PLAIN} secret.
+    #[arg(long)]
+    apop: bool,
+
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for sessions to finish.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read a password on standard input and print the users-file line for
+    /// USER, hashed with Argon2id (like `doveadm pw -s ARGON2ID`).
+    Passwd {
+        /// The user name.
+        user: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Passwd { user }) = &cli.command {
+        return passwd(user);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn passwd(user: &str) -> ExitCode {
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut password) {
+        eprintln!("pop3d passwd: cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("pop3d passwd: empty password");
+        return ExitCode::FAILURE;
+    }
+    match users::passwd_line(user, password) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pop3d passwd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    // The demo's Maildir lives as long as the server.
+    let mut demo_dir = None;
+    let (root, users) = match (&cli.maildir_root, &cli.users) {
+        (Some(root), Some(users)) => (root.clone(), Users::load(users)?),
+        _ => {
+            let dir = tempfile::Builder::new()
+                .prefix("pop3d-demo-")
+                .tempdir()
+                .map_err(|e| format!("cannot create the demo maildir: {e}"))?;
+            let users = demo::create(dir.path()).map_err(|e| format!("demo maildir: {e}"))?;
+            let root = dir.path().to_owned();
+            demo_dir = Some(dir);
+            (root, users)
+        }
+    };
+    let config = Config::builder()
+        .hostname(&cli.hostname)
+        .apop(cli.apop)
+        .idle_timeout(Duration::from_secs(cli.idle_timeout))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let user_count = users.len();
+    let store = Maildirs::new(root.clone(), users);
+    let service = Service::new(config, move |_conn| Ok(store.handler()))
+        .max_connections(cli.max_connections)
+        .shutdown_grace(Duration::from_secs(cli.shutdown_grace))
+        .on_session_end(|conn, end| {
+            let peer = conn.peer.map(|p| p.to_string()).unwrap_or_default();
+            info!(
+                peer,
+                user = end.user.as_deref().unwrap_or("-"),
+                commands = end.stats.commands,
+                bad_commands = end.stats.bad_commands,
+                bodies = end.stats.bodies_sent,
+                bytes_sent = end.stats.bytes_sent,
+                reason = %end.reason,
+                "session ended"
+            );
+        });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut servers = tokio::task::JoinSet::new();
+        for addr in &cli.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            // Scripts and tests read this line to learn the port.
+            println!("pop3d listening on {bound}");
+            if demo_dir.is_some() {
+                println!(
+                    "demo maildir {} (user {}, password {}); try:\n  curl -u {}:{} pop3://{bound}/1",
+                    root.display(),
+                    demo::USER,
+                    demo::PASSWORD,
+                    demo::USER,
+                    demo::PASSWORD
+                );
+            }
+            let service = service.clone();
+            servers.spawn(async move { pop3_tokio::serve(&service, listener).await });
+        }
+        info!(maildirs = %root.display(), users = user_count, listeners = cli.listen.len(), "pop3d started");
+        let shutdown = service.shutdown_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("shutting down");
+            shutdown.begin();
+        });
+        while servers.join_next().await.is_some() {}
+        info!("stopped");
+        Ok::<(), String>(())
+    })?;
+    drop(demo_dir);
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

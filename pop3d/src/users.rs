@@ -1,0 +1,241 @@
+//! The users file: Dovecot's passwd-file format, so an operator can move
+//! over unchanged.
+//!
+//! One user per line, `user:{SCHEME}data`, more `:`-separated fields
+//! (uid, gid, home, ...) allowed and ignored. Schemes: `ARGON2ID`,
+//! `SHA512-CRYPT`, `BLF-CRYPT` and `PLAIN`. Only users with a `{PLAIN}`
+//! secret can log in with APOP, which needs the secret itself.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use pop3_proto::{ApopCredential, Secret};
+
+/// A stored password.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// `{PLAIN}`: the secret itself (also good for APOP).
+    Plain(Secret<String>),
+    /// `{ARGON2ID}`: a PHC string.
+    Argon2id(String),
+    /// `{SHA512-CRYPT}`: `$6$...`.
+    Sha512Crypt(String),
+    /// `{BLF-CRYPT}`: bcrypt, `$2y$...`.
+    BlfCrypt(String),
+}
+
+impl fmt::Debug for Stored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Plain(_) => "{PLAIN}..",
+            Self::Argon2id(_) => "{ARGON2ID}..",
+            Self::Sha512Crypt(_) => "{SHA512-CRYPT}..",
+            Self::BlfCrypt(_) => "{BLF-CRYPT}..",
+        })
+    }
+}
+
+impl Stored {
+    /// Parses `{SCHEME}data`.
+    pub(crate) fn parse(field: &str) -> Result<Self, UsersError> {
+        let (scheme, data) = field
+            .strip_prefix('{')
+            .and_then(|r| r.split_once('}'))
+            .ok_or(UsersError::NoScheme)?;
+        let data = data.to_owned();
+        let stored = match scheme.to_ascii_uppercase().as_str() {
+            "PLAIN" => Self::Plain(Secret::new(data)),
+            "ARGON2ID" => {
+                PasswordHash::new(&data).map_err(|_| UsersError::BadHash("ARGON2ID"))?;
+                Self::Argon2id(data)
+            }
+            "SHA512-CRYPT" if data.starts_with("$6$") => Self::Sha512Crypt(data),
+            "BLF-CRYPT" if data.starts_with("$2") => Self::BlfCrypt(data),
+            "SHA512-CRYPT" => return Err(UsersError::BadHash("SHA512-CRYPT")),
+            "BLF-CRYPT" => return Err(UsersError::BadHash("BLF-CRYPT")),
+            other => return Err(UsersError::UnknownScheme(other.to_owned())),
+        };
+        Ok(stored)
+    }
+
+    /// True if `password` matches. Slow by design for the hashed schemes.
+    pub(crate) fn verify(&self, password: &[u8]) -> bool {
+        match self {
+            Self::Plain(secret) => constant_time_eq(secret.expose().as_bytes(), password),
+            Self::Argon2id(phc) => PasswordHash::new(phc)
+                .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok()),
+            Self::Sha512Crypt(hash) => std::str::from_utf8(password)
+                .is_ok_and(|p| sha_crypt::sha512_check(p, hash).is_ok()),
+            Self::BlfCrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+        }
+    }
+
+    /// True if the APOP digest matches; only a `{PLAIN}` secret can tell.
+    pub(crate) fn verify_apop(&self, credential: &ApopCredential) -> bool {
+        match self {
+            Self::Plain(secret) => credential.verify(secret.expose().as_bytes()),
+            _ => false,
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A users-file problem.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum UsersError {
+    /// The password field does not start with `{SCHEME}`.
+    #[error("password field has no {{SCHEME}} prefix")]
+    NoScheme,
+    /// A scheme this server does not know.
+    #[error("unknown password scheme {0:?} (known: ARGON2ID, SHA512-CRYPT, BLF-CRYPT, PLAIN)")]
+    UnknownScheme(String),
+    /// A hash that does not parse for its scheme.
+    #[error("malformed {0} hash")]
+    BadHash(&'static str),
+    /// A line without `user:password`.
+    #[error("expected user:{{SCHEME}}password")]
+    BadLine,
+    /// A user name that cannot be a maildir name.
+    #[error("user name {0:?} must be non-empty and must not contain '/', control characters or start with '.'")]
+    BadUser(String),
+    /// A user listed twice.
+    #[error("user {0:?} appears twice")]
+    Duplicate(String),
+}
+
+/// The users of the server.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Users(HashMap<String, Stored>);
+
+impl Users {
+    /// Parses a users file's text. Errors name the 1-based line.
+    pub(crate) fn parse(text: &str) -> Result<Self, (usize, UsersError)> {
+        let mut users = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let err = |e| (i + 1, e);
+            let mut fields = line.splitn(3, ':');
+            let (Some(user), Some(password)) = (fields.next(), fields.next()) else {
+                return Err(err(UsersError::BadLine));
+            };
+            if !valid_user(user) {
+                return Err(err(UsersError::BadUser(user.to_owned())));
+            }
+            let stored = Stored::parse(password).map_err(err)?;
+            if users.insert(user.to_owned(), stored).is_some() {
+                return Err(err(UsersError::Duplicate(user.to_owned())));
+            }
+        }
+        Ok(Self(users))
+    }
+
+    /// Reads and parses a users file.
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read users file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|(line, e)| format!("{}:{line}: {e}", path.display()))
+    }
+
+    /// A users table with one entry.
+    pub(crate) fn single(user: &str, stored: Stored) -> Self {
+        Self(HashMap::from([(user.to_owned(), stored)]))
+    }
+
+    /// The stored password of `user`.
+    pub(crate) fn get(&self, user: &str) -> Option<&Stored> {
+        self.0.get(user)
+    }
+
+    /// How many users there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A user name is also a directory name under the maildir root.
+pub(crate) fn valid_user(user: &str) -> bool {
+    !user.is_empty()
+        && !user.starts_with('.')
+        && !user.contains('/')
+        && !user.chars().any(char::is_control)
+        && user.len() <= 255
+}
+
+/// The users-file line for `user` with `password`, hashed with Argon2id
+/// (as `doveadm pw -s ARGON2ID` would).
+pub(crate) fn passwd_line(user: &str, password: &str) -> Result<String, String> {
+    if !valid_user(user) {
+        return Err(UsersError::BadUser(user.to_owned()).to_string());
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    let hash = Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| format!("hashing failed: {e}"))?;
+    Ok(format!("{user}:{{ARGON2ID}}{hash}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_verify() {
+        let line = passwd_line("ann", "correct horse").unwrap();
+        let users = Users::parse(&line).unwrap();
+        let ann = users.get("ann").unwrap();
+        assert!(matches!(ann, Stored::Argon2id(_)));
+        assert!(ann.verify(b"correct horse"));
+        assert!(!ann.verify(b"correct horsE"));
+
+        let sha =
+            sha_crypt::sha512_simple("pw", &sha_crypt::Sha512Params::new(5000).unwrap()).unwrap();
+        let blf = bcrypt::hash("pw", 4).unwrap();
+        let text = format!(
+            "# comment\n\nbob:{{SHA512-CRYPT}}{sha}:1000:1000::/home/bob::\ncat:{{BLF-CRYPT}}{blf}\ndan:{{PLAIN}}pw with spaces\n"
+        );
+        let users = Users::parse(&text).unwrap();
+        assert_eq!(users.len(), 3);
+        assert!(users.get("bob").unwrap().verify(b"pw"));
+        assert!(!users.get("bob").unwrap().verify(b"px"));
+        assert!(users.get("cat").unwrap().verify(b"pw"));
+        assert!(!users.get("cat").unwrap().verify(b"px"));
+        assert!(users.get("dan").unwrap().verify(b"pw with spaces"));
+        assert!(!users.get("dan").unwrap().verify(b"pw"));
+        assert_eq!(format!("{:?}", users.get("dan").unwrap()), "{PLAIN}..");
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_their_number() {
+        assert_eq!(
+            Users::parse("a:{PLAIN}x\nb:nohash").unwrap_err(),
+            (2, UsersError::NoScheme)
+        );
+        assert_eq!(
+            Users::parse("a:{MD5}x").unwrap_err(),
+            (1, UsersError::UnknownScheme("MD5".into()))
+        );
+        assert_eq!(Users::parse("a:{PLAIN}x\na:{PLAIN}y").unwrap_err().0, 2);
+        assert!(matches!(
+            Users::parse("../x:{PLAIN}y").unwrap_err().1,
+            UsersError::BadUser(_)
+        ));
+        assert_eq!(
+            Users::parse("justname").unwrap_err(),
+            (1, UsersError::BadLine)
+        );
+        assert_eq!(
+            Users::parse("a:{ARGON2ID}garbage").unwrap_err(),
+            (1, UsersError::BadHash("ARGON2ID"))
+        );
+    }
+}

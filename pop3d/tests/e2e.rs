@@ -1,0 +1,428 @@
+//! End to end: the built `pop3d` binary on loopback, with Python's poplib,
+//! curl and a raw client, over temporary Maildirs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pop3_conformance::Client;
+use pop3_proto::testing::{escape_bytes, expected_top, normalize_body};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pop3d");
+
+/// A running pop3d; killed on drop.
+struct Pop3d {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Pop3d {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pop3d");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("pop3d listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Self { child, addr }
+    }
+
+    fn with_maildir(root: &Path, users: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--maildir-root",
+            root.to_str().unwrap(),
+            "--users",
+            users.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for the graceful exit.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Pop3d {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A maildir root with user `alice` whose password is hashed by `pop3d passwd`.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+impl Site {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut passwd = Command::new(BIN)
+            .args(["passwd", "alice"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        passwd
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{PASSWORD}\n").as_bytes())
+            .unwrap();
+        let out = passwd.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let line = String::from_utf8(out.stdout).unwrap();
+        assert!(line.starts_with("alice:{ARGON2ID}$argon2id$"), "{line}");
+        std::fs::write(
+            dir.path().join("users"),
+            format!("# pop3d users\n{line}bob:{{PLAIN}}bobpw::::::\n"),
+        )
+        .unwrap();
+        for user in ["alice", "bob"] {
+            for sub in ["new", "cur", "tmp"] {
+                std::fs::create_dir_all(dir.path().join("mail").join(user).join(sub)).unwrap();
+            }
+        }
+        Self { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("mail")
+    }
+
+    fn users(&self) -> PathBuf {
+        self.dir.path().join("users")
+    }
+
+    /// Delivers into `new/` (or `cur/`) with a Maildir name; returns the unique part.
+    fn deliver(&self, user: &str, sub: &str, seq: u32, body: &[u8]) -> String {
+        let unique = format!("{}.M{seq}P1.test", 1_700_000_000 + seq);
+        let name = if sub == "cur" {
+            format!("{unique}:2,S")
+        } else {
+            unique.clone()
+        };
+        std::fs::write(self.root().join(user).join(sub).join(name), body).unwrap();
+        unique
+    }
+
+    fn files(&self, user: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for sub in ["new", "cur"] {
+            for e in std::fs::read_dir(self.root().join(user).join(sub)).unwrap() {
+                names.push(format!(
+                    "{sub}/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        }
+        names.sort();
+        names
+    }
+
+    fn serve(&self) -> Pop3d {
+        Pop3d::with_maildir(&self.root(), &self.users(), &[])
+    }
+}
+
+fn tricky_messages() -> Vec<Vec<u8>> {
+    let mut big = Vec::with_capacity(20 << 20);
+    big.extend_from_slice(b"Subject: twenty megabytes\r\n\r\n");
+    let mut i = 0u64;
+    while big.len() < 20 << 20 {
+        big.extend_from_slice(format!("{i:09} .dots. and text to fill the line\r\n").as_bytes());
+        if i % 1000 == 0 {
+            big.extend_from_slice(b".a line that starts with a dot\r\n");
+        }
+        i += 1;
+    }
+    vec![
+        b"Subject: dots\r\n\r\n.\r\n..\r\n.leading\r\nend\r\n".to_vec(),
+        b".Subject-ish first byte is a dot\r\n\r\nbody\r\n".to_vec(),
+        b"Subject: no final newline\r\n\r\nlast line".to_vec(),
+        b"Subject: bare LF\n\nline one\nline two\n".to_vec(),
+        "Subject: =?utf-8?q?8-bit?=\r\n\r\nGrüße, 東京, ÿ\r\n"
+            .as_bytes()
+            .to_vec(),
+        big,
+    ]
+}
+
+#[test]
+fn demo_default_answers_a_real_client() {
+    let server = Pop3d::start(&[]);
+    let url = format!("pop3://{}/", server.addr);
+    let list = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-u", "demo:demo", &url])
+        .output()
+        .expect("curl");
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert_eq!(list.lines().count(), 4, "{list}");
+    let first = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-u",
+            "demo:demo",
+            &format!("{url}1"),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first.stdout).contains("Subject: Welcome to pop3d"));
+}
+
+#[test]
+fn poplib_fetches_tricky_messages_byte_for_byte() {
+    let site = Site::new();
+    let messages = tricky_messages();
+    for (i, m) in messages.iter().enumerate() {
+        site.deliver("alice", if i % 2 == 0 { "new" } else { "cur" }, i as u32, m);
+    }
+    let server = site.serve();
+    let out = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/fetch_all.py");
+    let port = server.addr.port().to_string();
+    let status = Command::new("python3")
+        .args([
+            script,
+            "127.0.0.1",
+            &port,
+            "alice",
+            PASSWORD,
+            out.path().to_str().unwrap(),
+        ])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let list = std::fs::read_to_string(out.path().join("list.txt")).unwrap();
+    for (i, m) in messages.iter().enumerate() {
+        let n = i + 1;
+        let wire = normalize_body(m);
+        let got = std::fs::read(out.path().join(format!("retr_{n}"))).unwrap();
+        assert!(
+            got == wire,
+            "RETR {n} differs: {}",
+            escape_bytes(&got[..got.len().min(200)])
+        );
+        assert_eq!(
+            std::fs::read(out.path().join(format!("top_{n}"))).unwrap(),
+            expected_top(m, 0),
+            "TOP {n} 0"
+        );
+        assert!(
+            list.contains(&format!("{n} {}\n", wire.len())),
+            "LIST size of {n}: {list}"
+        );
+    }
+    // RETR moved the messages out of new/ into cur/, seen.
+    assert!(site
+        .files("alice")
+        .iter()
+        .all(|f| f.starts_with("cur/") && f.ends_with(":2,S")));
+}
+
+#[test]
+fn curl_lists_and_retrieves() {
+    let site = Site::new();
+    let messages = tricky_messages();
+    for (i, m) in messages.iter().take(5).enumerate() {
+        site.deliver("alice", "new", i as u32, m);
+    }
+    let server = site.serve();
+    let url = format!("pop3://{}/", server.addr);
+    let auth = format!("alice:{PASSWORD}");
+    let curl = |extra: &[&str], path: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-u",
+                &auth,
+                &format!("{url}{path}"),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    for (i, m) in messages.iter().take(5).enumerate() {
+        assert_eq!(
+            curl(&[], &(i + 1).to_string()),
+            normalize_body(m),
+            "curl RETR {}",
+            i + 1
+        );
+    }
+    assert_eq!(curl(&["-X", "TOP 2 0"], ""), expected_top(&messages[1], 0));
+}
+
+fn uidl(addr: SocketAddr, user: &str, password: &str) -> Vec<u8> {
+    let mut c = Client::login(addr, user, password);
+    assert!(c.command("UIDL").starts_with("+OK"));
+    let listing = c.multiline();
+    c.command("QUIT");
+    listing
+}
+
+#[test]
+fn uidl_is_stable_across_restarts_and_retrieval() {
+    let site = Site::new();
+    let uniques: Vec<String> = (0..3)
+        .map(|i| site.deliver("bob", "new", i, b"Subject: x\r\n\r\ny\r\n"))
+        .collect();
+    let server = site.serve();
+    let before = uidl(server.addr, "bob", "bobpw");
+    let expected: String = uniques
+        .iter()
+        .enumerate()
+        .map(|(i, u)| format!("{} {u}\r\n", i + 1))
+        .collect::<String>()
+        + ".\r\n";
+    assert_eq!(String::from_utf8_lossy(&before), expected);
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    assert!(c.command("RETR 2").starts_with("+OK"));
+    c.multiline();
+    c.command("QUIT");
+    assert!(server.terminate().success());
+    let again = Pop3d::with_maildir(&site.root(), &site.users(), &[]);
+    assert_eq!(uidl(again.addr, "bob", "bobpw"), before);
+}
+
+#[test]
+fn deletion_reaches_the_disk_only_after_quit() {
+    let site = Site::new();
+    site.deliver("bob", "new", 1, b"Subject: 1\r\n\r\none\r\n");
+    site.deliver("bob", "cur", 2, b"Subject: 2\r\n\r\ntwo\r\n");
+    let server = site.serve();
+    let all = site.files("bob");
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    assert_eq!(c.command("DELE 1"), "+OK message 1 deleted");
+    assert_eq!(c.command("DELE 2"), "+OK message 2 deleted");
+    assert_eq!(site.files("bob"), all, "nothing removed before QUIT");
+    assert!(c.command("QUIT").starts_with("+OK"));
+    assert!(site.files("bob").is_empty());
+}
+
+#[test]
+fn a_client_killed_mid_session_leaves_every_message() {
+    let site = Site::new();
+    for i in 0..3 {
+        site.deliver("bob", "new", i, b"Subject: keep me\r\n\r\nplease\r\n");
+    }
+    let server = site.serve();
+    let all = site.files("bob");
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    for n in 1..=3 {
+        assert!(c.command(&format!("DELE {n}")).starts_with("+OK"));
+    }
+    drop(c);
+    // The lock is released and nothing was deleted.
+    let mut again = None;
+    for _ in 0..100 {
+        let (mut c, _) = Client::greeted(server.addr);
+        c.command("USER bob");
+        if c.command("PASS bobpw").starts_with("+OK") {
+            again = Some(c);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut again = again.expect("the lock is released after the client vanished");
+    assert_eq!(again.command("STAT").split(' ').nth(1), Some("3"));
+    assert_eq!(site.files("bob"), all);
+}
+
+#[test]
+fn a_second_login_is_refused_in_use_even_from_another_process() {
+    let site = Site::new();
+    site.deliver("bob", "new", 1, b"Subject: 1\r\n\r\none\r\n");
+    let first = site.serve();
+    let second = site.serve();
+    let mut holder = Client::login(first.addr, "bob", "bobpw");
+    for addr in [first.addr, second.addr] {
+        let (mut c, _) = Client::greeted(addr);
+        c.command("USER bob");
+        let reply = c.command("PASS bobpw");
+        assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+    }
+    assert!(holder.command("QUIT").starts_with("+OK"));
+}
+
+#[test]
+fn a_stale_lock_from_a_killed_server_is_recovered() {
+    let site = Site::new();
+    site.deliver("bob", "new", 1, b"Subject: 1\r\n\r\none\r\n");
+    let crashed = site.serve();
+    let mut c = Client::login(crashed.addr, "bob", "bobpw");
+    assert!(c.command("DELE 1").starts_with("+OK"));
+    crashed.kill();
+    assert!(site.root().join("bob/pop3d.lock").exists());
+    let server = site.serve();
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    assert_eq!(c.command("STAT"), "+OK 1 19");
+}
+
+#[test]
+fn wrong_passwords_and_unknown_users_get_auth_code() {
+    let site = Site::new();
+    let server = site.serve();
+    for (user, pass) in [("alice", "nope"), ("nobody", "x"), ("bob", "BOBPW")] {
+        let (mut c, _) = Client::greeted(server.addr);
+        c.command(&format!("USER {user}"));
+        assert_eq!(
+            c.command(&format!("PASS {pass}")),
+            "-ERR [AUTH] invalid user name or password"
+        );
+    }
+}
+
+#[test]
+fn bad_users_file_is_reported_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "ok:{PLAIN}x\nbroken:{MD5}abc\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--maildir-root"])
+        .arg(dir.path())
+        .arg("--users")
+        .arg(&users)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":2: unknown password scheme \"MD5\""), "{err}");
+}

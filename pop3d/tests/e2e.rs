@@ -158,7 +158,7 @@ fn tricky_messages() -> Vec<Vec<u8>> {
     let mut i = 0u64;
     while big.len() < 20 << 20 {
         big.extend_from_slice(format!("{i:09} .dots. and text to fill the line\r\n").as_bytes());
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             big.extend_from_slice(b".a line that starts with a dot\r\n");
         }
         i += 1;

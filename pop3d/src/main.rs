@@ -40,38 +40,81 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Directory holding one Maildir per user.
-    #[arg(long, value_name = "DIR", requires = "users")]
+    /// Settings file (TOML) with the same names as these options, e.g.
+    /// `maildir-root = "/var/mail"`, `listen = ["0.0.0.0:110"]`. Options
+    /// given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// The server settings, from the command line or the settings file.
+#[derive(Debug, Default, clap::Args, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Settings {
+    /// Directory holding one Maildir per user (needs --users).
+    #[arg(long, value_name = "DIR")]
     maildir_root: Option<PathBuf>,
 
-    /// Users file in Dovecot's passwd-file format.
-    #[arg(long, value_name = "FILE", requires = "maildir_root")]
+    /// Users file in Dovecot's passwd-file format (needs --maildir-root).
+    #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
 
     /// Address to listen on; repeat for several. Port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1110")]
+    /// [default: 127.0.0.1:1110]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(default)]
     listen: Vec<SocketAddr>,
 
-    /// Host name used in the APOP timestamp and the sign-off line.
-    #[arg(long, default_value = "localhost")]
-    hostname: String,
+    /// Host name used in the APOP timestamp and the sign-off line. [default: localhost]
+    #[arg(long)]
+    hostname: Option<String>,
 
-    /// Idle timeout in seconds (RFC 1939: at least 600).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    idle_timeout: u64,
+    /// Idle timeout in seconds (RFC 1939: at least 600). [default: 600]
+    #[arg(long, value_name = "SECONDS")]
+    idle_timeout: Option<u64>,
 
-    /// Most sessions at once; more get "-ERR [SYS/TEMP]".
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    max_connections: usize,
+    /// Most sessions at once; more get "-ERR [SYS/TEMP]". [default: 1000]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 
     /// Offer APOP. The greeting then carries a timestamp, and clients such as
     /// curl switch to APOP, which works only for users with a {PLAIN} secret.
     #[arg(long)]
+    #[serde(default)]
     apop: bool,
 
-    /// Seconds a shutdown (SIGTERM, SIGINT) waits for sessions to finish.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    shutdown_grace: u64,
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for sessions to finish. [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    shutdown_grace: Option<u64>,
+}
+
+impl Settings {
+    /// These settings, with gaps filled from `file`.
+    fn over(self, file: Self) -> Self {
+        Self {
+            maildir_root: self.maildir_root.or(file.maildir_root),
+            users: self.users.or(file.users),
+            listen: if self.listen.is_empty() {
+                file.listen
+            } else {
+                self.listen
+            },
+            hostname: self.hostname.or(file.hostname),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            max_connections: self.max_connections.or(file.max_connections),
+            apop: self.apop || file.apop,
+            shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+        }
+    }
+
+    fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,11 +172,21 @@ fn passwd(user: &str) -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    let mut cli = match &cli.config {
+        Some(path) => cli.settings.over(Settings::load(path)?),
+        None => cli.settings,
+    };
+    if cli.listen.is_empty() {
+        cli.listen.push(SocketAddr::from(([127, 0, 0, 1], 1110)));
+    }
     // The demo's Maildir lives as long as the server.
     let mut demo_dir = None;
     let (root, users) = match (&cli.maildir_root, &cli.users) {
         (Some(root), Some(users)) => (root.clone(), Users::load(users)?),
-        _ => {
+        (Some(_), None) | (None, Some(_)) => {
+            return Err("--maildir-root and --users go together (neither: the demo)".into())
+        }
+        (None, None) => {
             let dir = tempfile::Builder::new()
                 .prefix("pop3d-demo-")
                 .tempdir()
@@ -145,16 +198,16 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     };
     let config = Config::builder()
-        .hostname(&cli.hostname)
+        .hostname(cli.hostname.as_deref().unwrap_or("localhost"))
         .apop(cli.apop)
-        .idle_timeout(Duration::from_secs(cli.idle_timeout))
+        .idle_timeout(Duration::from_secs(cli.idle_timeout.unwrap_or(600)))
         .build()
         .map_err(|e| e.to_string())?;
     let user_count = users.len();
     let store = Maildirs::new(root.clone(), users);
     let service = Service::new(config, move |_conn| Ok(store.handler()))
-        .max_connections(cli.max_connections)
-        .shutdown_grace(Duration::from_secs(cli.shutdown_grace))
+        .max_connections(cli.max_connections.unwrap_or(1000))
+        .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))
         .on_session_end(|conn, end| {
             let peer = conn.peer.map(|p| p.to_string()).unwrap_or_default();
             info!(

@@ -426,3 +426,42 @@ fn bad_users_file_is_reported_with_its_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(":2: unknown password scheme \"MD5\""), "{err}");
 }
+
+#[test]
+fn settings_file_with_command_line_overrides() {
+    let site = Site::new();
+    let config = site.dir.path().join("pop3d.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "maildir-root = {:?}\nusers = {:?}\nhostname = \"from-file.example\"\nmax-connections = 5\n",
+            site.root(),
+            site.users()
+        ),
+    )
+    .unwrap();
+    let server = Pop3d::start(&["--config", config.to_str().unwrap()]);
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    assert_eq!(
+        c.command("QUIT"),
+        "+OK from-file.example POP3 server signing off"
+    );
+    let server = Pop3d::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--hostname",
+        "cli.example",
+    ]);
+    let (mut c, _) = Client::greeted(server.addr);
+    assert_eq!(c.command("QUIT"), "+OK cli.example POP3 server signing off");
+}
+
+#[test]
+fn maildir_root_without_users_is_an_error() {
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--maildir-root", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("go together"));
+}

@@ -29,7 +29,7 @@ use crate::users::Users;
 /// Run with no arguments for a demo: a temporary Maildir with a few messages,
 /// user `demo`, password `demo`, on 127.0.0.1:1110.
 ///
-/// For real use, give --maildir-root (one Maildir per user, ROOT/<user>/{new,cur,tmp})
+/// For real use, give --maildir-root (one Maildir per user, ROOT/USER/{new,cur,tmp})
 /// and --users, a Dovecot passwd-file: one `user:{SCHEME}data` line per user, with
 /// SCHEME one of ARGON2ID, SHA512-CRYPT, BLF-CRYPT or PLAIN. `pop3d passwd USER`
 /// prints such a line. Deletions happen only at QUIT, all or none; a per-user lock

@@ -444,7 +444,7 @@ fn settings_file_with_command_line_overrides() {
     let mut c = Client::login(server.addr, "bob", "bobpw");
     assert_eq!(
         c.command("QUIT"),
-        "+OK from-file.example POP3 server signing off"
+        "+OK from-file.example POP3 server signing off (maildrop empty)"
     );
     let server = Pop3d::start(&[
         "--config",

@@ -30,11 +30,11 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use async_std::net::{TcpListener, ToSocketAddrs};
-use async_std::task::{self, JoinHandle};
+use async_std::task;
 use bytes::{Bytes, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use pop3_driver::nonblocking::{self, AsyncRuntime, AsyncTransport};
+use pop3_driver::nonblocking::{self, Acceptor, AsyncRuntime, AsyncTransport};
 use pop3_driver::ReadOutcome;
 
 pub use pop3_driver::{
@@ -54,13 +54,7 @@ where
     F: NewHandler<H>,
     H: AsyncHandler,
 {
-    nonblocking::serve(service, &AsyncStd, || async {
-        let (stream, peer) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        let info = ConnectionInfo::new(Some(peer), stream.local_addr().ok());
-        Ok((Transport { stream }, info))
-    })
-    .await;
+    nonblocking::serve(service, &AsyncStd, Listener(listener)).await;
 }
 
 /// Binds `addr` and [`serve`]s on it.
@@ -93,18 +87,26 @@ where
 struct AsyncStd;
 
 impl AsyncRuntime for AsyncStd {
-    type Task = JoinHandle<()>;
-
-    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) -> Self::Task {
-        task::spawn(task)
-    }
-
-    async fn cancel(&self, task: Self::Task) {
-        task.cancel().await;
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        task::spawn(task);
     }
 
     async fn sleep(&self, duration: Duration) {
         task::sleep(duration).await;
+    }
+}
+
+/// An async-std listener as the accept loop's source of connections.
+struct Listener(TcpListener);
+
+impl Acceptor for Listener {
+    type Transport = Transport<async_std::net::TcpStream>;
+
+    async fn accept(&self) -> io::Result<(Self::Transport, ConnectionInfo)> {
+        let (stream, peer) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let info = ConnectionInfo::new(Some(peer), stream.local_addr().ok());
+        Ok((Transport { stream }, info))
     }
 }
 

@@ -19,3 +19,8 @@ impl Launcher for AsyncStd {
 }
 
 pop3_conformance::suite!(AsyncStd);
+
+#[test]
+fn stuck_handler_is_abandoned_at_shutdown() {
+    pop3_conformance::checks::stuck_handler_is_abandoned_at_shutdown::<AsyncStd>();
+}

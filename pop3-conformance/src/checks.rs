@@ -385,6 +385,27 @@ pub fn shutdown_aborts_stalled_sessions_after_grace<L: Launcher>() {
     assert_eq!(server.store.messages("bob").len(), 1);
 }
 
+/// Async servers only: a handler call that never returns is abandoned at
+/// the last stage of a shutdown, as an internal error, and the maildrop is
+/// still unlocked.
+pub fn stuck_handler_is_abandoned_at_shutdown<L: Launcher>() {
+    let mut spec = Spec::new(config().build().unwrap(), demo_store());
+    spec.shutdown_grace = Duration::from_millis(200);
+    let mut server = launch::<L>(spec);
+    server.plan.inject(Step::Open, Fault::Hang);
+    let mut c = Client::login(server.addr, "alice", "wonderland");
+    c.send(b"RETR 1\r\n");
+    server.eventually("the handler is stuck in open", |s| {
+        s.plan.hanging.load(Ordering::SeqCst) == 1
+    });
+    let started = Instant::now();
+    assert!(server.stop(Duration::from_secs(30)), "serve did not return");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(server.locks(), (1, 1));
+    assert_eq!(server.plan.session_errors.load(Ordering::SeqCst), 1);
+    assert_eq!(server.store.messages("alice").len(), 3);
+}
+
 /// Reportable errors reach the client and the session goes on; internal
 /// errors and panics end the session with `-ERR [SYS/TEMP]`; every lock is
 /// released once; the server survives.

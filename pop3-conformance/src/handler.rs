@@ -37,6 +37,8 @@ pub enum Fault {
     Internal,
     /// A panic.
     Panic,
+    /// A call that never returns (async handlers only).
+    Hang,
 }
 
 /// Shared by every connection of one test server.
@@ -53,6 +55,8 @@ pub struct Plan {
     pub body_bytes_pulled: AtomicUsize,
     /// Chunk size for bodies.
     pub chunk: AtomicUsize,
+    /// Handler calls now stuck in a `Fault::Hang`.
+    pub hanging: AtomicUsize,
     refuse_connection: Mutex<Option<Refusal>>,
     /// How sessions ended, as the service's end hook saw them.
     pub ended: Mutex<Vec<pop3_driver::SessionEnd>>,
@@ -85,7 +89,22 @@ impl Plan {
             Some(Fault::Refuse(r)) => Err(r.into()),
             Some(Fault::Internal) => Err(HandlerError::internal(format!("injected at {step:?}"))),
             Some(Fault::Panic) => panic!("injected panic at {step:?}"),
+            Some(Fault::Hang) => panic!("Fault::Hang is for async handlers"),
         }
+    }
+
+    async fn apply_async(&self, step: Step) -> HandlerResult<()> {
+        let hang = self
+            .faults
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(s, f)| *s == step && *f == Fault::Hang);
+        if hang {
+            self.hanging.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+        self.apply(step)
     }
 }
 
@@ -180,6 +199,7 @@ impl AsyncHandler for TestHandler {
         message: &MessageRef,
         _top: Option<u64>,
     ) -> HandlerResult<ChunkedBody> {
+        self.plan.apply_async(Step::Open).await?;
         self.open_sync(message)
     }
 

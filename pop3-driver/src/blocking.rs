@@ -24,8 +24,10 @@ pub trait Transport {
     /// Writes all of `data`; fails with `TimedOut` if `deadline` passes first.
     fn write_all(&mut self, data: &[u8], deadline: Option<Instant>) -> io::Result<()>;
 
-    /// Upgrades the stream to TLS, as server, after STLS.
-    fn start_tls(&mut self) -> io::Result<()> {
+    /// Upgrades the stream to TLS, as server, after STLS; the handshake
+    /// must finish by `deadline`.
+    fn start_tls(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        let _ = deadline;
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "TLS is not configured",
@@ -83,7 +85,7 @@ pub fn drive<T: Transport, H: Handler>(
     let mut body: Option<H::Body> = None;
     let mut told_shutdown = false;
     loop {
-        while let Some(bytes) = session.poll_transmit() {
+        while let Some(bytes) = session.poll_transmit(transport.now()) {
             if let Err(e) = transport.write_all(&bytes, session.poll_timeout()) {
                 crate::write_failed(&mut session, transport.now(), &e);
             }
@@ -119,11 +121,11 @@ pub fn drive<T: Transport, H: Handler>(
                     }
                 },
                 Event::StartTls => {
-                    match transport.start_tls() {
+                    match transport.start_tls(session.poll_timeout()) {
                         Ok(()) => {
                             let _ = session.handle_tls_established(transport.now());
                         }
-                        Err(_) => session.handle_eof(transport.now()),
+                        Err(_) => session.handle_connection_lost(transport.now()),
                     }
                     After::Continue
                 }
@@ -160,7 +162,8 @@ pub fn drive<T: Transport, H: Handler>(
                     let _ = session.handle_input(transport.now(), &buf[..n]);
                 }
                 Ok(ReadOutcome::TimedOut) => session.handle_timeout(transport.now()),
-                Ok(ReadOutcome::Eof) | Err(_) => session.handle_eof(transport.now()),
+                Ok(ReadOutcome::Eof) => session.handle_eof(transport.now()),
+                Err(_) => session.handle_connection_lost(transport.now()),
             }
         } else {
             // Only a timer can move the session (e.g. a held login reply

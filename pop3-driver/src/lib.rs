@@ -37,8 +37,8 @@ pub(crate) const READ_BUFFER: usize = 4096;
 /// How long writing the `-ERR` line of a rejected connection may take.
 pub(crate) const REJECT_WRITE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// How long an aborted shutdown waits for sessions stuck in a handler call
-/// before dropping them.
+/// How long each later stage of a shutdown waits: after the abort, for
+/// sessions stuck in a handler call; after the cancel, for their unlock.
 pub const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The result of one read.
@@ -82,11 +82,12 @@ impl SessionEnd {
     }
 }
 
-/// A write failed: a missed deadline is the idle timer firing; anything
-/// else (or a write cut short) means the connection is unusable.
+/// A write failed: a missed deadline is the idle timer firing (the peer
+/// stopped reading); anything else, or a write cut short, means the
+/// connection is unusable.
 fn write_failed(session: &mut Session, now: Instant, error: &io::Error) {
     if error.kind() == io::ErrorKind::TimedOut {
         session.handle_timeout(now);
     }
-    session.handle_eof(now);
+    session.handle_connection_lost(now);
 }

@@ -1,20 +1,18 @@
-//! The async drive loop, shared by the tokio and async-std adapters.
+//! The async drive loop and accept loop, shared by the tokio and async-std adapters.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt as _;
 use pop3_proto::{Event, Request, Session};
 
 use crate::answer::{self, After};
-use crate::handler::{AsyncBodySource, AsyncHandler, HandlerResult};
+use crate::handler::{AsyncBodySource, AsyncHandler, HandlerError, HandlerResult};
 use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Service};
 use crate::shutdown::Shutdown;
-use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
+use crate::{ReadOutcome, SessionEnd, ABORT_WAIT, READ_BUFFER};
 
 /// The IO an async adapter provides: a byte stream with deadlines, a timer
 /// and the runtime's clock.
@@ -39,8 +37,13 @@ pub trait AsyncTransport: Send {
     /// Waits until `deadline`.
     fn sleep_until(&mut self, deadline: Instant) -> impl Future<Output = ()> + Send;
 
-    /// Upgrades the stream to TLS, as server, after STLS.
-    fn start_tls(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+    /// Upgrades the stream to TLS, as server, after STLS; the handshake
+    /// must finish by `deadline`.
+    fn start_tls(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        let _ = deadline;
         async {
             Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -55,17 +58,20 @@ pub trait AsyncTransport: Send {
 
 /// What the shared accept loop needs from an async runtime.
 pub trait AsyncRuntime: Send + Sync {
-    /// A spawned task.
-    type Task: Send + 'static;
-
-    /// Spawns a task.
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Self::Task;
-
-    /// Stops a task, dropping its future.
-    fn cancel(&self, task: Self::Task) -> impl Future<Output = ()> + Send;
+    /// Spawns a task that runs on its own.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
 
     /// Waits for `duration`.
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// A listening socket, as the shared accept loop sees it.
+pub trait Acceptor: Send {
+    /// The transport of an accepted connection.
+    type Transport: AsyncTransport + 'static;
+
+    /// Accepts the next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Transport, ConnectionInfo)>> + Send;
 }
 
 /// Runs one connection of `service` over `transport`: a rejected connection
@@ -103,56 +109,54 @@ where
     end
 }
 
-/// Accepts connections with `accept` and serves each on its own task until
-/// the service's shutdown begins; then waits for the sessions, aborts them
-/// after the grace period, and cancels any still stuck in a handler call.
-/// Accept errors are retried with a back-off, never returned.
-pub async fn serve<F, H, R, T, A>(service: &Service<F>, runtime: &R, mut accept: impl FnMut() -> A)
+/// Accepts connections from `acceptor` and serves each on its own task
+/// until the service's shutdown begins. Then it closes the listener, gives
+/// sessions the grace period, aborts their IO, and finally abandons handler
+/// calls that still do not return (each stage waits [`ABORT_WAIT`]); every
+/// locked maildrop still gets its unlock. Accept errors are retried with a
+/// back-off, never returned.
+pub async fn serve<F, H, R, A>(service: &Service<F>, runtime: &R, acceptor: A)
 where
     F: NewHandler<H>,
     H: AsyncHandler,
     R: AsyncRuntime,
-    T: AsyncTransport + 'static,
-    A: Future<Output = io::Result<(T, ConnectionInfo)>>,
+    A: Acceptor,
 {
     let shutdown = service.shutdown().clone();
-    // Running sessions by id; each removes itself when done.
-    let running: Arc<Mutex<HashMap<u64, R::Task>>> = Arc::default();
-    let mut next_id = 0u64;
     let mut backoff = AcceptBackoff::default();
-    loop {
-        let accepted = match async { Some(accept().await) }
+    while !shutdown.is_begun() {
+        let accepted = async { Some(acceptor.accept().await) }
             .or(stopped(&shutdown, false))
-            .await
-        {
-            Some(accepted) => accepted,
-            None => break,
-        };
+            .await;
         match accepted {
-            Ok((transport, info)) => {
+            None => break,
+            Some(Ok((transport, info))) => {
                 backoff.on_success();
-                let (id, service, registry) = (next_id, service.clone(), running.clone());
-                next_id += 1;
-                // Hold the registry while spawning, so a session that ends at
-                // once removes itself only after it was inserted.
-                let mut tasks = lock(&running);
-                let task = runtime.spawn(async move {
+                let service = service.clone();
+                runtime.spawn(async move {
                     serve_connection(&service, transport, info).await;
-                    lock(&registry).remove(&id);
                 });
-                tasks.insert(id, task);
             }
-            Err(e) => runtime.sleep(backoff.on_error(&e)).await,
+            Some(Err(e)) => {
+                let pause = async {
+                    runtime.sleep(backoff.on_error(&e)).await;
+                    Some(())
+                };
+                let _ = pause.or(stopped(&shutdown, false)).await;
+            }
         }
     }
-    if !within(runtime, service.grace(), service.all_closed()).await {
-        shutdown.abort();
-        if !within(runtime, crate::ABORT_WAIT, service.all_closed()).await {
-            let stuck: Vec<R::Task> = lock(&running).drain().map(|(_, t)| t).collect();
-            for task in stuck {
-                runtime.cancel(task).await;
-            }
+    // No new connections during the grace period.
+    drop(acceptor);
+    for (wait, next_stage) in [
+        (service.grace(), Shutdown::abort as fn(&Shutdown)),
+        (ABORT_WAIT, Shutdown::cancel),
+        (ABORT_WAIT, |_: &Shutdown| {}),
+    ] {
+        if within(runtime, wait, service.all_closed()).await {
+            return;
         }
+        next_stage(&shutdown);
     }
 }
 
@@ -173,16 +177,15 @@ async fn within<R: AsyncRuntime>(
     .await
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Runs `session` over `transport` until it closes, asking `handler`.
 ///
 /// A handler panic is caught: the session ends as a handler failure and the
 /// maildrop is still unlocked. When `shutdown` begins, the session closes at
 /// its next command boundary; when it is aborted, IO stops at once and the
-/// session ends as if the peer had gone (still unlocking).
+/// session ends as if the connection were lost; when it is cancelled, a
+/// handler call still running is abandoned as an internal error. Every
+/// locked maildrop is unlocked (the unlock itself gets [`ABORT_WAIT`] once
+/// the shutdown is cancelled).
 pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
     mut session: Session,
     transport: &mut T,
@@ -193,39 +196,38 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
     let mut body: Option<H::Body> = None;
     let mut told_shutdown = false;
     loop {
-        while let Some(bytes) = session.poll_transmit() {
+        while let Some(bytes) = session.poll_transmit(transport.now()) {
             let deadline = session.poll_timeout();
             let write = async { Some(transport.write_all(&bytes, deadline).await) };
             match write.or(aborted(shutdown)).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => crate::write_failed(&mut session, transport.now(), &e),
-                None => session.handle_eof(transport.now()),
+                None => session.handle_connection_lost(transport.now()),
             }
         }
         if let Some(event) = session.poll_event() {
             let after = match event {
                 Event::Request(Request::Authenticate { user, credential }) => {
-                    let r = guarded(handler.authenticate(&user, &credential)).await;
+                    let r = guarded(shutdown, handler.authenticate(&user, &credential)).await;
                     answer::unit(&mut session, transport.now(), r, Session::accept_login)
                 }
                 Event::Request(Request::Lock { user }) => {
-                    let r = guarded(handler.lock(&user)).await;
+                    let r = guarded(shutdown, handler.lock(&user)).await;
                     answer::lock(&mut session, transport.now(), r)
                 }
                 Event::Request(Request::Retrieve { message, top_lines }) => {
-                    let r = guarded(handler.open(&message, top_lines)).await;
+                    let r = guarded(shutdown, handler.open(&message, top_lines)).await;
                     answer::open(&mut session, transport.now(), r)
                 }
                 Event::Request(Request::Commit { deleted }) => {
-                    let r = guarded(handler.commit(&deleted)).await;
+                    let r = guarded(shutdown, handler.commit(&deleted)).await;
                     answer::unit(&mut session, transport.now(), r, Session::commit_done)
                 }
                 Event::NeedBody => match body.take() {
                     Some(mut source) => {
-                        let chunk = AssertUnwindSafe(source.next_chunk())
-                            .catch_unwind()
+                        let chunk = guarded(shutdown, async { Ok(source.next_chunk().await?) })
                             .await
-                            .unwrap_or_else(|p| Err(io::Error::other(answer::panic_error(p))));
+                            .map_err(io::Error::other);
                         answer::chunk(&mut session, transport.now(), source, chunk)
                     }
                     None => {
@@ -234,17 +236,28 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                     }
                 },
                 Event::StartTls => {
-                    match transport.start_tls().await {
-                        Ok(()) => {
+                    let handshake =
+                        async { Some(transport.start_tls(session.poll_timeout()).await) };
+                    match handshake.or(aborted(shutdown)).await {
+                        Some(Ok(())) => {
                             let _ = session.handle_tls_established(transport.now());
                         }
-                        Err(_) => session.handle_eof(transport.now()),
+                        Some(Err(_)) | None => session.handle_connection_lost(transport.now()),
                     }
                     After::Continue
                 }
                 Event::Unlock => {
-                    // A panicking unlock has nothing left to undo.
-                    let _ = AssertUnwindSafe(handler.unlock()).catch_unwind().await;
+                    // A panicking unlock has nothing left to undo; once the
+                    // shutdown is cancelled it gets a bounded time.
+                    let unlock = async {
+                        let _ = AssertUnwindSafe(handler.unlock()).catch_unwind().await;
+                    };
+                    let bounded = async {
+                        shutdown.cancelled().await;
+                        let until = transport.now() + ABORT_WAIT;
+                        transport.sleep_until(until).await;
+                    };
+                    unlock.or(bounded).await;
                     After::Continue
                 }
                 Event::Closed(reason) => return SessionEnd::new(&session, reason),
@@ -262,7 +275,7 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
             continue;
         }
         if shutdown.is_aborted() {
-            session.handle_eof(transport.now());
+            session.handle_connection_lost(transport.now());
             continue;
         }
         if shutdown.is_begun() && !told_shutdown {
@@ -278,7 +291,8 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                     let _ = session.handle_input(transport.now(), &buf[..n]);
                 }
                 Some(Ok(ReadOutcome::TimedOut)) => session.handle_timeout(transport.now()),
-                Some(Ok(ReadOutcome::Eof) | Err(_)) => session.handle_eof(transport.now()),
+                Some(Ok(ReadOutcome::Eof)) => session.handle_eof(transport.now()),
+                Some(Err(_)) => session.handle_connection_lost(transport.now()),
                 None => {}
             }
         } else if let Some(deadline) = deadline {
@@ -293,7 +307,7 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
             }
         } else {
             // Nothing can move this session: treat it as gone.
-            session.handle_eof(transport.now());
+            session.handle_connection_lost(transport.now());
         }
     }
 }
@@ -314,9 +328,21 @@ async fn stopped<T>(shutdown: &Shutdown, told: bool) -> Option<T> {
     None
 }
 
-async fn guarded<T>(call: impl Future<Output = HandlerResult<T>> + Send) -> HandlerResult<T> {
-    AssertUnwindSafe(call)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|p| Err(answer::panic_error(p)))
+/// A handler call: a panic becomes an internal error, and so does a call
+/// still running when the shutdown is cancelled (its future is dropped).
+async fn guarded<T>(
+    shutdown: &Shutdown,
+    call: impl Future<Output = HandlerResult<T>> + Send,
+) -> HandlerResult<T> {
+    let call = async {
+        AssertUnwindSafe(call)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| Err(answer::panic_error(p)))
+    };
+    call.or(async {
+        shutdown.cancelled().await;
+        Err(HandlerError::internal("handler call abandoned at shutdown"))
+    })
+    .await
 }

@@ -175,7 +175,7 @@ where
         let reject = |refusal: &Refusal| {
             let mut session = Session::reject(inner.config.clone(), refusal, now);
             let mut bytes = Vec::new();
-            while let Some(b) = session.poll_transmit() {
+            while let Some(b) = session.poll_transmit(now) {
                 bytes.extend_from_slice(&b);
             }
             Admission::Reject(bytes.into())

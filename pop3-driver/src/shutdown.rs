@@ -8,14 +8,17 @@ use event_listener::Event;
 // State 0: running.
 const GRACEFUL: u8 = 1;
 const ABORTED: u8 = 2;
+const CANCELLED: u8 = 3;
 
 /// Tells sessions the server is stopping. Cheap to clone; all clones share
 /// one state.
 ///
 /// [`begin`](Self::begin) asks sessions to close at their next command
 /// boundary (never entering UPDATE on their own); [`abort`](Self::abort)
-/// makes them stop IO at once, as if the peer had gone. Either way a locked
-/// maildrop is unlocked and nothing is deleted.
+/// makes them stop IO at once, as if the peer had gone; [`cancel`](Self::cancel)
+/// also abandons handler calls that do not return (async sessions only),
+/// as internal errors. In every case a locked maildrop is still unlocked and
+/// nothing is deleted.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown(Arc<Inner>);
 
@@ -41,14 +44,24 @@ impl Shutdown {
         self.raise(ABORTED);
     }
 
-    /// True once [`begin`](Self::begin) or [`abort`](Self::abort) was called.
+    /// Abandons handler calls still running (async sessions), then as `abort`.
+    pub fn cancel(&self) {
+        self.raise(CANCELLED);
+    }
+
+    /// True once [`begin`](Self::begin) or a later stage was called.
     pub fn is_begun(&self) -> bool {
         self.0.state.load(Ordering::Acquire) >= GRACEFUL
     }
 
-    /// True once [`abort`](Self::abort) was called.
+    /// True once [`abort`](Self::abort) or [`cancel`](Self::cancel) was called.
     pub fn is_aborted(&self) -> bool {
         self.0.state.load(Ordering::Acquire) >= ABORTED
+    }
+
+    /// True once [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.state.load(Ordering::Acquire) >= CANCELLED
     }
 
     /// Resolves once a shutdown has begun.
@@ -59,6 +72,11 @@ impl Shutdown {
     /// Resolves once the shutdown is aborted.
     pub async fn aborted(&self) {
         self.reach(ABORTED).await;
+    }
+
+    /// Resolves once handler calls are to be abandoned.
+    pub async fn cancelled(&self) {
+        self.reach(CANCELLED).await;
     }
 
     fn raise(&self, to: u8) {

@@ -222,9 +222,9 @@ fn pipelined_input() -> Vec<u8> {
 // ---- driving a session ----
 
 /// Takes all pending output, returning how many bytes it was.
-fn drain(session: &mut Session) -> usize {
+fn drain(session: &mut Session, now: Instant) -> usize {
     let mut sent = 0;
-    while let Some(bytes) = session.poll_transmit() {
+    while let Some(bytes) = session.poll_transmit(now) {
         sent += bytes.len();
     }
     sent
@@ -241,7 +241,7 @@ fn logged_in(config: Config, sizes: &[u64], now: Instant) -> Session {
         .handle_input(now, b"USER bench\r\nPASS secret\r\n")
         .unwrap();
     loop {
-        drain(&mut session);
+        drain(&mut session, now);
         match session.poll_event() {
             Some(Event::Request(Request::Authenticate { .. })) => {
                 session.accept_login(now).unwrap();
@@ -266,7 +266,7 @@ fn logged_in(config: Config, sizes: &[u64], now: Instant) -> Session {
 /// Sends `RETR 1` and answers it with `chunks`; returns the bytes sent.
 fn retr(session: &mut Session, chunks: &[Bytes], now: Instant) -> usize {
     session.handle_input(now, b"RETR 1\r\n").unwrap();
-    let mut sent = drain(session);
+    let mut sent = drain(session, now);
     let mut next = chunks.iter();
     loop {
         match session.poll_event() {
@@ -277,13 +277,13 @@ fn retr(session: &mut Session, chunks: &[Bytes], now: Instant) -> usize {
                 }
                 None => {
                     session.end_body(now).unwrap();
-                    sent += drain(session);
+                    sent += drain(session, now);
                     return sent;
                 }
             },
             other => panic!("unexpected event during RETR: {other:?}"),
         }
-        sent += drain(session);
+        sent += drain(session, now);
     }
 }
 
@@ -384,7 +384,7 @@ fn command_benches(c: &mut Criterion) {
     let before = session.stats().commands;
     let sent = {
         session.handle_input(now, &input).unwrap();
-        drain(&mut session)
+        drain(&mut session, now)
     };
     assert_eq!(session.stats().commands - before, COMMANDS as u64);
     assert_eq!(session.stats().bad_commands, 0);
@@ -399,7 +399,7 @@ fn command_benches(c: &mut Criterion) {
     group.bench_function("1000_commands", |b| {
         b.iter(|| {
             session.handle_input(now, black_box(&input)).unwrap();
-            drain(&mut session)
+            drain(&mut session, now)
         });
     });
     group.finish();

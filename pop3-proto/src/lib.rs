@@ -18,16 +18,19 @@
 //!
 //! 1. Create a [`Session`] when a connection is accepted.
 //! 2. Drain output: call [`Session::poll_transmit`] until it returns `None`,
-//!    writing every buffer to the peer in order.
+//!    writing every buffer to the peer in order, each by the deadline
+//!    [`Session::poll_timeout`] gives (a peer that stops reading is cut off).
 //! 3. Take one [`Event`] from [`Session::poll_event`] and act on it: answer a
 //!    [`Request`], push a body chunk on [`Event::NeedBody`], start TLS on
 //!    [`Event::StartTls`], release the maildrop lock on [`Event::Unlock`], or
 //!    close the connection on [`Event::Closed`]. Then go back to step 2.
 //! 4. When there is no event, wait for the peer: if
 //!    [`Session::wants_input`], read with [`Session::poll_timeout`] as the
-//!    deadline and pass the bytes to [`Session::handle_input`]; on end of
-//!    stream or an IO error call [`Session::handle_eof`]; when the deadline
-//!    passes call [`Session::handle_timeout`]. Then go back to step 2.
+//!    deadline and pass the bytes to [`Session::handle_input`]; at end of
+//!    stream call [`Session::handle_eof`] (commands already received are
+//!    still answered); when reading or writing fails call
+//!    [`Session::handle_connection_lost`]; when the deadline passes call
+//!    [`Session::handle_timeout`]. Then go back to step 2.
 //!
 //! Needing more input is not an error: the session simply has no output and
 //! no event. `Result`s report only the caller's mistakes ([`UsageError`]),
@@ -66,7 +69,7 @@
 //! let mut deleted = Vec::new();
 //! loop {
 //!     // 2. Write out everything the session has to say.
-//!     while let Some(bytes) = session.poll_transmit() {
+//!     while let Some(bytes) = session.poll_transmit(Instant::now()) {
 //!         sent.extend_from_slice(&bytes);
 //!     }
 //!     // 3. Handle one event, then drain output again.

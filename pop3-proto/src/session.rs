@@ -136,7 +136,16 @@ pub struct Session {
     locked: bool,
     bad_commands: u32,
     auth_failures: u32,
-    peer_gone: bool,
+    /// The peer finished sending (read EOF): answer what is buffered, then close.
+    input_closed: bool,
+    /// The connection is gone: nothing can be sent; close as soon as no
+    /// request is with the handler.
+    lost: Option<CloseReason>,
+    /// Last sign of life from the peer: a command, or output taken.
+    last_progress: Instant,
+    /// Output was handed out and the driver has not come back for more yet:
+    /// it is being written, and that write needs a deadline.
+    sending: bool,
     shutting_down: bool,
     stats: SessionStats,
 }
@@ -168,7 +177,10 @@ impl Session {
             locked: false,
             bad_commands: 0,
             auth_failures: 0,
-            peer_gone: false,
+            input_closed: false,
+            lost: None,
+            last_progress: now,
+            sending: false,
             shutting_down: false,
             stats: SessionStats::default(),
             config,
@@ -178,7 +190,7 @@ impl Session {
             Some(ts) => reply::ok(session.out.buf(), format_args!("POP3 server ready {ts}")),
             None => reply::ok(session.out.buf(), format_args!("POP3 server ready")),
         }
-        session.arm_idle();
+        session.sync_idle();
         session
     }
 
@@ -224,7 +236,9 @@ impl Session {
                 | Waiting::Listing(_)
                 | Waiting::AuthDelay { .. }
         );
-        open && !self.peer_gone && self.inbound.len() < self.config.input_buffer
+        open && !self.input_closed
+            && self.lost.is_none()
+            && self.inbound.len() < self.config.input_buffer
     }
 
     /// True once TLS is active (after STLS and `handle_tls_established`).
@@ -289,25 +303,36 @@ impl Session {
         }
         self.inbound.extend_from_slice(bytes);
         self.advance();
+        self.sync_idle();
         Ok(())
     }
 
-    /// The peer closed the connection, or reading or writing failed.
+    /// The peer finished sending (a read returned end of stream).
     ///
-    /// Nothing is deleted (RFC 1939 §6: only QUIT enters UPDATE). If a request
-    /// is with the handler, its answer is still taken, then the session closes.
+    /// Complete commands already buffered are still answered (a client may
+    /// half-close after pipelining its last commands); then the session
+    /// closes. Nothing is deleted unless QUIT was among them (RFC 1939 §6).
     pub fn handle_eof(&mut self, now: Instant) {
-        if self.enter(now).is_err() || self.peer_gone {
+        if self.enter(now).is_err() || self.input_closed {
             return;
         }
-        self.peer_gone = true;
-        self.inbound = BytesMut::new();
-        self.out.clear();
-        self.after_unlock = None;
-        match self.waiting {
-            Waiting::Answer(_) | Waiting::Closing(_) => {}
-            _ => self.close(CloseReason::PeerClosed),
+        self.input_closed = true;
+        if matches!(self.waiting, Waiting::Tls { .. }) {
+            self.lose(CloseReason::PeerClosed);
         }
+        self.advance();
+        self.sync_idle();
+    }
+
+    /// The connection is gone (reading or writing failed): nothing more can
+    /// be sent. Nothing is deleted (RFC 1939 §6). If a request is with the
+    /// handler, its answer is still taken, then the session closes.
+    pub fn handle_connection_lost(&mut self, now: Instant) {
+        if self.enter(now).is_err() {
+            return;
+        }
+        self.lose(CloseReason::PeerClosed);
+        self.sync_idle();
     }
 
     /// Fires the timers due at `now`. A call before any deadline does nothing.
@@ -338,11 +363,11 @@ impl Session {
         }
         if self.timers.expired(Timer::Idle, now) {
             // RFC 1939 §3: close "without removing any messages and without
-            // sending any response".
-            self.out.clear();
-            self.close(CloseReason::IdleTimeout);
+            // sending any response". Also when the peer stopped reading.
+            self.lose(CloseReason::IdleTimeout);
         }
         self.advance();
+        self.sync_idle();
     }
 
     /// The TLS handshake that followed [`Event::StartTls`] succeeded.
@@ -360,6 +385,7 @@ impl Session {
         self.lines.reset();
         self.resume();
         self.advance();
+        self.sync_idle();
         Ok(())
     }
 
@@ -374,6 +400,7 @@ impl Session {
         }
         self.shutting_down = true;
         self.advance();
+        self.sync_idle();
     }
 
     // ---- answers ----
@@ -388,11 +415,11 @@ impl Session {
         let user = std::mem::take(user);
         self.auth_failures = 0;
         self.user = Some(user.clone());
-        if self.peer_gone {
-            self.close(CloseReason::PeerClosed);
-        } else {
-            self.request(Pending::Lock { user: user.clone() }, Request::Lock { user });
+        match self.lost {
+            Some(reason) => self.close(reason),
+            None => self.request(Pending::Lock { user: user.clone() }, Request::Lock { user }),
         }
+        self.sync_idle();
         Ok(())
     }
 
@@ -430,7 +457,7 @@ impl Session {
         }
         self.stats.bodies_sent += 1;
         self.waiting = Waiting::Body(BodyEncoder::new(top));
-        self.arm_idle();
+        self.progress();
         self.after_answer();
         Ok(())
     }
@@ -446,11 +473,13 @@ impl Session {
             return Err(UsageError::NotSendingBody);
         };
         let progress = encoder.push(&chunk, &mut self.out);
-        self.arm_idle();
+        // Asked for only below the high-water mark: the peer is reading.
+        self.progress();
         if progress == BodyProgress::Complete {
             self.resume();
             self.advance();
         }
+        self.sync_idle();
         Ok(progress)
     }
 
@@ -463,6 +492,7 @@ impl Session {
         encoder.finish(&mut self.out);
         self.resume();
         self.advance();
+        self.sync_idle();
         Ok(())
     }
 
@@ -489,6 +519,7 @@ impl Session {
         }
         self.after_unlock = Some(farewell);
         self.close(CloseReason::Quit);
+        self.sync_idle();
         Ok(())
     }
 
@@ -538,6 +569,7 @@ impl Session {
                 );
                 self.after_unlock = Some(farewell);
                 self.close(CloseReason::UpdateFailed);
+                self.sync_idle();
                 return Ok(());
             }
         }
@@ -557,7 +589,9 @@ impl Session {
         if matches!(self.waiting, Waiting::Closing(_)) {
             return Ok(());
         }
-        if !matches!(self.waiting, Waiting::Body(_)) && !self.peer_gone {
+        // A half-sent multi-line response is cut off, not ended with -ERR.
+        let mid_response = matches!(self.waiting, Waiting::Body(_) | Waiting::Listing(_));
+        if !mid_response && self.lost.is_none() {
             reply::err(
                 self.out.buf(),
                 Some(ResponseCode::SysTemp),
@@ -565,6 +599,7 @@ impl Session {
             );
         }
         self.close(CloseReason::HandlerFailed);
+        self.sync_idle();
         Ok(())
     }
 
@@ -575,12 +610,24 @@ impl Session {
     /// Call until it returns `None` after every input and answer, and write
     /// everything in order. Replies to pipelined commands that are ready
     /// together come out as one buffer.
+    ///
+    /// Taking output counts as progress of the peer (the previous write
+    /// completed): the idle deadline moves, so a slow but steady reader of a
+    /// long response is not cut off, while one that stops reading is.
     #[must_use = "the returned bytes must be written to the peer"]
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        if self.enter(now).is_err() {
+            return None;
+        }
         self.advance();
-        let bytes = self.out.take()?;
-        self.stats.bytes_sent += bytes.len() as u64;
-        Some(bytes)
+        let bytes = self.out.take();
+        if let Some(b) = &bytes {
+            self.stats.bytes_sent += b.len() as u64;
+            self.progress();
+        }
+        self.sending = bytes.is_some();
+        self.sync_idle();
+        bytes
     }
 
     /// The next event for the driver, or `None`.
@@ -590,6 +637,12 @@ impl Session {
     /// [`Event::Closed`] come only once all output before them has been taken.
     #[must_use = "events must be handled"]
     pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.next_event();
+        self.sync_idle();
+        event
+    }
+
+    fn next_event(&mut self) -> Option<Event> {
         if let Some(event) = self.events.pop_front() {
             if event == Event::Unlock {
                 if let Some(farewell) = self.after_unlock.take() {
@@ -609,6 +662,7 @@ impl Session {
             Waiting::Closing(reason) if self.out.is_empty() => {
                 let reason = *reason;
                 self.waiting = Waiting::Closed(reason);
+                self.timers.stop_all();
                 Some(Event::Closed(reason))
             }
             _ => None,
@@ -617,7 +671,8 @@ impl Session {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called,
     /// or `None` if no timer is armed. Use it as the deadline for the next
-    /// read (and write).
+    /// read, write or TLS handshake: while output is waiting it is the
+    /// deadline for the peer to take it.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }
@@ -639,35 +694,71 @@ impl Session {
         Err(UsageError::NoPendingRequest { expected })
     }
 
-    fn arm_idle(&mut self) {
-        self.timers
-            .set(Timer::Idle, self.now + self.config.idle_timeout);
+    /// The peer showed life: a command arrived, or it took output.
+    fn progress(&mut self) {
+        self.last_progress = self.now;
+    }
+
+    /// Arms the idle timer (RFC 1939 §3 autologout) whenever the session
+    /// waits on the peer: for a command, or for it to take queued output.
+    /// Time spent waiting on the handler does not count.
+    fn sync_idle(&mut self) {
+        let armed = self.lost.is_none()
+            && match self.waiting {
+                Waiting::Command | Waiting::Body(_) | Waiting::Listing(_) | Waiting::Tls { .. } => {
+                    true
+                }
+                Waiting::Answer(_) | Waiting::AuthDelay { .. } | Waiting::Closing(_) => {
+                    self.sending || !self.out.is_empty()
+                }
+                Waiting::Closed(_) => false,
+            };
+        if armed {
+            self.timers
+                .set(Timer::Idle, self.last_progress + self.config.idle_timeout);
+        } else {
+            self.timers.stop(Timer::Idle);
+        }
     }
 
     /// Back to reading commands.
     fn resume(&mut self) {
         self.waiting = Waiting::Command;
-        self.arm_idle();
+        self.progress();
     }
 
-    /// After an answer: a peer that left meanwhile ends the session now.
+    /// After an answer: a connection lost meanwhile ends the session now.
     fn after_answer(&mut self) {
-        if self.peer_gone && !matches!(self.waiting, Waiting::Closing(_)) {
-            self.out.clear();
-            self.close(CloseReason::PeerClosed);
-        } else {
-            self.advance();
+        match self.lost {
+            Some(reason) if !matches!(self.waiting, Waiting::Closing(_)) => self.close(reason),
+            _ => self.advance(),
+        }
+        self.sync_idle();
+    }
+
+    /// The connection is unusable: drop all input and output; close as soon
+    /// as no request is with the handler (its answer must still be taken, so
+    /// that a lock it grants is released).
+    fn lose(&mut self, reason: CloseReason) {
+        if self.lost.is_some() || self.is_closed() {
+            return;
+        }
+        self.lost = Some(reason);
+        self.inbound = BytesMut::new();
+        self.out.clear();
+        self.after_unlock = None;
+        if !matches!(self.waiting, Waiting::Answer(_) | Waiting::Closing(_)) {
+            self.close(reason);
         }
     }
 
     fn request(&mut self, pending: Pending, request: Request) {
         self.waiting = Waiting::Answer(pending);
-        self.timers.stop(Timer::Idle);
         self.events.push_back(Event::Request(request));
     }
 
     fn close(&mut self, reason: CloseReason) {
-        if self.peer_gone {
+        if self.lost.is_some() {
             // No one to talk to.
             self.after_unlock = None;
             self.out.clear();
@@ -681,14 +772,13 @@ impl Session {
                 self.out.put(&farewell);
             }
         }
-        self.timers.stop_all();
+        self.timers.stop(Timer::AuthDelay);
         self.inbound = BytesMut::new();
         self.waiting = Waiting::Closing(reason);
     }
 
     fn hold_auth_failure(&mut self, refusal: Refusal, then_close: bool) {
         let delay = self.config.auth_failure_delay;
-        self.timers.stop(Timer::Idle);
         if delay.is_zero() {
             reply::refusal(self.out.buf(), &refusal);
             if then_close {
@@ -735,15 +825,21 @@ impl Session {
                         .lines
                         .next_line(&mut self.inbound, self.config.max_line)
                     {
-                        None => break,
+                        None => {
+                            if self.input_closed {
+                                // The peer sent its last complete command.
+                                self.close(CloseReason::PeerClosed);
+                            }
+                            break;
+                        }
                         Some(Line::TooLong) => {
                             self.stats.commands += 1;
-                            self.arm_idle();
+                            self.progress();
                             self.bad_command(format_args!("line too long"));
                         }
                         Some(Line::Complete(line)) => {
                             self.stats.commands += 1;
-                            self.arm_idle();
+                            self.progress();
                             match command::parse(&line) {
                                 Ok(cmd) => self.execute(cmd),
                                 Err(e) => self.bad_command(format_args!("{e}")),

@@ -167,7 +167,7 @@ impl SlowPeer {
     }
 
     fn write(&mut self) -> bool {
-        self.session.poll_transmit().is_some()
+        self.session.poll_transmit(self.now).is_some()
     }
 
     fn event(&mut self) -> bool {
@@ -458,7 +458,7 @@ proptest! {
         let early = h.now + until * fraction / 1000;
         prop_assume!(early < deadline);
         h.session.handle_timeout(early);
-        let sent = h.session.poll_transmit();
+        let sent = h.session.poll_transmit(h.now);
         prop_assert!(sent.is_none(), "sent {:?}", sent);
         let event = h.session.poll_event();
         prop_assert!(event.is_none(), "event {:?}", event);

@@ -96,7 +96,7 @@ fn pipelined_commands_are_answered_in_order_in_one_buffer() {
         let n = input.len().min(h.session.config().input_buffer());
         h.session.handle_input(h.now, &input[..n]).unwrap();
         input = &input[n..];
-        while let Some(b) = h.session.poll_transmit() {
+        while let Some(b) = h.session.poll_transmit(h.now) {
             writes += 1;
             sent.extend_from_slice(&b);
         }

@@ -63,7 +63,7 @@ fn start_tls_comes_only_after_the_ok_is_taken() {
     h.take_sent();
     h.session.handle_input(h.now, b"STLS\r\n").unwrap();
     assert_eq!(h.session.poll_event(), None, "output first");
-    let ok = h.session.poll_transmit().unwrap();
+    let ok = h.session.poll_transmit(h.now).unwrap();
     assert_eq!(&ok[..], b"+OK Begin TLS negotiation\r\n");
     assert_eq!(h.session.poll_event(), Some(Event::StartTls));
     assert_eq!(h.session.poll_event(), None);

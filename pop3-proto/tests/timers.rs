@@ -125,3 +125,140 @@ fn failed_login_delay_is_a_timer_not_a_sleep() {
     // After the reply, the idle timer runs again.
     assert_eq!(h.session.poll_timeout(), Some(h.now + TEN_MINUTES));
 }
+
+#[test]
+fn output_waiting_behind_a_request_has_a_deadline() {
+    let mut store = MemoryStore::new();
+    let body = pop3_proto::testing::message_of_size("a", 5000);
+    store.add_user(
+        "u",
+        "p",
+        vec![body.clone(), StoredMessageExt::renamed(&body, "b")],
+    );
+    let config = Config::builder().output_high_water(3000).build().unwrap();
+    let mut h = Harness::new(config, store);
+    h.command("USER u");
+    h.command("PASS p");
+    h.auto_answer = false;
+    // RETR 1 streams; RETR 2 goes to the handler while RETR 1's tail is queued.
+    h.session
+        .handle_input(h.now, b"RETR 1\r\nRETR 2\r\n")
+        .unwrap();
+    let _ = h.session.poll_event();
+    h.session.begin_body(h.now).unwrap();
+    let _ = h.session.poll_event();
+    for _ in 0..5 {
+        h.session
+            .push_body(h.now, bytes::Bytes::from(vec![b'x'; 1100]))
+            .unwrap();
+    }
+    h.session.end_body(h.now).unwrap();
+    // Every write has a deadline, even with a request pending.
+    while let Some(_segment) = h.session.poll_transmit(h.now) {
+        assert!(h.session.poll_timeout().is_some());
+    }
+    // A peer that stops reading is cut off after the idle timeout.
+    let mut h2 = logged_in();
+    h2.auto_answer = false;
+    h2.session
+        .handle_input(h2.now, b"NOOP\r\nRETR 1\r\n")
+        .unwrap();
+    assert!(
+        h2.session.poll_timeout().is_some(),
+        "the NOOP reply waits to be taken"
+    );
+    h2.now += TEN_MINUTES;
+    h2.session.handle_timeout(h2.now);
+    // The request is still answered (so a lock it takes is released), then the session closes.
+    assert!(matches!(
+        h2.session.poll_event(),
+        Some(Event::Request(Request::Retrieve { .. }))
+    ));
+    h2.session.begin_body(h2.now).unwrap();
+    assert_eq!(h2.session.poll_event(), Some(Event::Unlock));
+    assert_eq!(
+        h2.session.poll_event(),
+        Some(Event::Closed(CloseReason::IdleTimeout))
+    );
+}
+
+/// Same body under a new uid.
+trait StoredMessageExt {
+    fn renamed(&self, uid: &str) -> pop3_proto::testing::StoredMessage;
+}
+
+impl StoredMessageExt for pop3_proto::testing::StoredMessage {
+    fn renamed(&self, uid: &str) -> pop3_proto::testing::StoredMessage {
+        Self {
+            uid: uid.into(),
+            body: self.body.clone(),
+        }
+    }
+}
+
+#[test]
+fn a_slow_but_steady_listing_reader_is_not_cut_off() {
+    let mut store = MemoryStore::new();
+    let msgs = (0..2000)
+        .map(|i| pop3_proto::testing::message_of_size(&format!("u{i}"), 40))
+        .collect();
+    store.add_user("u", "p", msgs);
+    let config = Config::builder().output_high_water(1024).build().unwrap();
+    let mut h = Harness::new(config, store);
+    h.command("USER u");
+    h.command("PASS p");
+    h.take_sent();
+    h.session.handle_input(h.now, b"LIST\r\n").unwrap();
+    let mut listing = Vec::new();
+    // The client takes one segment a minute: 30 minutes in all.
+    while let Some(segment) = h.session.poll_transmit(h.now) {
+        listing.extend_from_slice(&segment);
+        h.now += Duration::from_secs(60);
+        h.session.handle_timeout(h.now);
+        assert_eq!(
+            h.session.poll_event(),
+            None,
+            "cut off after {} octets",
+            listing.len()
+        );
+    }
+    assert!(listing.ends_with(b"2000 40\r\n.\r\n"));
+    // A reader that stops is cut off.
+    h.session.handle_input(h.now, b"LIST\r\n").unwrap();
+    let _first = h.session.poll_transmit(h.now).unwrap();
+    h.now += TEN_MINUTES;
+    h.session.handle_timeout(h.now);
+    assert_eq!(h.session.poll_event(), Some(Event::Unlock));
+    assert_eq!(
+        h.session.poll_event(),
+        Some(Event::Closed(CloseReason::IdleTimeout))
+    );
+}
+
+#[test]
+fn failing_mid_listing_does_not_put_err_inside_it() {
+    let mut store = MemoryStore::new();
+    let msgs = (0..200)
+        .map(|i| pop3_proto::testing::message_of_size(&format!("u{i}"), 40))
+        .collect();
+    store.add_user("u", "p", msgs);
+    let config = Config::builder().output_high_water(256).build().unwrap();
+    let mut h = Harness::new(config, store);
+    h.command("USER u");
+    h.command("PASS p");
+    h.take_sent();
+    h.session.handle_input(h.now, b"LIST\r\n").unwrap();
+    let first = h.session.poll_transmit(h.now).unwrap();
+    assert!(first.starts_with(b"+OK 200 messages"));
+    h.session.fail(h.now).unwrap();
+    let mut rest = Vec::new();
+    while let Some(b) = h.session.poll_transmit(h.now) {
+        rest.extend_from_slice(&b);
+    }
+    assert!(!String::from_utf8_lossy(&rest).contains("-ERR"));
+    assert_eq!(h.session.poll_event(), Some(Event::Unlock));
+    assert_eq!(
+        h.session.poll_event(),
+        Some(Event::Closed(CloseReason::HandlerFailed))
+    );
+}

@@ -40,7 +40,7 @@ fn answers_without_a_matching_request() {
         Err(UsageError::NoPendingRequest { expected: "any" })
     );
     assert_eq!(s.phase(), Phase::Authorization);
-    assert_eq!(s.poll_transmit(), None);
+    assert_eq!(s.poll_transmit(now), None);
     assert_eq!(s.poll_event(), None);
 
     // With an Authenticate pending, a Lock answer is still wrong.
@@ -69,7 +69,7 @@ fn closed_session_refuses_everything() {
     h.session.handle_eof(now);
     h.session.handle_timeout(now);
     assert_eq!(h.session.poll_event(), None);
-    assert_eq!(h.session.poll_transmit(), None);
+    assert_eq!(h.session.poll_transmit(h.now), None);
     assert!(!h.session.wants_input());
 }
 
@@ -104,10 +104,10 @@ fn rejected_connection_sends_one_err_line_and_closes() {
     );
     assert!(!s.wants_input());
     assert_eq!(
-        &s.poll_transmit().unwrap()[..],
+        &s.poll_transmit(std::time::Instant::now()).unwrap()[..],
         b"-ERR [SYS/TEMP] too many connections\r\n"
     );
-    assert_eq!(s.poll_transmit(), None);
+    assert_eq!(s.poll_transmit(std::time::Instant::now()), None);
     assert_eq!(s.poll_event(), Some(Event::Closed(CloseReason::Rejected)));
     assert!(s.is_closed());
 }

@@ -238,14 +238,21 @@ impl<S: Stream> Transport for StdTransport<S> {
         }
     }
 
-    fn write_all(&mut self, data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
-        self.stream.set_timeouts(None, until(deadline))?;
-        self.stream.write_all(data).map_err(|e| {
-            if timed_out(&e) {
-                io::ErrorKind::TimedOut.into()
-            } else {
-                e
+    fn write_all(&mut self, mut data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
+        // A socket timeout bounds one send; the deadline bounds them all.
+        while !data.is_empty() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(io::ErrorKind::TimedOut.into());
             }
-        })
+            self.stream.set_timeouts(None, until(deadline))?;
+            match self.stream.write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if timed_out(&e) => return Err(io::ErrorKind::TimedOut.into()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }

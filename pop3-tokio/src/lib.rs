@@ -79,11 +79,10 @@ use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use pop3_driver::nonblocking::{self, AsyncRuntime, AsyncTransport};
+use pop3_driver::nonblocking::{self, Acceptor, AsyncRuntime, AsyncTransport};
 use pop3_driver::ReadOutcome;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio::time::timeout_at;
 
 pub use pop3_driver::{
@@ -103,13 +102,7 @@ where
     F: NewHandler<H>,
     H: AsyncHandler,
 {
-    nonblocking::serve(service, &Tokio, || async {
-        let (stream, peer) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        let info = ConnectionInfo::new(Some(peer), stream.local_addr().ok());
-        Ok((Transport { stream }, info))
-    })
-    .await;
+    nonblocking::serve(service, &Tokio, Listener(listener)).await;
 }
 
 /// Binds `addr` and [`serve`]s on it.
@@ -142,19 +135,26 @@ where
 struct Tokio;
 
 impl AsyncRuntime for Tokio {
-    type Task = JoinHandle<()>;
-
-    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) -> Self::Task {
-        tokio::spawn(task)
-    }
-
-    async fn cancel(&self, task: Self::Task) {
-        task.abort();
-        let _ = task.await;
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        tokio::spawn(task);
     }
 
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
+    }
+}
+
+/// A tokio listener as the accept loop's source of connections.
+struct Listener(TcpListener);
+
+impl Acceptor for Listener {
+    type Transport = Transport<tokio::net::TcpStream>;
+
+    async fn accept(&self) -> io::Result<(Self::Transport, ConnectionInfo)> {
+        let (stream, peer) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let info = ConnectionInfo::new(Some(peer), stream.local_addr().ok());
+        Ok((Transport { stream }, info))
     }
 }
 

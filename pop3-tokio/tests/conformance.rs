@@ -29,6 +29,11 @@ impl Launcher for Tokio {
 
 pop3_conformance::suite!(Tokio);
 
+#[test]
+fn stuck_handler_is_abandoned_at_shutdown() {
+    pop3_conformance::checks::stuck_handler_is_abandoned_at_shutdown::<Tokio>();
+}
+
 /// The real 10-minute idle timer, under tokio's paused clock: the adapter
 /// reads time from tokio, so the test takes milliseconds.
 #[tokio::test(start_paused = true)]

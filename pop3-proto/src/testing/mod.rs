@@ -152,7 +152,7 @@ impl Harness {
     pub fn run(&mut self) {
         loop {
             self.peak_output = self.peak_output.max(self.session.output_buffered());
-            while let Some(bytes) = self.session.poll_transmit() {
+            while let Some(bytes) = self.session.poll_transmit(self.now) {
                 self.sent.extend_from_slice(&bytes);
                 self.peak_output = self.peak_output.max(self.session.output_buffered());
             }

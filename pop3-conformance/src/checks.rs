@@ -266,6 +266,27 @@ pub fn idle_timeout_closes_without_update<L: Launcher>() {
     assert_eq!(server.store.messages("alice").len(), 3);
 }
 
+/// A client that sends its commands and half-closes (as `printf ... | nc`
+/// does) still gets every reply, and its QUIT is carried out.
+pub fn half_closed_client_gets_all_replies<L: Launcher>() {
+    let server = launch::<L>(Spec::new(config().build().unwrap(), demo_store()));
+    let mut c = Client::connect(server.addr);
+    c.send(b"USER alice\r\nPASS wonderland\r\nSTAT\r\nDELE 3\r\nQUIT\r\n");
+    c.shutdown_write();
+    let (closed, all) = c.closed();
+    assert!(closed);
+    let text = String::from_utf8_lossy(&all);
+    let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines[3].starts_with("+OK 3 "), "{text}");
+    assert_eq!(lines[4], "+OK message 3 deleted");
+    assert_eq!(
+        lines[5],
+        "+OK pop.test POP3 server signing off (2 messages left)"
+    );
+    server.eventually("commit", |s| s.store.messages("alice").len() == 2);
+}
+
 /// A client that vanishes mid-session leaves every message in place and
 /// the maildrop unlocked.
 pub fn peer_disconnect_deletes_nothing<L: Launcher>() {

@@ -48,6 +48,13 @@ impl Client {
         self.writer.write_all(bytes).expect("write to server");
     }
 
+    /// Closes the sending side (half-close); replies can still be read.
+    pub fn shutdown_write(&mut self) {
+        self.writer
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+    }
+
     /// Sends a command line and returns the first reply line.
     pub fn command(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes());

@@ -186,6 +186,7 @@ macro_rules! suite {
             big_retr_streams_with_bounded_memory,
             idle_timeout_closes_without_update,
             peer_disconnect_deletes_nothing,
+            half_closed_client_gets_all_replies,
             connection_limit_rejects_and_keeps_serving,
             graceful_shutdown_finishes_commands_and_deletes_nothing,
             shutdown_aborts_stalled_sessions_after_grace,

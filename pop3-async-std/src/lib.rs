@@ -145,7 +145,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
     }
 
     async fn write_all(&mut self, data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
-        until(deadline, self.stream.write_all(data))
+        let write = async {
+            self.stream.write_all(data).await?;
+            self.stream.flush().await
+        };
+        until(deadline, write)
             .await
             .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
     }
@@ -154,8 +158,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
         task::sleep(deadline.saturating_duration_since(Instant::now())).await;
     }
 
-    async fn close(&mut self) {
-        let _ = self.stream.close().await;
+    async fn close(&mut self, deadline: Instant) {
+        let _ = until(Some(deadline), self.stream.close()).await;
     }
 }
 

@@ -50,7 +50,7 @@ where
 {
     match service.admit(info, transport.now()) {
         Admission::Reject(bytes) => {
-            let _ = transport.write_all(&bytes, Some(transport.now() + crate::REJECT_WRITE));
+            let _ = transport.write_all(&bytes, Some(transport.now() + crate::FINAL_WRITE));
             service.ended(info, &SessionEnd::rejected());
             None
         }

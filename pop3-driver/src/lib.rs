@@ -34,8 +34,9 @@ use pop3_proto::{CloseReason, Session, SessionStats};
 /// Size of the read buffer each connection uses.
 pub(crate) const READ_BUFFER: usize = 4096;
 
-/// How long writing the `-ERR` line of a rejected connection may take.
-pub(crate) const REJECT_WRITE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the last writes of a connection may take: the `-ERR` line of a
+/// rejected connection, and the flush and shutdown when closing.
+pub(crate) const FINAL_WRITE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long each later stage of a shutdown waits: after the abort, for
 /// sessions stuck in a handler call; after the cancel, for their unlock.

@@ -27,7 +27,8 @@ pub trait AsyncTransport: Send {
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<ReadOutcome>> + Send;
 
-    /// Writes all of `data`; fails with `TimedOut` if `deadline` passes first.
+    /// Writes all of `data` and flushes it (a buffered or TLS stream must
+    /// not sit on a reply); fails with `TimedOut` if `deadline` passes first.
     fn write_all(
         &mut self,
         data: &[u8],
@@ -52,8 +53,9 @@ pub trait AsyncTransport: Send {
         }
     }
 
-    /// Closes the connection cleanly (flush, then shut down the write side).
-    fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Closes the connection cleanly (flush, then shut down the write side),
+    /// giving up at `deadline`.
+    fn close(&mut self, deadline: Instant) -> impl Future<Output = ()> + Send;
 }
 
 /// What the shared accept loop needs from an async runtime.
@@ -89,8 +91,9 @@ where
 {
     let end = match service.admit(&info, transport.now()) {
         Admission::Reject(bytes) => {
-            let deadline = transport.now() + crate::REJECT_WRITE;
+            let deadline = transport.now() + crate::FINAL_WRITE;
             let _ = transport.write_all(&bytes, Some(deadline)).await;
+            transport.close(transport.now() + crate::FINAL_WRITE).await;
             service.ended(&info, &SessionEnd::rejected());
             None
         }
@@ -100,12 +103,13 @@ where
             permit,
         } => {
             let end = drive(session, &mut transport, &mut handler, service.shutdown()).await;
+            transport.close(transport.now() + crate::FINAL_WRITE).await;
+            // The session counts as live until its connection is closed.
             drop(permit);
             service.ended(&info, &end);
             Some(end)
         }
     };
-    transport.close().await;
     end
 }
 

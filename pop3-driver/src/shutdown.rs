@@ -17,8 +17,9 @@ const CANCELLED: u8 = 3;
 /// boundary (never entering UPDATE on their own); [`abort`](Self::abort)
 /// makes them stop IO at once, as if the peer had gone; [`cancel`](Self::cancel)
 /// also abandons handler calls that do not return (async sessions only),
-/// as internal errors. In every case a locked maildrop is still unlocked and
-/// nothing is deleted.
+/// as internal errors. In every case a locked maildrop is still unlocked, and
+/// nothing is deleted unless a client's QUIT had already started UPDATE (an
+/// abandoned commit may still be completing in the handler's own threads).
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown(Arc<Inner>);
 

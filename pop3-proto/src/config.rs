@@ -8,6 +8,12 @@ use crate::error::ConfigError;
 /// RFC 1939 §3: the autologout timer MUST be at least 10 minutes.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+/// The longest idle timeout accepted (a day): longer is a configuration mistake.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest failed-login delay accepted.
+pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(60);
+
 /// RFC 2449 §4: a command line is at most 255 octets including CRLF.
 pub const RFC_MAX_COMMAND_LINE: usize = 255;
 
@@ -233,6 +239,12 @@ impl ConfigBuilder {
         if c.idle_timeout.is_zero() {
             return Err(ConfigError::IdleTimeoutZero);
         }
+        if c.idle_timeout > MAX_IDLE_TIMEOUT {
+            return Err(ConfigError::IdleTimeoutTooLong(c.idle_timeout));
+        }
+        if c.auth_failure_delay > MAX_AUTH_FAILURE_DELAY {
+            return Err(ConfigError::AuthDelayTooLong(c.auth_failure_delay));
+        }
         if c.hostname.is_empty()
             || !c
                 .hostname
@@ -296,6 +308,17 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(c.idle_timeout(), short);
+        assert_eq!(
+            Config::builder()
+                .idle_timeout(Duration::from_secs(u64::MAX))
+                .build()
+                .unwrap_err(),
+            ConfigError::IdleTimeoutTooLong(Duration::from_secs(u64::MAX))
+        );
+        assert!(Config::builder()
+            .auth_failure_delay(Duration::from_secs(61))
+            .build()
+            .is_err());
         assert_eq!(
             Config::builder()
                 .idle_timeout(Duration::ZERO)

@@ -39,6 +39,12 @@ pub enum ConfigError {
     /// A zero idle timeout would close every session at once.
     #[error("idle timeout must not be zero")]
     IdleTimeoutZero,
+    /// Over a day: surely a mistake (and deadlines must stay representable).
+    #[error("idle timeout {0:?} is over the 24 hours allowed")]
+    IdleTimeoutTooLong(Duration),
+    /// Over a minute of tarpit per failed login.
+    #[error("failed-login delay {0:?} is over the 60 seconds allowed")]
+    AuthDelayTooLong(Duration),
     /// The host name is empty or has characters that break the APOP timestamp.
     #[error("invalid host name {0:?}")]
     InvalidHostname(String),

@@ -154,7 +154,10 @@ pub mod testing;
 
 pub use apop::{digest as apop_digest, ApopCredential, ApopTimestamp, Greeting};
 pub use body::{transmitted_size, BodyProgress, SizeCounter};
-pub use config::{Config, ConfigBuilder, Expire, MIN_IDLE_TIMEOUT, RFC_MAX_COMMAND_LINE};
+pub use config::{
+    Config, ConfigBuilder, Expire, MAX_AUTH_FAILURE_DELAY, MAX_IDLE_TIMEOUT, MIN_IDLE_TIMEOUT,
+    RFC_MAX_COMMAND_LINE,
+};
 pub use error::{ConfigError, UsageError};
 pub use event::{CloseReason, Credential, Event, Request};
 pub use maildrop::{Maildrop, MaildropError, MessageInfo, MessageRef, Uid};

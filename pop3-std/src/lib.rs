@@ -253,6 +253,7 @@ impl<S: Stream> Transport for StdTransport<S> {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        // A buffered or TLS stream must not sit on a reply.
+        self.stream.flush()
     }
 }

@@ -186,7 +186,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
     }
 
     async fn write_all(&mut self, data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
-        let write = self.stream.write_all(data);
+        let write = async {
+            self.stream.write_all(data).await?;
+            self.stream.flush().await
+        };
         match deadline {
             Some(at) => timeout_at(at.into(), write)
                 .await
@@ -199,8 +202,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
         tokio::time::sleep_until(deadline.into()).await;
     }
 
-    async fn close(&mut self) {
-        let _ = self.stream.shutdown().await;
+    async fn close(&mut self, deadline: Instant) {
+        let _ = timeout_at(deadline.into(), self.stream.shutdown()).await;
     }
 }
 /// A message body read from a tokio [`AsyncRead`] (a file, a socket) in chunks.

@@ -76,3 +76,27 @@ async fn idle_timeout_with_paused_time() {
     let end = session.await.unwrap().unwrap();
     assert_eq!(end.reason, pop3_proto::CloseReason::IdleTimeout);
 }
+
+/// A write-buffering stream (as TLS streams are) still gets every reply:
+/// the adapter flushes after each write.
+#[tokio::test]
+async fn buffered_streams_are_flushed() {
+    let store = MemoryStore::new();
+    store.add_user("u", "p");
+    let service = Service::new(
+        pop3_tokio::Config::builder().build().unwrap(),
+        move |_: &ConnectionInfo| Ok(store.handler()),
+    );
+    let (client, server_side) = tokio::io::duplex(65536);
+    let info = ConnectionInfo::new(None, None);
+    tokio::spawn(async move {
+        pop3_tokio::serve_connection(&service, tokio::io::BufWriter::new(server_side), info).await
+    });
+    let mut client = BufReader::new(client);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_line(&mut line))
+        .await
+        .expect("greeting arrives")
+        .unwrap();
+    assert_eq!(line, "+OK POP3 server ready\r\n");
+}

@@ -1,20 +1,26 @@
 //! Maildir as a POP3 store: one Maildir per user under a root directory.
 //!
-//! - Messages come from `new/` and `cur/` in delivery order (the time that
-//!   starts a Maildir name, then the name).
+//! - Messages come from `new/` and `cur/` in delivery order (the seconds and
+//!   microseconds that start a Maildir name, then the name).
 //! - Unique ids are the Maildir base name up to its first `,` or `:`, which
 //!   never changes when flags or size fields are added; a name that is not a
-//!   valid UIDL value is replaced by a stable digest of it.
+//!   valid UIDL value (or one shared by two files) is replaced by a stable
+//!   digest of the file's base name.
+//! - A file renamed by another program during the session (a flag added,
+//!   moved to `cur/`) is found again by its unique part.
 //! - Sizes are in CRLF octets: the `,W=` field when the name has one,
 //!   otherwise counted once and cached while the file stays the same.
 //! - A message retrieved with RETR moves from `new/` to `cur/`, flagged seen.
 //! - A per-user lock file (`pop3d.lock`, an OS file lock) keeps out other
 //!   sessions of this and any other pop3d process; the OS drops it if the
 //!   process dies, so a stale lock never blocks a user.
-//! - Deletion at QUIT is all or nothing: the unique ids are first written to
-//!   `pop3d-deleting` (atomically, synced), then the files are removed, then
-//!   the log. A crash in between is finished at the next login, before the
-//!   maildrop is listed.
+//! - Deletion at QUIT is all or nothing: the files (path and unique part) are
+//!   first written to `pop3d-deleting` (atomically, synced), then removed,
+//!   then the journal. A crash in between is finished at the next login,
+//!   before the maildrop is listed.
+//! - Password checks run on blocking threads, a few at a time; an unknown
+//!   user costs the same hash as a known one, so timing does not tell them
+//!   apart.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -27,10 +33,13 @@ use md5::{Digest, Md5};
 use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, SizeCounter, Uid};
 use pop3_tokio::{AsyncHandler, Credential, HandlerError, HandlerResult};
 
-use crate::users::Users;
+use crate::users::{Stored, Users};
 
 const LOCK_FILE: &str = "pop3d.lock";
 const DELETE_LOG: &str = "pop3d-deleting";
+
+/// Size-cache entries kept before the cache starts over.
+const SIZE_CACHE_MAX: usize = 100_000;
 
 /// Where a cached size is valid: the same file, unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,14 +55,25 @@ pub(crate) struct Maildirs {
     root: PathBuf,
     users: Users,
     sizes: Mutex<HashMap<SizeKey, u64>>,
+    /// Password hashes are slow and big (Argon2id: ~19 MiB): a few at a time.
+    hashing: tokio::sync::Semaphore,
+    /// Checked for unknown users, so they cost what known ones do.
+    decoy: Stored,
 }
 
 impl Maildirs {
     pub(crate) fn new(root: PathBuf, users: Users) -> Arc<Self> {
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let decoy = crate::users::passwd_line("decoy", "no password matches this")
+            .ok()
+            .and_then(|line| Stored::parse(line.split_once(':')?.1).ok())
+            .unwrap_or_else(|| Stored::Plain(String::new().into()));
         Arc::new(Self {
             root,
             users,
             sizes: Mutex::default(),
+            hashing: tokio::sync::Semaphore::new(parallel * 2),
+            decoy,
         })
     }
 
@@ -74,10 +94,11 @@ impl Maildirs {
     }
 
     fn cache_size(&self, key: SizeKey, size: u64) {
-        self.sizes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, size);
+        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        if sizes.len() >= SIZE_CACHE_MAX {
+            sizes.clear();
+        }
+        sizes.insert(key, size);
     }
 }
 
@@ -118,12 +139,17 @@ impl AsyncHandler for MaildirHandler {
     type Body = pop3_tokio::ReaderBody<tokio::fs::File>;
 
     async fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
+        let _turn = self.store.hashing.acquire().await.map_err(internal)?;
         let store = self.store.clone();
         let (user, credential) = (user.to_owned(), credential.clone());
         let ok = blocking(move || match (store.users.get(&user), &credential) {
             (Some(stored), Credential::Password(p)) => stored.verify(p.expose()),
             (Some(stored), Credential::Apop(a)) => stored.verify_apop(a),
-            (None, _) => false,
+            (None, Credential::Password(p)) => {
+                let _ = store.decoy.verify(p.expose());
+                false
+            }
+            (None, Credential::Apop(_)) => false,
         })
         .await?;
         if ok {
@@ -153,7 +179,15 @@ impl AsyncHandler for MaildirHandler {
         let file = match tokio::fs::File::open(&entry.path).await {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Refusal::sys_perm("message was removed by another program").into())
+                // Renamed by another program (a flag, new/ -> cur/)? Find it again.
+                let (dir, unique) = (locked.dir.clone(), entry.unique.clone());
+                let found = blocking(move || find_by_unique(&dir, &unique)).await?;
+                let Some((path, in_new)) = found.map_err(internal)? else {
+                    return Err(Refusal::sys_perm("message was removed by another program").into());
+                };
+                entry.path = path;
+                entry.in_new = in_new;
+                tokio::fs::File::open(&entry.path).await.map_err(internal)?
             }
             Err(e) => return Err(internal(e)),
         };
@@ -187,12 +221,12 @@ impl AsyncHandler for MaildirHandler {
             return Ok(());
         }
         let dir = locked.dir.clone();
-        let uniques: HashSet<String> = deleted
+        let doomed: Vec<Entry> = deleted
             .iter()
             .filter_map(|m| locked.entries.get(m.number as usize - 1))
-            .map(|e| e.unique.clone())
+            .cloned()
             .collect();
-        blocking(move || delete_all_or_nothing(&dir, &uniques))
+        blocking(move || delete_all_or_nothing(&dir, &doomed))
             .await?
             .map_err(internal)
     }
@@ -227,7 +261,7 @@ fn lock_maildir(store: &Maildirs, dir: PathBuf) -> HandlerResult<(Locked, Maildr
     let listing: Vec<MessageInfo> = entries
         .iter()
         .map(|e| {
-            let uid = uid_for(&e.unique, &mut seen);
+            let uid = uid_for(&e.unique, &base_name(&e.path), &mut seen);
             MessageInfo { size: e.size, uid }
         })
         .collect();
@@ -242,21 +276,54 @@ fn lock_maildir(store: &Maildirs, dir: PathBuf) -> HandlerResult<(Locked, Maildr
     ))
 }
 
-/// The UIDL value for a unique name: itself if valid and not taken,
-/// otherwise a stable digest.
-fn uid_for(unique: &str, seen: &mut HashSet<String>) -> Uid {
-    let uid = Uid::new(unique)
+/// The UIDL value of a message: its unique name if valid and not taken,
+/// otherwise a digest of its base name (stable while the file keeps its
+/// name), distinguished by a counter if even that repeats.
+fn uid_for(unique: &str, base: &str, seen: &mut HashSet<String>) -> Uid {
+    let digest = |text: &str| -> Uid {
+        let hex: String = Md5::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Uid::new(format!("md5-{hex}")).expect("hex is a valid uid")
+    };
+    let mut uid = Uid::new(unique)
         .ok()
         .filter(|u| !seen.contains(u.as_str()))
-        .unwrap_or_else(|| {
-            let digest: String = Md5::digest(unique.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            Uid::new(format!("md5-{digest}")).expect("hex is a valid uid")
-        });
+        .unwrap_or_else(|| digest(base));
+    let mut n = 0;
+    while seen.contains(uid.as_str()) {
+        n += 1;
+        uid = digest(&format!("{base}#{n}"));
+    }
     seen.insert(uid.as_str().to_owned());
     uid
+}
+
+/// A file's Maildir base name: its name without the `:2,` flags.
+fn base_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name.split(':').next().unwrap_or(name).to_owned()
+}
+
+/// The file in `new/` or `cur/` with this unique part, if exactly one.
+fn find_by_unique(dir: &Path, unique: &str) -> io::Result<Option<(PathBuf, bool)>> {
+    let mut found = None;
+    for (sub, in_new) in [("new", true), ("cur", false)] {
+        for item in fs::read_dir(dir.join(sub))? {
+            let item = item?;
+            if item.file_name().to_str().map(unique_part) == Some(unique) {
+                if found.is_some() {
+                    return Ok(None);
+                }
+                found = Some((item.path(), in_new));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `new/` and `cur/`, in delivery order, with sizes.
@@ -267,7 +334,9 @@ fn scan(store: &Maildirs, dir: &Path) -> io::Result<Vec<Entry>> {
             let item = item?;
             let name = item.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') || !item.file_type()?.is_file() {
+            // Not a message (or a name that would break the journal's lines).
+            if name.starts_with('.') || name.contains(['\n', '\t']) || !item.file_type()?.is_file()
+            {
                 continue;
             }
             let meta = item.metadata()?;
@@ -320,18 +389,26 @@ fn unique_part(name: &str) -> &str {
     name.split([',', ':']).next().unwrap_or(name)
 }
 
-/// Delivery time: the seconds a Maildir name starts with, else the file's mtime.
-fn delivery_time(unique: &str, meta: &fs::Metadata) -> u64 {
-    unique
-        .split('.')
-        .next()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| {
-            meta.modified()
-                .ok()
-                .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs())
-        })
+/// Delivery time as (seconds, microseconds): from a Maildir name
+/// (`1700000000.M123456P42.host`: `M` carries the microseconds), else the
+/// file's modification time.
+fn delivery_time(unique: &str, meta: &fs::Metadata) -> (u64, u32) {
+    let mut parts = unique.split('.');
+    if let Some(secs) = parts.next().and_then(|t| t.parse().ok()) {
+        let micros = parts
+            .next()
+            .and_then(|p| p.strip_prefix('M'))
+            .and_then(|p| {
+                let digits = p.bytes().take_while(u8::is_ascii_digit).count();
+                p[..digits].parse().ok()
+            })
+            .unwrap_or(0);
+        return (secs, micros);
+    }
+    meta.modified()
+        .ok()
+        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+        .map_or((0, 0), |d| (d.as_secs(), d.subsec_micros()))
 }
 
 /// The `,W=` (CRLF size) field of a Maildir name.
@@ -354,15 +431,16 @@ fn count_size(path: &Path) -> io::Result<u64> {
     }
 }
 
-/// Deletes the messages with these unique names, all or none: the intent is
-/// made durable first, so a crash midway is finished at the next login.
-fn delete_all_or_nothing(dir: &Path, uniques: &HashSet<String>) -> io::Result<()> {
+/// Deletes these messages, all or none: the intent is made durable first,
+/// so a crash midway is finished at the next login.
+fn delete_all_or_nothing(dir: &Path, doomed: &[Entry]) -> io::Result<()> {
     let log = dir.join(DELETE_LOG);
     let tmp = dir.join(format!("{DELETE_LOG}.tmp"));
     {
         let mut f = File::create(&tmp)?;
-        for u in uniques {
-            writeln!(f, "{u}")?;
+        for e in doomed {
+            let relative = e.path.strip_prefix(dir).unwrap_or(&e.path);
+            writeln!(f, "{}\t{}", relative.display(), e.unique)?;
         }
         f.sync_all()?;
     }
@@ -371,7 +449,9 @@ fn delete_all_or_nothing(dir: &Path, uniques: &HashSet<String>) -> io::Result<()
     finish_interrupted_delete(dir)
 }
 
-/// Carries out a logged deletion, if there is one.
+/// Carries out a journaled deletion, if there is one. Each journal line is
+/// `path<TAB>unique`: the file at `path`, or, if another program renamed it
+/// meanwhile, the one file whose unique part is `unique`.
 fn finish_interrupted_delete(dir: &Path) -> io::Result<()> {
     let log = dir.join(DELETE_LOG);
     let text = match fs::read_to_string(&log) {
@@ -379,24 +459,26 @@ fn finish_interrupted_delete(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let uniques: HashSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
-    for sub in ["new", "cur"] {
-        for item in fs::read_dir(dir.join(sub))? {
-            let item = item?;
-            let name = item.file_name();
-            if name
-                .to_str()
-                .is_some_and(|n| uniques.contains(unique_part(n)))
-            {
-                match fs::remove_file(item.path()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
+    for line in text.lines() {
+        let Some((path, unique)) = line.split_once('\t') else {
+            continue;
+        };
+        let at = dir.join(path);
+        let target = if at.exists() {
+            Some(at)
+        } else {
+            find_by_unique(dir, unique)?.map(|(p, _)| p)
+        };
+        if let Some(target) = target {
+            match fs::remove_file(target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
-        sync_dir(&dir.join(sub))?;
     }
+    sync_dir(&dir.join("new"))?;
+    sync_dir(&dir.join("cur"))?;
     fs::remove_file(&log)?;
     sync_dir(dir)
 }
@@ -419,13 +501,15 @@ mod tests {
         assert_eq!(size_field("1.a.b,S=10,W=12:2,S"), Some(12));
         assert_eq!(size_field("1.a.b,S=10:2,W=99"), None);
         let mut seen = HashSet::new();
-        assert_eq!(uid_for("1.a.b", &mut seen).as_str(), "1.a.b");
-        let dup = uid_for("1.a.b", &mut seen);
+        assert_eq!(uid_for("1.a.b", "1.a.b", &mut seen).as_str(), "1.a.b");
+        let dup = uid_for("1.a.b", "1.a.b,S=3", &mut seen);
         assert!(dup.as_str().starts_with("md5-"));
+        let dup2 = uid_for("1.a.b", "1.a.b,S=3", &mut seen);
+        assert_ne!(dup, dup2, "a third copy still gets its own uid");
         let long = "x".repeat(100);
         assert_eq!(
-            uid_for(&long, &mut seen),
-            uid_for(&long, &mut HashSet::new())
+            uid_for(&long, &long, &mut seen),
+            uid_for(&long, &long, &mut HashSet::new())
         );
     }
 
@@ -438,12 +522,22 @@ mod tests {
         fs::write(dir.path().join("new/1.a.h"), "a").unwrap();
         fs::write(dir.path().join("cur/2.b.h,S=1:2,S"), "b").unwrap();
         fs::write(dir.path().join("cur/3.c.h:2,"), "c").unwrap();
-        // A crash after the log was written, before any file was removed.
-        fs::write(dir.path().join(DELETE_LOG), "1.a.h\n2.b.h\n").unwrap();
+        // A crash after the journal was written, before any file was removed;
+        // meanwhile another program added a flag to the second file.
+        fs::rename(
+            dir.path().join("cur/2.b.h,S=1:2,S"),
+            dir.path().join("cur/2.b.h,S=1:2,RS"),
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join(DELETE_LOG),
+            "new/1.a.h\t1.a.h\ncur/2.b.h,S=1:2,S\t2.b.h\n",
+        )
+        .unwrap();
         finish_interrupted_delete(dir.path()).unwrap();
         assert!(!dir.path().join(DELETE_LOG).exists());
         assert!(!dir.path().join("new/1.a.h").exists());
-        assert!(!dir.path().join("cur/2.b.h,S=1:2,S").exists());
+        assert!(!dir.path().join("cur/2.b.h,S=1:2,RS").exists());
         assert!(dir.path().join("cur/3.c.h:2,").exists());
     }
 }

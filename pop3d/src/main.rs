@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pop3_tokio::{Config, Service};
-use tracing::{error, info};
+use std::io::Write as _;
+
+use tracing::{error, info, warn};
 
 use crate::maildir::Maildirs;
 use crate::users::Users;
@@ -182,7 +184,13 @@ fn run(cli: Cli) -> Result<(), String> {
     // The demo's Maildir lives as long as the server.
     let mut demo_dir = None;
     let (root, users) = match (&cli.maildir_root, &cli.users) {
-        (Some(root), Some(users)) => (root.clone(), Users::load(users)?),
+        (Some(root), Some(path)) => {
+            let loaded = Users::load(path)?;
+            for (line, why) in &loaded.skipped {
+                warn!("{}:{line}: {why}; that user cannot log in", path.display());
+            }
+            (root.clone(), loaded.users)
+        }
         (Some(_), None) | (None, Some(_)) => {
             return Err("--maildir-root and --users go together (neither: the demo)".into())
         }
@@ -227,16 +235,32 @@ fn run(cli: Cli) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
+        // Signals are handled before anyone learns the server is up.
+        let shutdown = service.shutdown_handle();
+        tokio::spawn(async move {
+            // First signal: graceful; second: abort IO; third: abandon handler calls.
+            wait_for_signal().await;
+            info!("shutting down");
+            shutdown.begin();
+            wait_for_signal().await;
+            warn!("second signal: aborting sessions");
+            shutdown.abort();
+            wait_for_signal().await;
+            shutdown.cancel();
+        });
         let mut servers = tokio::task::JoinSet::new();
         for addr in &cli.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
-            // Scripts and tests read this line to learn the port.
-            println!("pop3d listening on {bound}");
+            // Scripts and tests read this line to learn the port. A closed
+            // stdout is not worth failing for.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "pop3d listening on {bound}");
             if demo_dir.is_some() {
-                println!(
+                let _ = writeln!(
+                    out,
                     "demo maildir {} (user {}, password {}); try:\n  curl -u {}:{} pop3://{bound}/1",
                     root.display(),
                     demo::USER,
@@ -245,16 +269,12 @@ fn run(cli: Cli) -> Result<(), String> {
                     demo::PASSWORD
                 );
             }
+            let _ = out.flush();
+            drop(out);
             let service = service.clone();
             servers.spawn(async move { pop3_tokio::serve(&service, listener).await });
         }
         info!(maildirs = %root.display(), users = user_count, listeners = cli.listen.len(), "pop3d started");
-        let shutdown = service.shutdown_handle();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            info!("shutting down");
-            shutdown.begin();
-        });
         while servers.join_next().await.is_some() {}
         info!("stopped");
         Ok::<(), String>(())

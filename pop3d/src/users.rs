@@ -87,7 +87,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A users-file problem.
+/// A users-file problem of one line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum UsersError {
     /// The password field does not start with `{SCHEME}`.
@@ -103,7 +103,7 @@ pub(crate) enum UsersError {
     #[error("expected user:{{SCHEME}}password")]
     BadLine,
     /// A user name that cannot be a maildir name.
-    #[error("user name {0:?} must be non-empty and must not contain '/', control characters or start with '.'")]
+    #[error("user name {0:?} must be non-empty and must not contain '/', ':', control characters or start with '.'")]
     BadUser(String),
     /// A user listed twice.
     #[error("user {0:?} appears twice")]
@@ -114,10 +114,21 @@ pub(crate) enum UsersError {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Users(HashMap<String, Stored>);
 
+/// A users file as read: the users, and the lines skipped because their
+/// password scheme is unknown here (those users cannot log in).
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    pub(crate) users: Users,
+    pub(crate) skipped: Vec<(usize, UsersError)>,
+}
+
 impl Users {
-    /// Parses a users file's text. Errors name the 1-based line.
-    pub(crate) fn parse(text: &str) -> Result<Self, (usize, UsersError)> {
+    /// Parses a users file's text. A line whose password scheme is unknown
+    /// or missing is skipped (and reported), as Dovecot would only fail that
+    /// user's logins; other errors name the 1-based line and fail.
+    pub(crate) fn parse(text: &str) -> Result<Loaded, (usize, UsersError)> {
         let mut users = HashMap::new();
+        let mut skipped = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() || line.trim_start().starts_with('#') {
@@ -131,16 +142,27 @@ impl Users {
             if !valid_user(user) {
                 return Err(err(UsersError::BadUser(user.to_owned())));
             }
-            let stored = Stored::parse(password).map_err(err)?;
-            if users.insert(user.to_owned(), stored).is_some() {
+            if users.contains_key(user) {
                 return Err(err(UsersError::Duplicate(user.to_owned())));
             }
+            match Stored::parse(password) {
+                Ok(stored) => {
+                    users.insert(user.to_owned(), stored);
+                }
+                Err(e @ (UsersError::UnknownScheme(_) | UsersError::NoScheme)) => {
+                    skipped.push((i + 1, e));
+                }
+                Err(e) => return Err(err(e)),
+            }
         }
-        Ok(Self(users))
+        Ok(Loaded {
+            users: Self(users),
+            skipped,
+        })
     }
 
     /// Reads and parses a users file.
-    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+    pub(crate) fn load(path: &Path) -> Result<Loaded, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read users file {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|(line, e)| format!("{}:{line}: {e}", path.display()))
@@ -162,11 +184,12 @@ impl Users {
     }
 }
 
-/// A user name is also a directory name under the maildir root.
+/// A user name is also a directory name under the maildir root, and a
+/// users-file field.
 pub(crate) fn valid_user(user: &str) -> bool {
     !user.is_empty()
         && !user.starts_with('.')
-        && !user.contains('/')
+        && !user.contains(['/', ':'])
         && !user.chars().any(char::is_control)
         && user.len() <= 255
 }
@@ -191,7 +214,7 @@ mod tests {
     #[test]
     fn schemes_verify() {
         let line = passwd_line("ann", "correct horse").unwrap();
-        let users = Users::parse(&line).unwrap();
+        let users = Users::parse(&line).unwrap().users;
         let ann = users.get("ann").unwrap();
         assert!(matches!(ann, Stored::Argon2id(_)));
         assert!(ann.verify(b"correct horse"));
@@ -203,7 +226,7 @@ mod tests {
         let text = format!(
             "# comment\n\nbob:{{SHA512-CRYPT}}{sha}:1000:1000::/home/bob::\ncat:{{BLF-CRYPT}}{blf}\ndan:{{PLAIN}}pw with spaces\n"
         );
-        let users = Users::parse(&text).unwrap();
+        let users = Users::parse(&text).unwrap().users;
         assert_eq!(users.len(), 3);
         assert!(users.get("bob").unwrap().verify(b"pw"));
         assert!(!users.get("bob").unwrap().verify(b"px"));
@@ -216,14 +239,16 @@ mod tests {
 
     #[test]
     fn bad_lines_are_reported_with_their_number() {
+        let loaded = Users::parse("a:{PLAIN}x\nb:nohash\nc:{MD5-CRYPT}$1$x").unwrap();
+        assert_eq!(loaded.users.len(), 1);
         assert_eq!(
-            Users::parse("a:{PLAIN}x\nb:nohash").unwrap_err(),
-            (2, UsersError::NoScheme)
+            loaded.skipped,
+            [
+                (2, UsersError::NoScheme),
+                (3, UsersError::UnknownScheme("MD5-CRYPT".into()))
+            ]
         );
-        assert_eq!(
-            Users::parse("a:{MD5}x").unwrap_err(),
-            (1, UsersError::UnknownScheme("MD5".into()))
-        );
+        assert!(passwd_line("a:b", "pw").is_err());
         assert_eq!(Users::parse("a:{PLAIN}x\na:{PLAIN}y").unwrap_err().0, 2);
         assert!(matches!(
             Users::parse("../x:{PLAIN}y").unwrap_err().1,

@@ -414,7 +414,7 @@ fn wrong_passwords_and_unknown_users_get_auth_code() {
 fn bad_users_file_is_reported_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
-    std::fs::write(&users, "ok:{PLAIN}x\nbroken:{MD5}abc\n").unwrap();
+    std::fs::write(&users, "ok:{PLAIN}x\nno-password-field\n").unwrap();
     let out = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--maildir-root"])
         .arg(dir.path())
@@ -424,7 +424,7 @@ fn bad_users_file_is_reported_with_its_line() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(":2: unknown password scheme \"MD5\""), "{err}");
+    assert!(err.contains(":2: expected user:{SCHEME}password"), "{err}");
 }
 
 #[test]
@@ -464,4 +464,129 @@ fn maildir_root_without_users_is_an_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("go together"));
+}
+
+#[test]
+fn same_second_deliveries_keep_their_order() {
+    let site = Site::new();
+    let dir = site.root().join("bob/new");
+    std::fs::write(
+        dir.join("1700000000.M5P1.host"),
+        "Subject: first\r\n\r\n1\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("1700000000.M100000P1.host"),
+        "Subject: second\r\n\r\n2\r\n",
+    )
+    .unwrap();
+    let server = site.serve();
+    assert_eq!(
+        String::from_utf8(uidl(server.addr, "bob", "bobpw")).unwrap(),
+        "1 1700000000.M5P1.host\r\n2 1700000000.M100000P1.host\r\n.\r\n"
+    );
+}
+
+#[test]
+fn a_message_renamed_by_another_program_is_still_retrieved() {
+    let site = Site::new();
+    site.deliver("bob", "cur", 1, b"Subject: flagged\r\n\r\nbody\r\n");
+    let server = site.serve();
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    // An IMAP server on the same Maildir marks it answered.
+    let cur = site.root().join("bob/cur");
+    let name = site.files("bob")[0].trim_start_matches("cur/").to_owned();
+    std::fs::rename(cur.join(&name), cur.join(format!("{name}R"))).unwrap();
+    assert_eq!(c.command("RETR 1"), "+OK 26 octets");
+    assert_eq!(c.multiline(), b"Subject: flagged\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(c.command("DELE 1"), "+OK message 1 deleted");
+    assert!(c.command("QUIT").starts_with("+OK"));
+    assert!(site.files("bob").is_empty());
+}
+
+#[test]
+fn files_sharing_a_unique_name_stay_separate_messages() {
+    let site = Site::new();
+    let root = site.root().join("bob");
+    std::fs::write(
+        root.join("new/1700000000.M1P1.host"),
+        "Subject: a\r\n\r\na\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("cur/1700000000.M1P1.host:2,S"),
+        "Subject: b\r\n\r\nb\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("cur/1700000000.M1P1.host,S=17:2,RS"),
+        "Subject: c\r\n\r\nc\r\n",
+    )
+    .unwrap();
+    let server = site.serve();
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    assert_eq!(c.command("STAT"), "+OK 3 51");
+    assert!(c.command("UIDL").starts_with("+OK"));
+    let uidl = String::from_utf8(c.multiline()).unwrap();
+    let uids: std::collections::HashSet<&str> =
+        uidl.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+    assert_eq!(uids.len(), 3, "{uidl}");
+    assert_eq!(c.command("DELE 2"), "+OK message 2 deleted");
+    assert!(c.command("QUIT").starts_with("+OK"));
+    assert_eq!(site.files("bob").len(), 2, "exactly one file deleted");
+}
+
+#[test]
+fn passwd_refuses_names_the_users_file_cannot_hold() {
+    let mut child = Command::new(BIN)
+        .args(["passwd", "ann:x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn absurd_idle_timeout_is_refused_at_startup() {
+    let out = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--idle-timeout",
+            "10000000000000000000",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("over the 24 hours"));
+}
+
+#[test]
+fn sigterm_right_after_startup_shuts_down_gracefully() {
+    for _ in 0..5 {
+        let server = Pop3d::start(&[]);
+        assert!(server.terminate().success());
+    }
+}
+
+#[test]
+fn users_with_unknown_schemes_are_skipped_not_fatal() {
+    let site = Site::new();
+    let mut users = std::fs::read_to_string(site.users()).unwrap();
+    users.push_str("old:{MD5-CRYPT}$1$abc$def\n");
+    std::fs::write(site.users(), users).unwrap();
+    let server = site.serve();
+    let (mut c, _) = Client::greeted(server.addr);
+    c.command("USER old");
+    assert_eq!(
+        c.command("PASS x"),
+        "-ERR [AUTH] invalid user name or password"
+    );
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    assert!(c.command("QUIT").starts_with("+OK"));
 }

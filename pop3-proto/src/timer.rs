@@ -1,4 +1,6 @@
 //! The session's timers: a tiny table of deadlines, earliest first out.
+//! (Exercised through the session in `tests/timers.rs` and `prop_limits.rs`,
+//! with simulated time.)
 
 use std::time::Instant;
 
@@ -47,27 +49,5 @@ impl TimerTable {
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
         self.0.iter().flatten().min().copied()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn earliest_deadline_wins() {
-        let t0 = Instant::now();
-        let mut t = TimerTable::default();
-        assert_eq!(t.next(), None);
-        t.set(Timer::Idle, t0 + Duration::from_secs(600));
-        t.set(Timer::AuthDelay, t0 + Duration::from_secs(2));
-        assert_eq!(t.next(), Some(t0 + Duration::from_secs(2)));
-        assert!(!t.expired(Timer::AuthDelay, t0 + Duration::from_secs(1)));
-        assert!(t.expired(Timer::AuthDelay, t0 + Duration::from_secs(2)));
-        t.stop(Timer::AuthDelay);
-        assert_eq!(t.next(), Some(t0 + Duration::from_secs(600)));
-        t.stop_all();
-        assert_eq!(t.next(), None);
     }
 }

@@ -317,8 +317,12 @@ impl Session {
             return;
         }
         self.input_closed = true;
-        if matches!(self.waiting, Waiting::Tls { .. }) {
-            self.lose(CloseReason::PeerClosed);
+        match self.waiting {
+            // Mid-handshake: the connection is of no more use.
+            Waiting::Tls { announced: true } => self.lose(CloseReason::PeerClosed),
+            // The +OK to STLS (and earlier replies) can still be sent.
+            Waiting::Tls { announced: false } => self.close(CloseReason::PeerClosed),
+            _ => {}
         }
         self.advance();
         self.sync_idle();
@@ -413,6 +417,8 @@ impl Session {
             return self.wrong_answer("Authenticate");
         };
         let user = std::mem::take(user);
+        // Time with the handler does not count towards autologout.
+        self.progress();
         self.auth_failures = 0;
         self.user = Some(user.clone());
         match self.lost {
@@ -503,6 +509,7 @@ impl Session {
         if !matches!(self.waiting, Waiting::Answer(Pending::Commit)) {
             return self.wrong_answer("Commit");
         }
+        self.progress();
         let left = self.maildrop.as_ref().map_or(0, |m| m.live().0);
         let mut farewell = BytesMut::new();
         let host = &self.config.hostname;
@@ -536,6 +543,7 @@ impl Session {
         let Waiting::Answer(pending) = &self.waiting else {
             return self.wrong_answer("any");
         };
+        self.last_progress = self.now;
         match pending {
             Pending::Authenticate { .. } => {
                 let refusal = refusal.or_code(ResponseCode::Auth);
@@ -589,6 +597,7 @@ impl Session {
         if matches!(self.waiting, Waiting::Closing(_)) {
             return Ok(());
         }
+        self.progress();
         // A half-sent multi-line response is cut off, not ended with -ERR.
         let mid_response = matches!(self.waiting, Waiting::Body(_) | Waiting::Listing(_));
         if !mid_response && self.lost.is_none() {
@@ -611,9 +620,11 @@ impl Session {
     /// everything in order. Replies to pipelined commands that are ready
     /// together come out as one buffer.
     ///
-    /// Taking output counts as progress of the peer (the previous write
-    /// completed): the idle deadline moves, so a slow but steady reader of a
-    /// long response is not cut off, while one that stops reading is.
+    /// Write each buffer before asking for the next: [`poll_timeout`](Self::poll_timeout)
+    /// is then the deadline for writing the buffer just returned. Taking
+    /// output counts as progress of the peer (the previous write completed):
+    /// the idle deadline moves, so a slow but steady reader of a long
+    /// response is not cut off, while one that stops reading is.
     #[must_use = "the returned bytes must be written to the peer"]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         if self.enter(now).is_err() {
@@ -705,12 +716,12 @@ impl Session {
     fn sync_idle(&mut self) {
         let armed = self.lost.is_none()
             && match self.waiting {
-                Waiting::Command | Waiting::Body(_) | Waiting::Listing(_) | Waiting::Tls { .. } => {
-                    true
-                }
-                Waiting::Answer(_) | Waiting::AuthDelay { .. } | Waiting::Closing(_) => {
-                    self.sending || !self.out.is_empty()
-                }
+                Waiting::Command | Waiting::Listing(_) | Waiting::Tls { .. } => true,
+                // In Body with nothing to send, the handler is reading the message.
+                Waiting::Body(_)
+                | Waiting::Answer(_)
+                | Waiting::AuthDelay { .. }
+                | Waiting::Closing(_) => self.sending || !self.out.is_empty(),
                 Waiting::Closed(_) => false,
             };
         if armed {

@@ -262,3 +262,47 @@ fn failing_mid_listing_does_not_put_err_inside_it() {
         Some(Event::Closed(CloseReason::HandlerFailed))
     );
 }
+
+#[test]
+fn handler_time_never_counts_towards_autologout() {
+    // Reading a body chunk.
+    let mut h = logged_in();
+    h.auto_answer = false;
+    h.command("RETR 1");
+    h.session.begin_body(h.now).unwrap();
+    while h.session.poll_transmit(h.now).is_some() {}
+    assert_eq!(h.session.poll_event(), Some(Event::NeedBody));
+    assert_eq!(
+        h.session.poll_timeout(),
+        None,
+        "only the handler is working"
+    );
+    // A slow commit: the goodbye still gets a fresh deadline.
+    let mut h = logged_in();
+    h.auto_answer = false;
+    h.command("QUIT");
+    h.now += Duration::from_secs(660);
+    h.session.commit_done(h.now).unwrap();
+    assert_eq!(h.session.poll_transmit(h.now), None);
+    assert_eq!(h.session.poll_event(), Some(Event::Unlock));
+    assert!(h.session.poll_timeout().unwrap() > h.now);
+}
+
+#[test]
+fn eof_before_stls_reply_is_written_still_sends_earlier_replies() {
+    let config = Config::builder().stls(true).build().unwrap();
+    let mut h = Harness::new(config, MemoryStore::rfc1939());
+    h.take_sent();
+    h.session
+        .handle_input(h.now, b"NOOP\r\nCAPA\r\nSTLS\r\n")
+        .unwrap();
+    h.session.handle_eof(h.now);
+    h.run();
+    let sent = h.take_sent();
+    assert!(sent.contains("+OK capability list follows"), "{sent}");
+    assert!(sent.ends_with("+OK Begin TLS negotiation\r\n"), "{sent}");
+    assert_eq!(
+        h.events.last(),
+        Some(&Event::Closed(CloseReason::PeerClosed))
+    );
+}

@@ -237,15 +237,18 @@ fn run(cli: Cli) -> Result<(), String> {
     runtime.block_on(async {
         // Signals are handled before anyone learns the server is up.
         let shutdown = service.shutdown_handle();
+                // Registered now, not when the task first runs, so that a signal
+        // right after the ready line is already ours.
+        let mut signals = Signals::register().map_err(|e| format!("cannot handle signals: {e}"))?;
         tokio::spawn(async move {
             // First signal: graceful; second: abort IO; third: abandon handler calls.
-            wait_for_signal().await;
+            signals.next().await;
             info!("shutting down");
             shutdown.begin();
-            wait_for_signal().await;
+            signals.next().await;
             warn!("second signal: aborting sessions");
             shutdown.abort();
-            wait_for_signal().await;
+            signals.next().await;
             shutdown.cancel();
         });
         let mut servers = tokio::task::JoinSet::new();
@@ -283,18 +286,26 @@ fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGTERM or SIGINT.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT, registered as soon as this exists.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

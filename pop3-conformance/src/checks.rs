@@ -1,14 +1,13 @@
 //! The checks, each generic over a [`Launcher`]. Every one starts its own
 //! server, so they run in parallel.
 
-use std::io::Write as _;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use pop3_driver::memory::MemoryStore;
-use pop3_proto::testing::{escape_bytes, message_of_size, normalize_body};
+use pop3_proto::testing::{body_script, escape_bytes, message_of_size, normalize_body};
 use pop3_proto::{Config, Refusal};
 
 use crate::{Client, Fault, Launcher, Running, Spec, Step};
@@ -73,13 +72,7 @@ pub fn rfc1939_session_with_apop<L: Launcher>() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let lines = |m: &[u8]| -> String {
-        String::from_utf8(m.to_vec())
-            .unwrap()
-            .split_terminator("\r\n")
-            .map(|l| format!("S: {l}\n"))
-            .collect()
-    };
+
     c.transcript(&format!(
         "C: APOP mrose {digest}
          S: +OK mrose's maildrop has 2 messages (320 octets)
@@ -102,8 +95,8 @@ pub fn rfc1939_session_with_apop<L: Launcher>() {
          S: +OK message 2 deleted
          C: QUIT
          S: +OK dbc.mtview.ca.us POP3 server signing off (maildrop empty)",
-        lines(&m1),
-        lines(&m2)
+        body_script(&m1),
+        body_script(&m2)
     ));
     assert!(c.closed().0);
     server.eventually("unlock", |s| s.locks() == (1, 1));
@@ -331,12 +324,22 @@ pub fn connection_limit_rejects_and_keeps_serving<L: Launcher>() {
     let mut d = d.expect("a slot frees up after QUIT");
     assert!(d.command("QUIT").starts_with("+OK"));
     assert!(d.closed().0);
-    server.eventually("slot freed", |_| true);
-    std::thread::sleep(Duration::from_millis(50));
+
     server
         .plan
         .refuse_next_connection(Refusal::sys_perm("not from here"));
-    let (mut e, ge) = Client::greeted(server.addr);
+    // The limit is checked before the hook: while d's slot is still being
+    // released, a connection may be turned away for the limit instead.
+    let busy = "-ERR [SYS/TEMP] too many connections, try again later";
+    let (mut e, ge) = (0..200)
+        .map(|_| Client::greeted(server.addr))
+        .find(|(_, g)| {
+            g != busy || {
+                std::thread::sleep(Duration::from_millis(10));
+                false
+            }
+        })
+        .expect("a slot frees up");
     assert_eq!(ge, "-ERR [SYS/PERM] not from here");
     assert!(e.closed().0);
     let rejected = |s: &Running| {
@@ -348,7 +351,7 @@ pub fn connection_limit_rejects_and_keeps_serving<L: Launcher>() {
             .filter(|e| e.reason == pop3_proto::CloseReason::Rejected)
             .count()
     };
-    server.eventually("end hook sees both rejections", |s| rejected(s) == 2);
+    server.eventually("end hook sees the rejections", |s| rejected(s) >= 2);
 }
 
 /// A graceful shutdown lets a RETR in flight finish, closes sessions at a
@@ -640,5 +643,4 @@ pub fn curl_client<L: Launcher>() {
         String::from_utf8(curl(&[], "")).unwrap(),
         format!("1 {s1}\r\n2 {s3}\r\n")
     );
-    let _ = std::io::stdout().flush();
 }

@@ -4,7 +4,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use pop3_proto::testing::escape_bytes;
+use pop3_proto::testing::{escape_bytes, parse_script};
 
 /// A client connection with a read timeout.
 pub struct Client {
@@ -111,43 +111,20 @@ impl Client {
         }
     }
 
-    /// Sets the read timeout.
-    pub fn read_timeout(&mut self, timeout: Duration) {
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(timeout))
-            .unwrap();
-    }
-
-    /// Runs a `C:`/`S:` script (see `pop3_proto::testing::run_transcript`).
+    /// Runs a `C:`/`S:` script (see `pop3_proto::testing::parse_script`).
     pub fn transcript(&mut self, script: &str) {
-        let mut expected = Vec::new();
-        for raw in script.lines() {
-            let line = raw.trim_start();
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("S:") {
-                expected.extend_from_slice(rest.strip_prefix(' ').unwrap_or(rest).as_bytes());
-                expected.extend_from_slice(b"\r\n");
-            } else if let Some(rest) = line.strip_prefix("C:") {
-                self.check(&mut expected, raw);
-                self.send(format!("{}\r\n", rest.strip_prefix(' ').unwrap_or(rest)).as_bytes());
-            } else {
-                panic!("bad script line {raw:?}");
+        for step in parse_script(script) {
+            let actual = self.exact(step.expect.len());
+            assert!(
+                actual == step.expect,
+                "transcript mismatch before script line {}\nexpected: {}\n  actual: {}",
+                step.line,
+                escape_bytes(&step.expect),
+                escape_bytes(&actual)
+            );
+            if let Some(line) = step.send {
+                self.send(format!("{line}\r\n").as_bytes());
             }
         }
-        self.check(&mut expected, "<end>");
-    }
-
-    fn check(&mut self, expected: &mut Vec<u8>, before: &str) {
-        let actual = self.exact(expected.len());
-        assert!(
-            actual == *expected,
-            "transcript mismatch before {before:?}\nexpected: {}\n  actual: {}",
-            escape_bytes(expected),
-            escape_bytes(&actual)
-        );
-        expected.clear();
     }
 }

@@ -1,6 +1,6 @@
 //! RFC 1939 dialogues as known-answer transcripts.
 
-use pop3_proto::testing::{run_transcript, Harness, MemoryStore, StoredMessage};
+use pop3_proto::testing::{body_script, run_transcript, Harness, MemoryStore, StoredMessage};
 use pop3_proto::{CloseReason, Config, Event, Phase, Request};
 
 fn rfc_config() -> Config {
@@ -13,11 +13,7 @@ fn rfc_config() -> Config {
 
 /// `S:` lines for a message body as RETR sends it (already CRLF, no dot lines).
 fn body_lines(store: &MemoryStore, user: &str, index: usize) -> String {
-    let body = &store.messages(user)[index].body;
-    let text = std::str::from_utf8(body).unwrap();
-    text.split_terminator("\r\n")
-        .map(|l| format!("S: {l}\n"))
-        .collect()
+    body_script(&store.messages(user)[index].body)
 }
 
 fn run(h: &mut Harness, script: &str) {

@@ -13,7 +13,9 @@ pub use invariants::{
     check_stuffed, check_top, expected_top, normalize_body, unstuff, InvariantError,
 };
 pub use store::{message_of_size, Fault, FaultKind, MemoryStore, StoredMessage};
-pub use transcript::{escape_bytes, run_transcript, TranscriptError};
+pub use transcript::{
+    body_script, escape_bytes, parse_script, run_transcript, ScriptStep, TranscriptError,
+};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -26,35 +26,39 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
 use async_std::net::{TcpListener, ToSocketAddrs};
 use async_std::task;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use pop3_driver::nonblocking::{self, Acceptor, AsyncRuntime, AsyncTransport};
-use pop3_driver::ReadOutcome;
+use pop3_driver::{ReadOutcome, SegmentCursor, MAX_IO_SLICES};
 
 pub use pop3_driver::{
-    memory, AsyncBodySource, AsyncHandler, ConnectionInfo, HandlerError, HandlerResult, NewHandler,
-    Service, SessionEnd, Shutdown,
+    memory, proto, AsyncBodySource, AsyncHandler, ConnectionInfo, HandlerError, HandlerResult,
+    NewHandler, ReaderBody, Service, SessionEnd, Shutdown,
 };
 pub use pop3_proto::{
-    Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal, ResponseCode, Uid,
+    CloseReason, Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal,
+    ResponseCode, SessionStats, Uid,
 };
 
 /// Accepts connections on `listener` and serves each on its own task until
 /// the service's shutdown begins; then lets sessions finish (aborting them
 /// after the grace period) and returns. Accept errors are retried with a
-/// back-off, never returned.
-pub async fn serve<F, H>(service: &Service<F>, listener: TcpListener)
+/// back-off, never returned; a configuration this adapter cannot serve
+/// (STLS without TLS) is.
+pub async fn serve<F, H>(service: &Service<F>, listener: TcpListener) -> io::Result<()>
 where
     F: NewHandler<H>,
     H: AsyncHandler,
 {
+    service.check_transport(false)?;
     nonblocking::serve(service, &AsyncStd, Listener(listener)).await;
+    Ok(())
 }
 
 /// Binds `addr` and [`serve`]s on it.
@@ -63,8 +67,7 @@ where
     F: NewHandler<H>,
     H: AsyncHandler,
 {
-    serve(service, TcpListener::bind(addr).await?).await;
-    Ok(())
+    serve(service, TcpListener::bind(addr).await?).await
 }
 
 /// Runs one session of `service` over any futures-io stream (plain TCP,
@@ -144,9 +147,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
         })
     }
 
-    async fn write_all(&mut self, data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
+    async fn write(&mut self, segments: &[Bytes], deadline: Option<Instant>) -> io::Result<()> {
         let write = async {
-            self.stream.write_all(data).await?;
+            let mut cursor = SegmentCursor::new(segments);
+            while !cursor.is_done() {
+                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+                let n = self.stream.write_vectored(cursor.io_slices(&mut slices)).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                cursor.advance(n);
+            }
             self.stream.flush().await
         };
         until(deadline, write)
@@ -160,31 +171,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
 
     async fn close(&mut self, deadline: Instant) {
         let _ = until(Some(deadline), self.stream.close()).await;
-    }
-}
-
-/// A message body read from a futures-io [`AsyncRead`] in chunks.
-#[derive(Debug)]
-pub struct ReaderBody<R> {
-    reader: R,
-    chunk: usize,
-}
-
-impl<R: AsyncRead + Unpin + Send> ReaderBody<R> {
-    /// Reads `reader` in chunks of [`pop3_driver::DEFAULT_CHUNK`] octets.
-    pub fn new(reader: R) -> Self {
-        Self {
-            reader,
-            chunk: pop3_driver::DEFAULT_CHUNK,
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin + Send> AsyncBodySource for ReaderBody<R> {
-    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        let mut buf = BytesMut::zeroed(self.chunk);
-        let n = self.reader.read(&mut buf).await?;
-        buf.truncate(n);
-        Ok((n > 0).then(|| buf.freeze()))
     }
 }

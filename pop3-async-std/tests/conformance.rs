@@ -12,7 +12,7 @@ impl Launcher for AsyncStd {
                     .await
                     .unwrap();
                 ready(listener.local_addr().unwrap());
-                pop3_async_std::serve(&service, listener).await;
+                pop3_async_std::serve(&service, listener).await.unwrap();
             });
         })
     }

@@ -1,15 +1,16 @@
-//! The blocking drive loop, shared by every thread-per-connection adapter.
+//! The blocking loop: performs the drive procedure's steps on the calling
+//! thread, for every thread-per-connection adapter.
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use pop3_proto::{Event, Request, Session};
+use bytes::Bytes;
+use pop3_proto::Request;
 
-use crate::answer::{self, After};
 use crate::handler::{BodySource, Handler, HandlerResult};
+use crate::procedure::{panic_error, Procedure, Step};
 use crate::service::{Admission, ConnectionInfo, NewHandler, Service};
-use crate::shutdown::Shutdown;
 use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
 
 /// The IO a blocking adapter provides: a byte stream with deadlines, and
@@ -19,10 +20,18 @@ pub trait Transport {
     fn now(&self) -> Instant;
 
     /// Reads into `buf`, giving up at `deadline` with [`ReadOutcome::TimedOut`].
+    /// An adapter may also return `TimedOut` early to wake the loop for a
+    /// shutdown (a spurious early timeout is harmless).
     fn read(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<ReadOutcome>;
 
-    /// Writes all of `data`; fails with `TimedOut` if `deadline` passes first.
-    fn write_all(&mut self, data: &[u8], deadline: Option<Instant>) -> io::Result<()>;
+    /// Writes all of `segments` (with vectored writes) and flushes; fails
+    /// with `TimedOut` if `deadline` passes first.
+    fn write(&mut self, segments: &[Bytes], deadline: Option<Instant>) -> io::Result<()>;
+
+    /// True if [`start_tls`](Self::start_tls) can work (a server certificate is set up).
+    fn can_start_tls(&self) -> bool {
+        false
+    }
 
     /// Upgrades the stream to TLS, as server, after STLS; the handshake
     /// must finish by `deadline`.
@@ -48,18 +57,18 @@ where
     H: Handler,
     T: Transport,
 {
-    match service.admit(info, transport.now()) {
+    match service.admit(info, transport.now(), transport.can_start_tls()) {
         Admission::Reject(bytes) => {
-            let _ = transport.write_all(&bytes, Some(transport.now() + crate::FINAL_WRITE));
+            let _ = transport.write(&[bytes], Some(transport.now() + crate::FINAL_WRITE));
             service.ended(info, &SessionEnd::rejected());
             None
         }
         Admission::Serve {
-            session,
+            procedure,
             mut handler,
             permit,
         } => {
-            let end = drive(session, transport, &mut handler, service.shutdown());
+            let end = drive(procedure, transport, &mut handler);
             drop(permit);
             service.ended(info, &end);
             Some(end)
@@ -67,116 +76,71 @@ where
     }
 }
 
-/// How often a blocked read wakes up to look for a shutdown.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
-
-/// Runs `session` over `transport` until it closes, asking `handler`.
+/// Runs a session over `transport` until it closes, asking `handler`.
 ///
 /// A handler panic is caught: the session ends as a handler failure and the
-/// maildrop is still unlocked. When `shutdown` begins, the session closes at
-/// its next command boundary.
+/// maildrop is still unlocked. When the procedure's shutdown begins, the
+/// session closes at its next command boundary; the adapter wakes blocked
+/// reads (e.g. by shutting down the socket's read side).
 pub fn drive<T: Transport, H: Handler>(
-    mut session: Session,
+    mut procedure: Procedure<H::Body>,
     transport: &mut T,
     handler: &mut H,
-    shutdown: &Shutdown,
 ) -> SessionEnd {
     let mut buf = vec![0u8; READ_BUFFER];
-    let mut body: Option<H::Body> = None;
-    let mut told_shutdown = false;
     loop {
-        while let Some(bytes) = session.poll_transmit(transport.now()) {
-            if let Err(e) = transport.write_all(&bytes, session.poll_timeout()) {
-                crate::write_failed(&mut session, transport.now(), &e);
+        match procedure.next(transport.now()) {
+            Step::Write(t) => {
+                let result = transport.write(t.segments(), t.deadline());
+                procedure.written(transport.now(), t, result);
             }
-        }
-        if let Some(event) = session.poll_event() {
-            let now = transport.now();
-            let after = match event {
-                Event::Request(Request::Authenticate { user, credential }) => {
-                    let r = guarded(|| handler.authenticate(&user, &credential));
-                    answer::unit(&mut session, transport.now(), r, Session::accept_login)
-                }
-                Event::Request(Request::Lock { user }) => {
-                    let r = guarded(|| handler.lock(&user));
-                    answer::lock(&mut session, transport.now(), r)
-                }
-                Event::Request(Request::Retrieve { message, top_lines }) => {
-                    let r = guarded(|| handler.open(&message, top_lines));
-                    answer::open(&mut session, transport.now(), r)
-                }
-                Event::Request(Request::Commit { deleted }) => {
-                    let r = guarded(|| handler.commit(&deleted));
-                    answer::unit(&mut session, transport.now(), r, Session::commit_done)
-                }
-                Event::NeedBody => match body.take() {
-                    Some(mut source) => {
-                        let chunk = catch_unwind(AssertUnwindSafe(|| source.next_chunk()))
-                            .unwrap_or_else(|p| Err(io::Error::other(answer::panic_error(p))));
-                        answer::chunk(&mut session, transport.now(), source, chunk)
-                    }
-                    None => {
-                        let _ = session.end_body(now);
-                        After::Continue
-                    }
-                },
-                Event::StartTls => {
-                    match transport.start_tls(session.poll_timeout()) {
-                        Ok(()) => {
-                            let _ = session.handle_tls_established(transport.now());
-                        }
-                        Err(_) => session.handle_connection_lost(transport.now()),
-                    }
-                    After::Continue
-                }
-                Event::Unlock => {
-                    // A panicking unlock has nothing left to undo.
-                    let _ = catch_unwind(AssertUnwindSafe(|| handler.unlock()));
-                    After::Continue
-                }
-                Event::Closed(reason) => return SessionEnd::new(&session, reason),
-            };
-            match after {
-                After::Continue => {}
-                After::Body(source) => body = Some(source),
-                After::Report(error) => {
-                    body = None;
-                    let _ = catch_unwind(AssertUnwindSafe(|| handler.session_error(&error)));
-                }
+            Step::Call(Request::Authenticate { user, credential }) => {
+                let r = guarded(|| handler.authenticate(&user, &credential));
+                procedure.authenticated(transport.now(), r);
             }
-            continue;
-        }
-        if shutdown.is_begun() && !told_shutdown {
-            told_shutdown = true;
-            session.handle_shutdown(transport.now());
-            continue;
-        }
-        // Nothing to do until the peer or the clock moves. Wake up now and
-        // then to notice a shutdown.
-        let deadline = session.poll_timeout();
-        let poll_until = transport.now() + SHUTDOWN_POLL;
-        let wake = deadline.map_or(poll_until, |d| d.min(poll_until));
-        if session.wants_input() {
-            match transport.read(&mut buf, Some(wake)) {
-                Ok(ReadOutcome::Data(n)) => {
-                    let _ = session.handle_input(transport.now(), &buf[..n]);
-                }
-                Ok(ReadOutcome::TimedOut) => session.handle_timeout(transport.now()),
-                Ok(ReadOutcome::Eof) => session.handle_eof(transport.now()),
-                Err(_) => session.handle_connection_lost(transport.now()),
+            Step::Call(Request::Lock { user }) => {
+                let r = guarded(|| handler.lock(&user));
+                procedure.locked(transport.now(), r);
             }
-        } else {
-            // Only a timer can move the session (e.g. a held login reply
-            // while the input buffer is full).
-            let now = transport.now();
-            if wake > now {
-                std::thread::sleep(wake - now);
+            Step::Call(Request::Retrieve { message, top_lines }) => {
+                let r = guarded(|| handler.open(&message, top_lines));
+                procedure.opened(transport.now(), r);
             }
-            session.handle_timeout(transport.now());
+            Step::Call(Request::Commit { deleted }) => {
+                let r = guarded(|| handler.commit(&deleted));
+                procedure.committed(transport.now(), r);
+            }
+            Step::Pull(body) => {
+                let chunk = catch_unwind(AssertUnwindSafe(|| body.next_chunk()))
+                    .unwrap_or_else(|p| Err(io::Error::other(panic_error(p))));
+                procedure.pulled(transport.now(), chunk);
+            }
+            Step::StartTls { deadline } => {
+                let result = transport.start_tls(deadline);
+                procedure.tls_started(transport.now(), result);
+            }
+            Step::Unlock => {
+                // A panicking unlock has nothing left to undo.
+                let _ = catch_unwind(AssertUnwindSafe(|| handler.unlock()));
+                procedure.unlocked(transport.now());
+            }
+            Step::Report(error) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| handler.session_error(&error)));
+            }
+            Step::Read { deadline, .. } => {
+                let outcome = transport.read(&mut buf, deadline);
+                procedure.read(transport.now(), outcome, &buf);
+            }
+            Step::Sleep { until, .. } => {
+                let wait = until.saturating_duration_since(transport.now());
+                std::thread::sleep(wait);
+                procedure.woke(transport.now());
+            }
+            Step::Done(end) => return end,
         }
     }
 }
 
 fn guarded<T>(call: impl FnOnce() -> HandlerResult<T>) -> HandlerResult<T> {
-    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|p| Err(answer::panic_error(p)))
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|p| Err(panic_error(p)))
 }

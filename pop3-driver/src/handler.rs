@@ -146,14 +146,16 @@ impl AsyncBodySource for Option<Bytes> {
     }
 }
 
-/// A body read from any [`std::io::Read`] (a file, a cursor), in chunks.
+/// A body read in chunks from a reader: any [`std::io::Read`] (a file, a
+/// cursor) for blocking handlers, any futures-io `AsyncRead` for async ones
+/// (tokio readers through `pop3_tokio::ReaderBody::tokio`).
 #[derive(Debug)]
-pub struct ReadBody<R> {
+pub struct ReaderBody<R> {
     reader: R,
     chunk: usize,
 }
 
-impl<R: Read + Send> ReadBody<R> {
+impl<R> ReaderBody<R> {
     /// Reads `reader` in chunks of [`DEFAULT_CHUNK`] octets.
     pub fn new(reader: R) -> Self {
         Self::with_chunk_size(reader, DEFAULT_CHUNK)
@@ -166,22 +168,37 @@ impl<R: Read + Send> ReadBody<R> {
             chunk: chunk.max(1),
         }
     }
+
+    /// A chunk buffer; after a read of `n` octets, `finish` makes the chunk.
+    fn buffer(&self) -> BytesMut {
+        BytesMut::zeroed(self.chunk)
+    }
 }
 
-impl<R: Read + Send> BodySource for ReadBody<R> {
+fn finish(mut buf: BytesMut, n: usize) -> Option<Bytes> {
+    buf.truncate(n);
+    (n > 0).then(|| buf.freeze())
+}
+
+impl<R: Read + Send> BodySource for ReaderBody<R> {
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        let mut buf = BytesMut::zeroed(self.chunk);
+        let mut buf = self.buffer();
         loop {
             match self.reader.read(&mut buf) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(Some(buf.freeze()));
-                }
+                Ok(n) => return Ok(finish(buf, n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+impl<R: futures_lite::AsyncRead + Unpin + Send> AsyncBodySource for ReaderBody<R> {
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        use futures_lite::AsyncReadExt as _;
+        let mut buf = self.buffer();
+        let n = self.reader.read(&mut buf).await?;
+        Ok(finish(buf, n))
     }
 }
 
@@ -191,9 +208,9 @@ mod tests {
 
     #[test]
     fn read_body_chunks() {
-        let mut b = ReadBody::with_chunk_size(&b"hello world"[..], 4);
+        let mut b = ReaderBody::with_chunk_size(&b"hello world"[..], 4);
         let mut all = Vec::new();
-        while let Some(c) = b.next_chunk().unwrap() {
+        while let Some(c) = BodySource::next_chunk(&mut b).unwrap() {
             assert!(c.len() <= 4);
             all.extend_from_slice(&c);
         }

@@ -11,23 +11,24 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-mod answer;
 pub mod blocking;
 mod handler;
 pub mod memory;
 pub mod nonblocking;
+mod procedure;
+mod segments;
 mod service;
 mod shutdown;
 
 pub use handler::{
-    AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReadBody,
+    AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReaderBody,
     DEFAULT_CHUNK,
 };
 pub use service::{fresh_greeting, AcceptBackoff, ConnectionInfo, NewHandler, Service};
-pub use shutdown::Shutdown;
-
-use std::io;
-use std::time::Instant;
+pub use procedure::{Procedure, Step};
+pub use segments::{SegmentCursor, MAX_IO_SLICES};
+pub use shutdown::{Shutdown, Stage};
+pub use pop3_proto as proto;
 
 use pop3_proto::{CloseReason, Session, SessionStats};
 
@@ -81,14 +82,4 @@ impl SessionEnd {
             stats: session.stats(),
         }
     }
-}
-
-/// A write failed: a missed deadline is the idle timer firing (the peer
-/// stopped reading); anything else, or a write cut short, means the
-/// connection is unusable.
-fn write_failed(session: &mut Session, now: Instant, error: &io::Error) {
-    if error.kind() == io::ErrorKind::TimedOut {
-        session.handle_timeout(now);
-    }
-    session.handle_connection_lost(now);
 }

@@ -5,13 +5,14 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_lite::FutureExt as _;
-use pop3_proto::{Event, Request, Session};
+use pop3_proto::Request;
 
-use crate::answer::{self, After};
 use crate::handler::{AsyncBodySource, AsyncHandler, HandlerError, HandlerResult};
+use crate::procedure::{panic_error, Procedure, Step};
 use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Service};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, Stage};
 use crate::{ReadOutcome, SessionEnd, ABORT_WAIT, READ_BUFFER};
 
 /// The IO an async adapter provides: a byte stream with deadlines, a timer
@@ -27,16 +28,22 @@ pub trait AsyncTransport: Send {
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<ReadOutcome>> + Send;
 
-    /// Writes all of `data` and flushes it (a buffered or TLS stream must
-    /// not sit on a reply); fails with `TimedOut` if `deadline` passes first.
-    fn write_all(
+    /// Writes all of `segments` (with vectored writes) and flushes them (a
+    /// buffered or TLS stream must not sit on a reply); fails with
+    /// `TimedOut` if `deadline` passes first.
+    fn write(
         &mut self,
-        data: &[u8],
+        segments: &[Bytes],
         deadline: Option<Instant>,
     ) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Waits until `deadline`.
     fn sleep_until(&mut self, deadline: Instant) -> impl Future<Output = ()> + Send;
+
+    /// True if [`start_tls`](Self::start_tls) can work (a server certificate is set up).
+    fn can_start_tls(&self) -> bool {
+        false
+    }
 
     /// Upgrades the stream to TLS, as server, after STLS; the handshake
     /// must finish by `deadline`.
@@ -89,20 +96,20 @@ where
     H: AsyncHandler,
     T: AsyncTransport,
 {
-    let end = match service.admit(&info, transport.now()) {
+    let end = match service.admit(&info, transport.now(), transport.can_start_tls()) {
         Admission::Reject(bytes) => {
             let deadline = transport.now() + crate::FINAL_WRITE;
-            let _ = transport.write_all(&bytes, Some(deadline)).await;
+            let _ = transport.write(&[bytes], Some(deadline)).await;
             transport.close(transport.now() + crate::FINAL_WRITE).await;
             service.ended(&info, &SessionEnd::rejected());
             None
         }
         Admission::Serve {
-            session,
+            procedure,
             mut handler,
             permit,
         } => {
-            let end = drive(session, &mut transport, &mut handler, service.shutdown()).await;
+            let end = drive(procedure, &mut transport, &mut handler, service.shutdown()).await;
             transport.close(transport.now() + crate::FINAL_WRITE).await;
             // The session counts as live until its connection is closed.
             drop(permit);
@@ -130,7 +137,7 @@ where
     let mut backoff = AcceptBackoff::default();
     while !shutdown.is_begun() {
         let accepted = async { Some(acceptor.accept().await) }
-            .or(stopped(&shutdown, false))
+            .or(stage(&shutdown, Stage::Begin, None))
             .await;
         match accepted {
             None => break,
@@ -146,7 +153,7 @@ where
                     runtime.sleep(backoff.on_error(&e)).await;
                     Some(())
                 };
-                let _ = pause.or(stopped(&shutdown, false)).await;
+                let _ = pause.or(stage(&shutdown, Stage::Begin, None)).await;
             }
         }
     }
@@ -181,155 +188,113 @@ async fn within<R: AsyncRuntime>(
     .await
 }
 
-/// Runs `session` over `transport` until it closes, asking `handler`.
+/// Runs a session over `transport` until it closes, asking `handler`.
 ///
 /// A handler panic is caught: the session ends as a handler failure and the
-/// maildrop is still unlocked. When `shutdown` begins, the session closes at
-/// its next command boundary; when it is aborted, IO stops at once and the
-/// session ends as if the connection were lost; when it is cancelled, a
-/// handler call still running is abandoned as an internal error. Every
-/// locked maildrop is unlocked (the unlock itself gets [`ABORT_WAIT`] once
-/// the shutdown is cancelled).
+/// maildrop is still unlocked. When the procedure's shutdown begins, the
+/// session closes at its next command boundary; when it is aborted, IO stops
+/// at once and the session ends as if the connection were lost; when it is
+/// cancelled, a handler call still running is abandoned as an internal
+/// error. Every locked maildrop is unlocked (the unlock itself gets
+/// [`ABORT_WAIT`] once the shutdown is cancelled).
 pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
-    mut session: Session,
+    mut procedure: Procedure<H::Body>,
     transport: &mut T,
     handler: &mut H,
     shutdown: &Shutdown,
 ) -> SessionEnd {
     let mut buf = vec![0u8; READ_BUFFER];
-    let mut body: Option<H::Body> = None;
-    let mut told_shutdown = false;
     loop {
-        while let Some(bytes) = session.poll_transmit(transport.now()) {
-            let deadline = session.poll_timeout();
-            let write = async { Some(transport.write_all(&bytes, deadline).await) };
-            match write.or(aborted(shutdown)).await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => crate::write_failed(&mut session, transport.now(), &e),
-                None => session.handle_connection_lost(transport.now()),
+        match procedure.next(transport.now()) {
+            Step::Write(t) => {
+                let write = async { transport.write(t.segments(), t.deadline()).await };
+                let result = write
+                    .or(stage(shutdown, Stage::Abort, aborted_io()))
+                    .await;
+                procedure.written(transport.now(), t, result);
             }
-        }
-        if let Some(event) = session.poll_event() {
-            let after = match event {
-                Event::Request(Request::Authenticate { user, credential }) => {
-                    let r = guarded(shutdown, handler.authenticate(&user, &credential)).await;
-                    answer::unit(&mut session, transport.now(), r, Session::accept_login)
-                }
-                Event::Request(Request::Lock { user }) => {
-                    let r = guarded(shutdown, handler.lock(&user)).await;
-                    answer::lock(&mut session, transport.now(), r)
-                }
-                Event::Request(Request::Retrieve { message, top_lines }) => {
-                    let r = guarded(shutdown, handler.open(&message, top_lines)).await;
-                    answer::open(&mut session, transport.now(), r)
-                }
-                Event::Request(Request::Commit { deleted }) => {
-                    let r = guarded(shutdown, handler.commit(&deleted)).await;
-                    answer::unit(&mut session, transport.now(), r, Session::commit_done)
-                }
-                Event::NeedBody => match body.take() {
-                    Some(mut source) => {
-                        let chunk = guarded(shutdown, async { Ok(source.next_chunk().await?) })
-                            .await
-                            .map_err(io::Error::other);
-                        answer::chunk(&mut session, transport.now(), source, chunk)
-                    }
-                    None => {
-                        let _ = session.end_body(transport.now());
-                        After::Continue
-                    }
-                },
-                Event::StartTls => {
-                    let handshake =
-                        async { Some(transport.start_tls(session.poll_timeout()).await) };
-                    match handshake.or(aborted(shutdown)).await {
-                        Some(Ok(())) => {
-                            let _ = session.handle_tls_established(transport.now());
-                        }
-                        Some(Err(_)) | None => session.handle_connection_lost(transport.now()),
-                    }
-                    After::Continue
-                }
-                Event::Unlock => {
-                    // A panicking unlock has nothing left to undo; once the
-                    // shutdown is cancelled it gets a bounded time.
-                    let unlock = async {
-                        let _ = AssertUnwindSafe(handler.unlock()).catch_unwind().await;
-                    };
-                    let bounded = async {
-                        shutdown.cancelled().await;
-                        let until = transport.now() + ABORT_WAIT;
-                        transport.sleep_until(until).await;
-                    };
-                    unlock.or(bounded).await;
-                    After::Continue
-                }
-                Event::Closed(reason) => return SessionEnd::new(&session, reason),
-            };
-            match after {
-                After::Continue => {}
-                After::Body(source) => body = Some(source),
-                After::Report(error) => {
-                    body = None;
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        handler.session_error(&error)
-                    }));
+            Step::Call(Request::Authenticate { user, credential }) => {
+                let r = guarded(shutdown, handler.authenticate(&user, &credential)).await;
+                procedure.authenticated(transport.now(), r);
+            }
+            Step::Call(Request::Lock { user }) => {
+                let r = guarded(shutdown, handler.lock(&user)).await;
+                procedure.locked(transport.now(), r);
+            }
+            Step::Call(Request::Retrieve { message, top_lines }) => {
+                let r = guarded(shutdown, handler.open(&message, top_lines)).await;
+                procedure.opened(transport.now(), r);
+            }
+            Step::Call(Request::Commit { deleted }) => {
+                let r = guarded(shutdown, handler.commit(&deleted)).await;
+                procedure.committed(transport.now(), r);
+            }
+            Step::Pull(body) => {
+                let chunk = guarded(shutdown, async { Ok(body.next_chunk().await?) })
+                    .await
+                    .map_err(io::Error::other);
+                procedure.pulled(transport.now(), chunk);
+            }
+            Step::StartTls { deadline } => {
+                let handshake = async { transport.start_tls(deadline).await };
+                let result = handshake
+                    .or(stage(shutdown, Stage::Abort, aborted_io()))
+                    .await;
+                procedure.tls_started(transport.now(), result);
+            }
+            Step::Unlock => {
+                // A panicking unlock has nothing left to undo; once the
+                // shutdown is cancelled it gets a bounded time.
+                let unlock = async {
+                    let _ = AssertUnwindSafe(handler.unlock()).catch_unwind().await;
+                };
+                let bounded = async {
+                    shutdown.reached(Stage::Cancel).await;
+                    let until = transport.now() + ABORT_WAIT;
+                    transport.sleep_until(until).await;
+                };
+                unlock.or(bounded).await;
+                procedure.unlocked(transport.now());
+            }
+            Step::Report(error) => {
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    handler.session_error(&error)
+                }));
+            }
+            Step::Read { deadline, wake_on } => {
+                let read = async { Some(transport.read(&mut buf, deadline).await) };
+                match read.or(stage(shutdown, wake_on, None)).await {
+                    Some(outcome) => procedure.read(transport.now(), outcome, &buf),
+                    None => procedure.interrupted(transport.now()),
                 }
             }
-            continue;
-        }
-        if shutdown.is_aborted() {
-            session.handle_connection_lost(transport.now());
-            continue;
-        }
-        if shutdown.is_begun() && !told_shutdown {
-            told_shutdown = true;
-            session.handle_shutdown(transport.now());
-            continue;
-        }
-        let deadline = session.poll_timeout();
-        if session.wants_input() {
-            let read = async { Some(transport.read(&mut buf, deadline).await) };
-            match read.or(stopped(shutdown, told_shutdown)).await {
-                Some(Ok(ReadOutcome::Data(n))) => {
-                    let _ = session.handle_input(transport.now(), &buf[..n]);
+            Step::Sleep { until, wake_on } => {
+                let sleep = async {
+                    transport.sleep_until(until).await;
+                    true
+                };
+                if sleep.or(stage(shutdown, wake_on, false)).await {
+                    procedure.woke(transport.now());
+                } else {
+                    procedure.interrupted(transport.now());
                 }
-                Some(Ok(ReadOutcome::TimedOut)) => session.handle_timeout(transport.now()),
-                Some(Ok(ReadOutcome::Eof)) => session.handle_eof(transport.now()),
-                Some(Err(_)) => session.handle_connection_lost(transport.now()),
-                None => {}
             }
-        } else if let Some(deadline) = deadline {
-            // Only a timer can move the session (e.g. a held login reply
-            // while the input buffer is full).
-            let sleep = async {
-                transport.sleep_until(deadline).await;
-                Some(())
-            };
-            if sleep.or(stopped(shutdown, told_shutdown)).await.is_some() {
-                session.handle_timeout(transport.now());
-            }
-        } else {
-            // Nothing can move this session: treat it as gone.
-            session.handle_connection_lost(transport.now());
+            Step::Done(end) => return end,
         }
     }
 }
 
-async fn aborted<T>(shutdown: &Shutdown) -> Option<T> {
-    shutdown.aborted().await;
-    None
+/// Resolves to `value` once the shutdown reaches `at`.
+async fn stage<T>(shutdown: &Shutdown, at: Stage, value: T) -> T {
+    shutdown.reached(at).await;
+    value
 }
 
-/// Resolves when the session should stop waiting for the peer: at the start
-/// of a shutdown, or at the abort once the session has been told.
-async fn stopped<T>(shutdown: &Shutdown, told: bool) -> Option<T> {
-    if told {
-        shutdown.aborted().await;
-    } else {
-        shutdown.begun().await;
-    }
-    None
+fn aborted_io() -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "server shutdown aborted the connection",
+    ))
 }
 
 /// A handler call: a panic becomes an internal error, and so does a call
@@ -342,10 +307,10 @@ async fn guarded<T>(
         AssertUnwindSafe(call)
             .catch_unwind()
             .await
-            .unwrap_or_else(|p| Err(answer::panic_error(p)))
+            .unwrap_or_else(|p| Err(panic_error(p)))
     };
     call.or(async {
-        shutdown.cancelled().await;
+        shutdown.reached(Stage::Cancel).await;
         Err(HandlerError::internal("handler call abandoned at shutdown"))
     })
     .await

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use event_listener::{Event, Listener as _};
-use pop3_proto::{Config, Greeting, Refusal, Session};
+use pop3_proto::{Config, Greeting, Output, Refusal, Session};
 
+use crate::procedure::Procedure;
 use crate::shutdown::Shutdown;
 use crate::SessionEnd;
 
@@ -78,11 +79,11 @@ impl<F> Clone for Service<F> {
 
 /// The outcome of admitting a connection.
 #[allow(clippy::large_enum_variant)] // short-lived, and Serve is the common case
-pub(crate) enum Admission<H> {
+pub(crate) enum Admission<H, B> {
     /// Serve this connection: drive `session` with `handler`; hold `permit`
     /// until the session ends.
     Serve {
-        session: Session,
+        procedure: Procedure<B>,
         handler: H,
         permit: Permit,
     },
@@ -169,17 +170,23 @@ where
         Arc::get_mut(&mut self.inner).expect("configure the service before cloning or serving it")
     }
 
-    /// Decides what to do with a new connection, at time `now`.
-    pub(crate) fn admit(&self, info: &ConnectionInfo, now: Instant) -> Admission<H> {
+    /// Decides what to do with a new connection, at time `now`, over a
+    /// transport that can (or cannot) start TLS.
+    pub(crate) fn admit<B>(&self, info: &ConnectionInfo, now: Instant, tls: bool) -> Admission<H, B> {
         let inner = &*self.inner;
         let reject = |refusal: &Refusal| {
             let mut session = Session::reject(inner.config.clone(), refusal, now);
             let mut bytes = Vec::new();
-            while let Some(b) = session.poll_transmit(now) {
-                bytes.extend_from_slice(&b);
+            while let Output::Transmit(t) = session.poll_output(now) {
+                bytes.extend_from_slice(&t.to_vec());
+                let _ = session.handle_written(now, t);
             }
             Admission::Reject(bytes.into())
         };
+        if inner.config.stls() && !tls {
+            // Never offer STLS and then drop the client at the handshake.
+            return reject(&Refusal::sys_perm("STLS is configured but TLS is not available"));
+        }
         if inner.shutdown.is_begun() {
             return reject(&Refusal::sys_temp("server shutting down"));
         }
@@ -188,12 +195,27 @@ where
         };
         match (inner.new_handler)(info) {
             Ok(handler) => Admission::Serve {
-                session: Session::new(inner.config.clone(), fresh_greeting(), now),
+                procedure: Procedure::new(
+                    Session::new(inner.config.clone(), fresh_greeting(), now),
+                    inner.shutdown.clone(),
+                ),
                 handler,
                 permit,
             },
             Err(refusal) => reject(&refusal),
         }
+    }
+
+    /// Refuses a configuration the transport cannot honour: STLS offered
+    /// where TLS cannot be started. Adapters call it before serving.
+    pub fn check_transport(&self, can_start_tls: bool) -> std::io::Result<()> {
+        if self.inner.config.stls() && !can_start_tls {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "STLS is configured, but this server has no TLS set up",
+            ));
+        }
+        Ok(())
     }
 
     /// Resolves when no session is live.
@@ -363,10 +385,10 @@ mod tests {
         .max_connections(1);
         let now = Instant::now();
         let ok = ConnectionInfo::new(Some("127.0.0.1:1000".parse().unwrap()), None);
-        let first = core.admit(&ok, now);
+        let first = core.admit::<()>(&ok, now, false);
         assert!(matches!(first, Admission::Serve { .. }));
         assert_eq!(core.live_sessions(), 1);
-        match core.admit(&ok, now) {
+        match core.admit::<()>(&ok, now, false) {
             Admission::Reject(b) => {
                 assert_eq!(
                     &b[..],
@@ -379,7 +401,7 @@ mod tests {
         assert_eq!(core.live_sessions(), 0);
         assert!(core.wait_all_closed(now));
         let evil = ConnectionInfo::new(Some("127.0.0.1:666".parse().unwrap()), None);
-        match core.admit(&evil, now) {
+        match core.admit::<()>(&evil, now, false) {
             Admission::Reject(b) => assert_eq!(&b[..], b"-ERR [SYS/PERM] go away\r\n"),
             Admission::Serve { .. } => panic!("hook refused"),
         }

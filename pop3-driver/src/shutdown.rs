@@ -10,6 +10,27 @@ const GRACEFUL: u8 = 1;
 const ABORTED: u8 = 2;
 const CANCELLED: u8 = 3;
 
+/// A stage of a shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Graceful: sessions close at their next command boundary.
+    Begin,
+    /// Sessions stop IO at once.
+    Abort,
+    /// Handler calls still running are abandoned (async sessions).
+    Cancel,
+}
+
+impl Stage {
+    fn level(self) -> u8 {
+        match self {
+            Self::Begin => GRACEFUL,
+            Self::Abort => ABORTED,
+            Self::Cancel => CANCELLED,
+        }
+    }
+}
+
 /// Tells sessions the server is stopping. Cheap to clone; all clones share
 /// one state.
 ///
@@ -63,6 +84,16 @@ impl Shutdown {
     /// True once [`cancel`](Self::cancel) was called.
     pub fn is_cancelled(&self) -> bool {
         self.0.state.load(Ordering::Acquire) >= CANCELLED
+    }
+
+    /// True once the shutdown has reached `stage`.
+    pub fn has_reached(&self, stage: Stage) -> bool {
+        self.0.state.load(Ordering::Acquire) >= stage.level()
+    }
+
+    /// Resolves once the shutdown reaches `stage`.
+    pub async fn reached(&self, stage: Stage) {
+        self.reach(stage.level()).await;
     }
 
     /// Resolves once a shutdown has begun.

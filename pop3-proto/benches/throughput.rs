@@ -16,9 +16,10 @@
 //!   line needs a change (CRLF repair) and many need a stuffed dot.
 //! - `session_retr/8MiB_64KiB_chunks`: a logged-in `Session` streams the clean
 //!   8 MiB message for `RETR 1`, fed in 64 KiB `Bytes` chunks on
-//!   `Event::NeedBody`, with `poll_transmit` drained (bytes counted, not
-//!   copied) after every push. This is what a real server pays per message,
-//!   minus the socket writes; unchanged runs go out as zero-copy slices.
+//!   `Event::NeedBody`, every `Output::Transmit` "written" (bytes counted,
+//!   not copied) and given back with `handle_written` as it comes. This is
+//!   what a real server pays per message, minus the socket writes;
+//!   unchanged runs go out as zero-copy slices.
 //! - `command_parser/mixed`: ~1000 typical command lines (valid and junk,
 //!   without CRLF) through `testing::parses`.
 //! - `session_pipelined/1000_commands`: one `handle_input` with 1000 pipelined
@@ -41,7 +42,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use pop3_proto::testing::{check_stuffed, encode_body, parses};
-use pop3_proto::{Config, Event, Greeting, Maildrop, MessageInfo, Phase, Request, Session, Uid};
+use pop3_proto::{
+    Config, Event, Greeting, Maildrop, MessageInfo, Output, Phase, Request, Session, Uid,
+};
 
 /// Size of the message bodies.
 const BODY_SIZE: usize = 8 * 1024 * 1024;
@@ -221,13 +224,19 @@ fn pipelined_input() -> Vec<u8> {
 
 // ---- driving a session ----
 
-/// Takes all pending output, returning how many bytes it was.
-fn drain(session: &mut Session, now: Instant) -> usize {
-    let mut sent = 0;
-    while let Some(bytes) = session.poll_transmit(now) {
-        sent += bytes.len();
+/// Plays the driver up to the next event: every transmit is "written"
+/// (counted into `sent`) and given back. `None` when the session waits.
+fn next_event(session: &mut Session, now: Instant, sent: &mut usize) -> Option<Event> {
+    loop {
+        match session.poll_output(now) {
+            Output::Transmit(t) => {
+                *sent += t.len();
+                session.handle_written(now, t).unwrap();
+            }
+            Output::Event(event) => return Some(event),
+            Output::Wait(_) => return None,
+        }
     }
-    sent
 }
 
 /// A session in TRANSACTION, its greeting and login replies drained.
@@ -240,9 +249,9 @@ fn logged_in(config: Config, sizes: &[u64], now: Instant) -> Session {
     session
         .handle_input(now, b"USER bench\r\nPASS secret\r\n")
         .unwrap();
+    let mut sent = 0;
     loop {
-        drain(&mut session, now);
-        match session.poll_event() {
+        match next_event(&mut session, now, &mut sent) {
             Some(Event::Request(Request::Authenticate { .. })) => {
                 session.accept_login(now).unwrap();
             }
@@ -266,24 +275,20 @@ fn logged_in(config: Config, sizes: &[u64], now: Instant) -> Session {
 /// Sends `RETR 1` and answers it with `chunks`; returns the bytes sent.
 fn retr(session: &mut Session, chunks: &[Bytes], now: Instant) -> usize {
     session.handle_input(now, b"RETR 1\r\n").unwrap();
-    let mut sent = drain(session, now);
+    let mut sent = 0;
     let mut next = chunks.iter();
     loop {
-        match session.poll_event() {
+        match next_event(session, now, &mut sent) {
             Some(Event::Request(Request::Retrieve { .. })) => session.begin_body(now).unwrap(),
             Some(Event::NeedBody) => match next.next() {
                 Some(chunk) => {
                     session.push_body(now, chunk.clone()).unwrap();
                 }
-                None => {
-                    session.end_body(now).unwrap();
-                    sent += drain(session, now);
-                    return sent;
-                }
+                None => session.end_body(now).unwrap(),
             },
-            other => panic!("unexpected event during RETR: {other:?}"),
+            None => return sent,
+            Some(other) => panic!("unexpected event during RETR: {other:?}"),
         }
-        sent += drain(session, now);
     }
 }
 
@@ -382,13 +387,12 @@ fn command_benches(c: &mut Criterion) {
     let mut session = logged_in(Config::builder().build().unwrap(), &sizes, now);
     let input = pipelined_input();
     let before = session.stats().commands;
-    let sent = {
-        session.handle_input(now, &input).unwrap();
-        drain(&mut session, now)
-    };
+    let mut sent = 0;
+    session.handle_input(now, &input).unwrap();
+    let event = next_event(&mut session, now, &mut sent);
     assert_eq!(session.stats().commands - before, COMMANDS as u64);
     assert_eq!(session.stats().bad_commands, 0);
-    assert!(sent > 0 && session.poll_event().is_none());
+    assert!(sent > 0 && event.is_none(), "{event:?}");
 
     let mut group = c.benchmark_group("session_pipelined");
     group
@@ -399,7 +403,10 @@ fn command_benches(c: &mut Criterion) {
     group.bench_function("1000_commands", |b| {
         b.iter(|| {
             session.handle_input(now, black_box(&input)).unwrap();
-            drain(&mut session, now)
+            let mut sent = 0;
+            let event = next_event(&mut session, now, &mut sent);
+            debug_assert!(event.is_none());
+            sent
         });
     });
     group.finish();

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use memchr::memchr_iter;
 
-use crate::outbound::Outbound;
+use crate::output::Queue;
 
 /// What the session should do after a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl BodyEncoder {
 
     /// Encodes `chunk` into `out`. On [`BodyProgress::Complete`] the
     /// terminating `.` line has been written.
-    pub(crate) fn push(&mut self, chunk: &Bytes, out: &mut Outbound) -> BodyProgress {
+    pub(crate) fn push(&mut self, chunk: &Bytes, out: &mut Queue) -> BodyProgress {
         let data = &chunk[..];
         let len = data.len();
         let mut pos = 0;
@@ -119,7 +119,7 @@ impl BodyEncoder {
 
     /// Ends the body: a last line without a line end gets CRLF, then `.` CRLF.
     /// A CR left at the very end of the body counts as that line end.
-    pub(crate) fn finish(&mut self, out: &mut Outbound) {
+    pub(crate) fn finish(&mut self, out: &mut Queue) {
         if self.pending_cr || !self.at_line_start {
             out.put(b"\r\n");
         }
@@ -214,7 +214,7 @@ pub fn transmitted_size(message: &[u8]) -> u64 {
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn encode_body(chunks: &[&[u8]], top: Option<u64>) -> Vec<u8> {
     let mut enc = BodyEncoder::new(top);
-    let mut out = Outbound::default();
+    let mut out = Queue::default();
     let mut complete = false;
     for chunk in chunks {
         if enc.push(&Bytes::copy_from_slice(chunk), &mut out) == BodyProgress::Complete {
@@ -225,11 +225,7 @@ pub(crate) fn encode_body(chunks: &[&[u8]], top: Option<u64>) -> Vec<u8> {
     if !complete {
         enc.finish(&mut out);
     }
-    let mut all = Vec::with_capacity(out.len());
-    while let Some(b) = out.take() {
-        all.extend_from_slice(&b);
-    }
-    all
+    out.take_transmit(None).to_vec()
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub enum UsageError {
     /// Input was given while [`Session::wants_input`](crate::Session::wants_input) was false.
     #[error("the session does not want input now")]
     InputNotWanted,
+    /// `handle_written` was called, but no transmit is out.
+    #[error("no transmit was handed out")]
+    NothingInFlight,
     /// The session has closed.
     #[error("the session is closed")]
     Closed,

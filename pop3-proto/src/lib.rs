@@ -143,11 +143,10 @@ mod error;
 mod event;
 mod line;
 mod maildrop;
-mod outbound;
+mod output;
 mod reply;
 mod secret;
 mod session;
-mod timer;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -163,4 +162,5 @@ pub use event::{CloseReason, Credential, Event, Request};
 pub use maildrop::{Maildrop, MaildropError, MessageInfo, MessageRef, Uid};
 pub use reply::{Refusal, ResponseCode};
 pub use secret::Secret;
+pub use output::{Output, Transmit, Wait};
 pub use session::{Phase, Session, SessionStats};

@@ -1,57 +1,53 @@
-//! Framing: cuts command lines out of the input buffer, with a hard length cap.
+//! Framing: finds command lines in the input, with a hard length cap.
 //!
 //! RFC 2449 §4 limits a command line to 255 octets including CRLF. A longer
 //! line is dropped as it arrives, never buffered whole: once the cap is
 //! passed the reader discards bytes up to the next LF and reports the line
-//! as too long.
+//! as too long. Lines are framed in place, in whatever slice the caller
+//! has; nothing is copied.
 
-use bytes::{Buf, Bytes, BytesMut};
 use memchr::memchr;
 
-/// One framed line.
+/// One framed line, borrowed from the input.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Line {
+pub(crate) enum Line<'a> {
     /// A line without its CRLF (or bare LF) ending.
-    Complete(Bytes),
+    Complete(&'a [u8]),
     /// A line over the cap; its bytes are gone.
     TooLong,
 }
 
-/// Cuts lines out of a buffer. Remembers when it is in the middle of
-/// discarding an overlong line.
+/// Finds lines. Remembers when it is in the middle of discarding an
+/// overlong line.
 #[derive(Debug, Default)]
 pub(crate) struct LineReader {
     discarding: bool,
 }
 
 impl LineReader {
-    /// Takes the next line out of `buf`, `max` octets at most with its line end.
+    /// Frames the line at the start of `input`, `max` octets at most with its
+    /// line end. Returns how many octets of `input` are used up, and the line.
     ///
-    /// Returns `None` when no complete line is buffered; the bytes of a line
-    /// already known to be too long are dropped from `buf` meanwhile.
-    pub(crate) fn next_line(&mut self, buf: &mut BytesMut, max: usize) -> Option<Line> {
-        match memchr(b'\n', buf) {
+    /// Without a complete line, nothing is used up (the partial line must be
+    /// kept for the next call), unless the line is already known to be too
+    /// long: then all of `input` is used up and dropped.
+    pub(crate) fn frame<'a>(&mut self, input: &'a [u8], max: usize) -> (usize, Option<Line<'a>>) {
+        match memchr(b'\n', input) {
             Some(lf) if self.discarding || lf + 1 > max => {
-                buf.advance(lf + 1);
                 self.discarding = false;
-                Some(Line::TooLong)
+                (lf + 1, Some(Line::TooLong))
             }
             Some(lf) => {
-                let mut line = buf.split_to(lf + 1).freeze();
-                line.truncate(lf);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(lf - 1);
-                }
-                Some(Line::Complete(line))
+                let line = &input[..lf];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                (lf + 1, Some(Line::Complete(line)))
             }
-            None => {
-                if self.discarding || buf.len() >= max {
-                    // The line cannot end within the cap: drop what we have.
-                    buf.clear();
-                    self.discarding = true;
-                }
-                None
+            None if self.discarding || input.len() >= max => {
+                // The line cannot end within the cap: drop what we have.
+                self.discarding = true;
+                (input.len(), None)
             }
+            None => (0, None),
         }
     }
 
@@ -65,23 +61,33 @@ impl LineReader {
 mod tests {
     use super::*;
 
-    fn lines(input: &[&[u8]], max: usize) -> (Vec<Line>, usize) {
+    /// Frames `input` read in these pieces the way the session does: a
+    /// partial line is kept, the rest is framed in place.
+    fn lines(input: &[&[u8]], max: usize) -> (Vec<Option<Vec<u8>>>, usize) {
         let mut r = LineReader::default();
-        let mut buf = BytesMut::new();
+        let mut kept = Vec::new();
         let mut out = Vec::new();
         let mut peak = 0;
         for chunk in input {
-            buf.extend_from_slice(chunk);
-            peak = peak.max(buf.len());
-            while let Some(l) = r.next_line(&mut buf, max) {
-                out.push(l);
+            kept.extend_from_slice(chunk);
+            let mut at = 0;
+            loop {
+                let (used, line) = r.frame(&kept[at..], max);
+                at += used;
+                match line {
+                    Some(Line::Complete(l)) => out.push(Some(l.to_vec())),
+                    Some(Line::TooLong) => out.push(None),
+                    None => break,
+                }
             }
+            kept.drain(..at);
+            peak = peak.max(kept.len());
         }
         (out, peak)
     }
 
-    fn complete(s: &str) -> Line {
-        Line::Complete(Bytes::copy_from_slice(s.as_bytes()))
+    fn complete(s: &str) -> Option<Vec<u8>> {
+        Some(s.as_bytes().to_vec())
     }
 
     #[test]
@@ -95,19 +101,16 @@ mod tests {
         let exact = format!("{}\r\n", "a".repeat(253));
         let over = format!("{}\r\n", "a".repeat(254));
         let (got, _) = lines(&[exact.as_bytes(), over.as_bytes(), b"NOOP\r\n"], 255);
-        assert_eq!(
-            got,
-            [complete(&"a".repeat(253)), Line::TooLong, complete("NOOP")]
-        );
+        assert_eq!(got, [complete(&"a".repeat(253)), None, complete("NOOP")]);
     }
 
     #[test]
-    fn overlong_line_is_not_buffered() {
+    fn overlong_line_is_not_kept() {
         let chunk = vec![b'x'; 1000];
         let mut input: Vec<&[u8]> = vec![&chunk; 50];
         input.push(b"\r\nSTAT\r\n");
         let (got, peak) = lines(&input, 255);
-        assert_eq!(got, [Line::TooLong, complete("STAT")]);
-        assert!(peak <= 1000 + 255, "buffered {peak} bytes");
+        assert_eq!(got, [None, complete("STAT")]);
+        assert_eq!(peak, 0, "an overlong line is dropped as it arrives");
     }
 }

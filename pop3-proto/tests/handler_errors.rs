@@ -2,8 +2,19 @@
 //! failures end it; in every case nothing is deleted unless QUIT's commit
 //! succeeded, and a locked maildrop is unlocked exactly once.
 
-use pop3_proto::testing::{message_of_size, Fault, FaultKind, Harness, MemoryStore};
-use pop3_proto::{CloseReason, Config, Event, Refusal};
+use bytes::Bytes;
+use pop3_proto::testing::{message_of_size, Fault, FaultKind, Harness, MemoryStore, Step};
+use pop3_proto::{CloseReason, Config, Event, Refusal, Wait};
+
+/// What a session that is over waits for: nothing.
+const DONE: Step = Step::Wait(Wait {
+    read: false,
+    deadline: None,
+});
+
+/// What a session with a request out waits for: the handler (nothing the
+/// driver can read or time).
+const ON_HANDLER: Step = DONE;
 
 fn unlock_count(h: &Harness) -> usize {
     h.events.iter().filter(|e| **e == Event::Unlock).count()
@@ -70,23 +81,66 @@ fn failure_at_each_request_closes_unlocks_and_deletes_nothing() {
     }
 }
 
-#[test]
-fn refused_commit_deletes_nothing_and_says_so() {
+/// QUIT with a commit the handler refuses with `refusal`: what is sent
+/// after the DELE reply.
+fn refused_commit(refusal: Refusal) -> (Harness, String) {
     let mut store = MemoryStore::rfc1939();
-    store.inject(Fault::Commit, FaultKind::Refuse(Refusal::new("disk full")));
+    store.inject(Fault::Commit, FaultKind::Refuse(refusal));
     let mut h = logged_in(store);
     h.command("DELE 1");
     h.command("QUIT");
-    assert_eq!(
-        h.take_sent(),
-        "+OK message 1 deleted\r\n-ERR [SYS/TEMP] some deleted messages not removed\r\n"
-    );
+    let sent = h.take_sent();
+    let farewell = sent
+        .strip_prefix("+OK message 1 deleted\r\n")
+        .unwrap_or_else(|| panic!("{sent:?}"))
+        .to_owned();
     assert_eq!(
         h.events.last(),
         Some(&Event::Closed(CloseReason::UpdateFailed))
     );
-    assert_eq!(h.store.messages("mrose").len(), 2);
+    assert_eq!(h.store.messages("mrose").len(), 2, "nothing deleted");
+    assert!(h.store.commits.is_empty());
     assert_eq!(unlock_count(&h), 1);
+    (h, farewell)
+}
+
+#[test]
+fn refused_commit_deletes_nothing_and_says_so() {
+    // Without text: RFC 1939 §6's wording, with the default code.
+    let (_, farewell) = refused_commit(Refusal::new(""));
+    assert_eq!(farewell, "-ERR [SYS/TEMP] some deleted messages not removed\r\n");
+    // With text and no code: the text, with the default code.
+    let (_, farewell) = refused_commit(Refusal::new("disk full"));
+    assert_eq!(farewell, "-ERR [SYS/TEMP] disk full\r\n");
+}
+
+#[test]
+fn refused_commit_keeps_the_handlers_text() {
+    let (_, farewell) = refused_commit(Refusal::sys_temp("disk full"));
+    assert_eq!(farewell, "-ERR [SYS/TEMP] disk full\r\n");
+    let (_, farewell) = refused_commit(Refusal::sys_perm("mailbox corrupt"));
+    assert_eq!(farewell, "-ERR [SYS/PERM] mailbox corrupt\r\n");
+}
+
+#[test]
+fn refused_commit_unlocks_before_the_err() {
+    let mut h = logged_in(MemoryStore::rfc1939());
+    h.auto_answer = false;
+    h.command("DELE 1");
+    h.command("QUIT");
+    h.take_sent();
+    h.session
+        .refuse(h.now, Refusal::sys_temp("disk full"))
+        .unwrap();
+    assert_eq!(
+        h.steps(),
+        [
+            Step::Event(Event::Unlock),
+            Step::Bytes("-ERR [SYS/TEMP] disk full\r\n".into()),
+            Step::Event(Event::Closed(CloseReason::UpdateFailed)),
+            DONE,
+        ]
+    );
 }
 
 #[test]
@@ -95,20 +149,15 @@ fn quit_reply_comes_after_unlock() {
     h.auto_answer = false;
     h.command("QUIT");
     h.session.commit_done(h.now).unwrap();
+    // The goodbye waits for the unlock.
     assert_eq!(
-        h.session.poll_transmit(h.now),
-        None,
-        "goodbye waits for the unlock"
-    );
-    assert_eq!(h.session.poll_event(), Some(Event::Unlock));
-    let bye = h.session.poll_transmit(h.now).unwrap();
-    assert_eq!(
-        &bye[..],
-        b"+OK localhost POP3 server signing off (2 messages left)\r\n"
-    );
-    assert_eq!(
-        h.session.poll_event(),
-        Some(Event::Closed(CloseReason::Quit))
+        h.steps(),
+        [
+            Step::Event(Event::Unlock),
+            Step::Bytes("+OK localhost POP3 server signing off (2 messages left)\r\n".into()),
+            Step::Event(Event::Closed(CloseReason::Quit)),
+            DONE,
+        ]
     );
 }
 
@@ -119,12 +168,13 @@ fn connection_lost_while_a_request_is_pending_takes_the_answer_then_closes() {
     h.command("USER mrose");
     h.command("PASS tanstaaf");
     h.session.handle_connection_lost(h.now);
-    assert_eq!(h.session.poll_event(), None);
+    assert_eq!(h.steps(), [ON_HANDLER]);
     h.session.accept_login(h.now).unwrap();
     assert_eq!(
-        h.session.poll_event(),
-        Some(Event::Closed(CloseReason::PeerClosed))
+        h.steps(),
+        [Step::Event(Event::Closed(CloseReason::PeerClosed)), DONE]
     );
+    assert_eq!(h.store.locks, 0, "no Lock is asked for a lost connection");
 }
 
 #[test]
@@ -189,10 +239,14 @@ fn connection_lost_mid_body_closes_at_once() {
     h.command("RETR 1");
     h.session.begin_body(h.now).unwrap();
     h.session.handle_connection_lost(h.now);
-    assert_eq!(h.session.poll_event(), Some(Event::Unlock));
+    // The queued +OK is dropped; no NeedBody is asked any more.
     assert_eq!(
-        h.session.poll_event(),
-        Some(Event::Closed(CloseReason::PeerClosed))
+        h.steps(),
+        [
+            Step::Event(Event::Unlock),
+            Step::Event(Event::Closed(CloseReason::PeerClosed)),
+            DONE,
+        ]
     );
 }
 
@@ -224,14 +278,79 @@ fn connection_lost_after_quit_still_commits() {
     h.command("QUIT");
     h.session.handle_connection_lost(h.now);
     h.session.commit_done(h.now).unwrap();
-    assert_eq!(h.session.poll_event(), Some(Event::Unlock));
+    // No one to say goodbye to.
     assert_eq!(
-        h.session.poll_transmit(h.now),
-        None,
-        "no one to say goodbye to"
+        h.steps(),
+        [
+            Step::Event(Event::Unlock),
+            Step::Event(Event::Closed(CloseReason::Quit)),
+            DONE,
+        ]
     );
+}
+
+/// Regression: "a body source that is lost ends the message with a clean
+/// `.`". The driver calls `fail` when it has no body source on NeedBody; the
+/// core must then cut the body off without the terminating `.` line (and
+/// without an `-ERR` inside it), so the client cannot take it for whole.
+#[test]
+fn fail_mid_body_never_ends_the_body_with_a_dot() {
+    let mut h = logged_in(MemoryStore::rfc1939());
+    h.auto_answer = false;
+    h.command("RETR 1");
+    h.session.begin_body(h.now).unwrap();
+    assert_eq!(h.steps(), [Step::Event(Event::NeedBody)]);
+    // A whole first line, so a `.` would look like a clean end.
+    h.session
+        .push_body(h.now, Bytes::from_static(b"Subject: cut\r\n\r\nfirst line\r\n"))
+        .unwrap();
+    assert_eq!(h.steps(), [Step::Event(Event::NeedBody)]);
+    h.session.fail(h.now).unwrap();
     assert_eq!(
-        h.session.poll_event(),
-        Some(Event::Closed(CloseReason::Quit))
+        h.steps(),
+        [
+            Step::Bytes("+OK 120 octets\r\nSubject: cut\r\n\r\nfirst line\r\n".into()),
+            Step::Event(Event::Unlock),
+            Step::Event(Event::Closed(CloseReason::HandlerFailed)),
+            DONE,
+        ]
+    );
+    let sent = h.take_sent();
+    assert!(!sent.ends_with(".\r\n"), "{sent:?}");
+    assert!(!sent.contains("-ERR"), "{sent:?}");
+
+    // Also before any chunk, and with the +OK already written.
+    let mut h = logged_in(MemoryStore::rfc1939());
+    h.auto_answer = false;
+    h.command("RETR 2");
+    h.session.begin_body(h.now).unwrap();
+    h.session.fail(h.now).unwrap();
+    assert_eq!(
+        h.steps(),
+        [
+            Step::Bytes("+OK 200 octets\r\n".into()),
+            Step::Event(Event::Unlock),
+            Step::Event(Event::Closed(CloseReason::HandlerFailed)),
+            DONE,
+        ]
+    );
+}
+
+/// `fail` outside a multi-line response: the maildrop is unlocked first,
+/// then the client is told `-ERR [SYS/TEMP]`, then the session closes.
+#[test]
+fn fail_between_commands_unlocks_then_says_why() {
+    let mut h = logged_in(MemoryStore::rfc1939());
+    h.auto_answer = false;
+    h.command("RETR 1");
+    h.session.fail(h.now).unwrap();
+    assert_eq!(
+        h.steps(),
+        [
+            Step::Event(Event::Unlock),
+            Step::Bytes("-ERR [SYS/TEMP] internal server error, closing connection\r\n".into()),
+            Step::Event(Event::Closed(CloseReason::HandlerFailed)),
+            DONE,
+        ]
     );
 }

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pop3_proto::testing::{escape_bytes, message_of_size, Harness, MemoryStore, StoredMessage};
+use pop3_proto::testing::{
+    escape_bytes, message_of_size, Harness, MemoryStore, Step, StoredMessage,
+};
 use pop3_proto::{
-    CloseReason, Config, Event, Greeting, Maildrop, MessageInfo, Request, Session, Uid,
+    CloseReason, Config, Event, Greeting, Maildrop, MessageInfo, Output, Request, Session,
+    Transmit, Uid, Wait,
 };
 use proptest::prelude::*;
 
@@ -109,9 +112,10 @@ fn input_buffer() -> impl Strategy<Value = usize> {
     prop_oneof![255usize..1024, Just(8 * 1024)]
 }
 
-/// A driver with a slow peer: it reads, takes output and handles events in
-/// an arbitrary order given by `schedule`, so output piles up in the
-/// session as it would behind a full socket.
+/// A driver with a slow peer: it reads, polls output and completes writes
+/// in an arbitrary order given by `schedule`. A transmit stays in flight
+/// (unwritten) until a write step, so output piles up in the session as it
+/// would behind a full socket.
 struct SlowPeer {
     session: Session,
     now: Instant,
@@ -119,6 +123,8 @@ struct SlowPeer {
     at: usize,
     body: Option<(Bytes, usize)>,
     chunk: usize,
+    /// A transmit being written.
+    in_flight: Option<Transmit>,
     peak_input: usize,
     peak_output: usize,
     closed: bool,
@@ -142,6 +148,7 @@ impl SlowPeer {
             at: 0,
             body: None,
             chunk,
+            in_flight: None,
             peak_input: 0,
             peak_output: 0,
             closed: false,
@@ -166,13 +173,33 @@ impl SlowPeer {
         true
     }
 
+    /// Completes the write in flight, if any.
     fn write(&mut self) -> bool {
-        self.session.poll_transmit(self.now).is_some()
+        match self.in_flight.take() {
+            Some(t) => {
+                self.session
+                    .handle_written(self.now, t)
+                    .expect("the transmit was out");
+                true
+            }
+            None => false,
+        }
     }
 
-    fn event(&mut self) -> bool {
-        let Some(event) = self.session.poll_event() else {
+    /// Polls once (unless a write is in flight): starts writing a
+    /// transmit, or answers an event. False on a wait.
+    fn poll(&mut self) -> bool {
+        if self.in_flight.is_some() {
             return false;
+        }
+        let event = match self.session.poll_output(self.now) {
+            Output::Transmit(t) => {
+                assert!(!t.is_empty());
+                self.in_flight = Some(t);
+                return true;
+            }
+            Output::Wait(_) => return false,
+            Output::Event(event) => event,
         };
         let now = self.now;
         let s = &mut self.session;
@@ -225,21 +252,21 @@ impl SlowPeer {
         while !self.closed && idle_rounds < 2 * schedule.len().max(1) {
             let (what, size) = schedule[i % schedule.len()];
             i += 1;
-            // Reads and events are common, taking output is rare.
+            // Reads and polls are common, completing a write is rare.
             let progressed = match what % 8 {
                 0..=2 => self.read(usize::from(size)),
                 3 => self.write(),
-                _ => self.event(),
+                _ => self.poll(),
             };
             self.measure();
             idle_rounds = if progressed { 0 } else { idle_rounds + 1 };
         }
-        // A well-behaved driver from here on: drain, handle events, then hang up.
+        // A well-behaved driver from here on: write, handle events, then hang up.
+        let mut rounds = 0;
         while !self.closed {
-            while self.write() {
-                self.measure();
-            }
-            if self.event() {
+            rounds += 1;
+            assert!(rounds < 1_000_000, "the session never closed");
+            if self.write() || self.poll() {
                 self.measure();
                 continue;
             }
@@ -408,7 +435,7 @@ proptest! {
                 prop_assert!(h.sent.is_empty(), "sent {}", escape_bytes(&h.sent));
                 prop_assert_eq!(h.events.len(), events);
             }
-            prop_assert_eq!(h.session.poll_timeout(), Some(last_command + idle));
+            prop_assert_eq!(h.deadline(), Some(last_command + idle));
         }
         let events = h.events.len();
         h.sent.clear();
@@ -431,7 +458,7 @@ proptest! {
         prop_assert!(h.store.commits.is_empty());
         prop_assert_eq!(h.store.messages(USER), &messages()[..]);
         prop_assert_eq!(h.store.locks, h.store.unlocks);
-        prop_assert_eq!(h.session.poll_timeout(), None);
+        prop_assert_eq!(h.deadline(), None);
     }
 
     /// Calling handle_timeout before any deadline sends nothing and raises no event.
@@ -453,16 +480,15 @@ proptest! {
             }
         };
         h.sent.clear();
-        let deadline = h.session.poll_timeout().expect("a timer is armed");
+        let before = h.wait().expect("the session waits");
+        let deadline = before.deadline.expect("a timer is armed");
         let until = deadline - h.now;
         let early = h.now + until * fraction / 1000;
         prop_assume!(early < deadline);
+        h.now = early;
         h.session.handle_timeout(early);
-        let sent = h.session.poll_transmit(h.now);
-        prop_assert!(sent.is_none(), "sent {:?}", sent);
-        let event = h.session.poll_event();
-        prop_assert!(event.is_none(), "event {:?}", event);
-        prop_assert_eq!(h.session.poll_timeout(), Some(deadline));
+        // Nothing sent, no event, the same deadline.
+        prop_assert_eq!(h.steps(), vec![Step::Wait(before)]);
         prop_assert!(!h.session.is_closed());
     }
 
@@ -502,7 +528,7 @@ proptest! {
         prop_assert!(!h.session.is_closed());
         prop_assert_eq!(h.store.locks, 0);
         // The session reads commands again, with a fresh idle timer.
-        prop_assert_eq!(h.session.poll_timeout(), Some(h.now + pop3_proto::MIN_IDLE_TIMEOUT));
+        prop_assert_eq!(h.deadline(), Some(h.now + pop3_proto::MIN_IDLE_TIMEOUT));
         h.command("CAPA");
         prop_assert!(h.take_sent().starts_with("+OK"));
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use pop3_proto::testing::{
     message_of_size, run_transcript, Fault, FaultKind, Harness, MemoryStore,
 };
-use pop3_proto::{CloseReason, Config, Event, Expire, Refusal};
+use pop3_proto::{CloseReason, Config, Event, Expire, Output, Refusal};
 
 fn run(h: &mut Harness, script: &str) {
     if let Err(e) = run_transcript(h, script) {
@@ -96,9 +96,16 @@ fn pipelined_commands_are_answered_in_order_in_one_buffer() {
         let n = input.len().min(h.session.config().input_buffer());
         h.session.handle_input(h.now, &input[..n]).unwrap();
         input = &input[n..];
-        while let Some(b) = h.session.poll_transmit(h.now) {
-            writes += 1;
-            sent.extend_from_slice(&b);
+        loop {
+            match h.session.poll_output(h.now) {
+                Output::Transmit(t) => {
+                    writes += 1;
+                    sent.extend_from_slice(&t.to_vec());
+                    h.session.handle_written(h.now, t).unwrap();
+                }
+                Output::Event(e) => panic!("no event expected, got {e:?}"),
+                Output::Wait(_) => break,
+            }
         }
     }
     let text = String::from_utf8(sent).unwrap();

@@ -1,8 +1,8 @@
 //! RFC 2595 STLS: the upgrade handshake between session and driver, and
 //! the command-injection barrier.
 
-use pop3_proto::testing::{run_transcript, Harness, MemoryStore};
-use pop3_proto::{Config, Event, UsageError};
+use pop3_proto::testing::{run_transcript, Harness, MemoryStore, Step};
+use pop3_proto::{Config, Event, Output, UsageError, Wait};
 
 fn stls_config() -> Config {
     Config::builder()
@@ -62,11 +62,30 @@ fn start_tls_comes_only_after_the_ok_is_taken() {
     h.auto_answer = false;
     h.take_sent();
     h.session.handle_input(h.now, b"STLS\r\n").unwrap();
-    assert_eq!(h.session.poll_event(), None, "output first");
-    let ok = h.session.poll_transmit(h.now).unwrap();
-    assert_eq!(&ok[..], b"+OK Begin TLS negotiation\r\n");
-    assert_eq!(h.session.poll_event(), Some(Event::StartTls));
-    assert_eq!(h.session.poll_event(), None);
+    // Output first.
+    let Output::Transmit(ok) = h.session.poll_output(h.now) else {
+        panic!("the +OK comes before StartTls");
+    };
+    assert_eq!(ok.to_vec(), b"+OK Begin TLS negotiation\r\n");
+    // Not even then: only once the +OK is written.
+    assert!(matches!(
+        h.session.poll_output(h.now),
+        Output::Wait(Wait { read: false, .. })
+    ));
+    h.session.handle_written(h.now, ok).unwrap();
+    assert!(matches!(
+        h.session.poll_output(h.now),
+        Output::Event(Event::StartTls)
+    ));
+    // The handshake is the driver's: no reading, the idle deadline runs.
+    let idle = h.session.config().idle_timeout();
+    assert_eq!(
+        h.steps(),
+        [Step::Wait(Wait {
+            read: false,
+            deadline: Some(h.now + idle)
+        })]
+    );
     assert!(!h.session.wants_input());
     assert_eq!(
         h.session.handle_input(h.now, b"USER x\r\n"),

@@ -3,8 +3,14 @@
 
 use std::time::Duration;
 
-use pop3_proto::testing::{Harness, MemoryStore};
-use pop3_proto::{CloseReason, Config, Event, Request};
+use pop3_proto::testing::{Harness, MemoryStore, Step};
+use pop3_proto::{CloseReason, Config, Event, Output, Request, Wait};
+
+/// What a session that is over waits for: nothing.
+const DONE: Step = Step::Wait(Wait {
+    read: false,
+    deadline: None,
+});
 
 const TEN_MINUTES: Duration = Duration::from_secs(600);
 
@@ -19,11 +25,19 @@ fn logged_in() -> Harness {
 #[test]
 fn deadline_is_ten_minutes_after_the_last_command() {
     let mut h = logged_in();
-    let deadline = h.session.poll_timeout().unwrap();
+    let deadline = h.deadline().unwrap();
     assert_eq!(deadline, h.now + TEN_MINUTES);
+    assert_eq!(
+        h.wait(),
+        Some(Wait {
+            read: true,
+            deadline: Some(deadline)
+        })
+    );
     h.advance(Duration::from_secs(300));
+    assert_eq!(h.deadline(), Some(deadline), "time alone moves nothing");
     h.command("NOOP");
-    assert_eq!(h.session.poll_timeout(), Some(h.now + TEN_MINUTES));
+    assert_eq!(h.deadline(), Some(h.now + TEN_MINUTES));
 }
 
 #[test]
@@ -56,7 +70,8 @@ fn idle_timeout_closes_without_update_or_reply() {
         .any(|e| matches!(e, Event::Request(Request::Commit { .. }))));
     assert_eq!(h.store.messages("mrose").len(), 2);
     assert_eq!(h.events.iter().filter(|e| **e == Event::Unlock).count(), 1);
-    assert_eq!(h.session.poll_timeout(), None);
+    assert_eq!(h.deadline(), None);
+    assert_eq!(h.steps(), [DONE]);
 }
 
 #[test]
@@ -76,7 +91,15 @@ fn no_idle_timer_while_the_handler_works() {
     let mut h = logged_in();
     h.auto_answer = false;
     h.command("RETR 1");
-    assert_eq!(h.session.poll_timeout(), None);
+    assert_eq!(h.deadline(), None);
+    assert_eq!(
+        h.wait(),
+        Some(Wait {
+            read: true,
+            deadline: None
+        }),
+        "pipelined input is still read"
+    );
     h.advance(TEN_MINUTES * 3);
     assert!(!h.session.is_closed());
 }
@@ -107,10 +130,7 @@ fn failed_login_delay_is_a_timer_not_a_sleep() {
     h.take_sent();
     h.command("USER mrose");
     h.command("PASS bad");
-    assert_eq!(
-        h.session.poll_timeout(),
-        Some(h.now + Duration::from_secs(5))
-    );
+    assert_eq!(h.deadline(), Some(h.now + Duration::from_secs(5)));
     // Pipelined input waits behind the held reply.
     h.feed(b"USER mrose\r\n");
     assert_eq!(h.take_sent(), "+OK send PASS\r\n");
@@ -123,7 +143,7 @@ fn failed_login_delay_is_a_timer_not_a_sleep() {
     );
     assert_eq!(h.elapsed(), Duration::from_secs(5));
     // After the reply, the idle timer runs again.
-    assert_eq!(h.session.poll_timeout(), Some(h.now + TEN_MINUTES));
+    assert_eq!(h.deadline(), Some(h.now + TEN_MINUTES));
 }
 
 #[test]
@@ -144,41 +164,69 @@ fn output_waiting_behind_a_request_has_a_deadline() {
     h.session
         .handle_input(h.now, b"RETR 1\r\nRETR 2\r\n")
         .unwrap();
-    let _ = h.session.poll_event();
+    assert!(matches!(
+        h.session.poll_output(h.now),
+        Output::Event(Event::Request(Request::Retrieve { .. }))
+    ));
     h.session.begin_body(h.now).unwrap();
-    let _ = h.session.poll_event();
+    assert!(matches!(
+        h.session.poll_output(h.now),
+        Output::Event(Event::NeedBody)
+    ));
     for _ in 0..5 {
         h.session
             .push_body(h.now, bytes::Bytes::from(vec![b'x'; 1100]))
             .unwrap();
     }
     h.session.end_body(h.now).unwrap();
-    // Every write has a deadline, even with a request pending.
-    while let Some(_segment) = h.session.poll_transmit(h.now) {
-        assert!(h.session.poll_timeout().is_some());
+    // Every write has a deadline, even with a request queued behind it.
+    let mut writes = 0;
+    loop {
+        match h.session.poll_output(h.now) {
+            Output::Transmit(t) => {
+                assert_eq!(t.deadline(), Some(h.now + TEN_MINUTES));
+                writes += 1;
+                h.session.handle_written(h.now, t).unwrap();
+            }
+            Output::Event(Event::Request(Request::Retrieve { message, .. })) => {
+                assert_eq!(message.number, 2);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
+    assert!(writes >= 1);
     // A peer that stops reading is cut off after the idle timeout.
     let mut h2 = logged_in();
     h2.auto_answer = false;
     h2.session
         .handle_input(h2.now, b"NOOP\r\nRETR 1\r\n")
         .unwrap();
-    assert!(
-        h2.session.poll_timeout().is_some(),
-        "the NOOP reply waits to be taken"
+    let Output::Transmit(noop) = h2.session.poll_output(h2.now) else {
+        panic!("the NOOP reply comes first");
+    };
+    assert_eq!(noop.to_vec(), b"+OK\r\n");
+    assert_eq!(
+        noop.deadline(),
+        Some(h2.now + TEN_MINUTES),
+        "the NOOP reply must be taken in time"
     );
+    // The write never completes.
     h2.now += TEN_MINUTES;
     h2.session.handle_timeout(h2.now);
     // The request is still answered (so a lock it takes is released), then the session closes.
     assert!(matches!(
-        h2.session.poll_event(),
-        Some(Event::Request(Request::Retrieve { .. }))
+        h2.session.poll_output(h2.now),
+        Output::Event(Event::Request(Request::Retrieve { .. }))
     ));
     h2.session.begin_body(h2.now).unwrap();
-    assert_eq!(h2.session.poll_event(), Some(Event::Unlock));
     assert_eq!(
-        h2.session.poll_event(),
-        Some(Event::Closed(CloseReason::IdleTimeout))
+        h2.steps(),
+        [
+            Step::Event(Event::Unlock),
+            Step::Event(Event::Closed(CloseReason::IdleTimeout)),
+            DONE,
+        ]
     );
 }
 
@@ -210,28 +258,41 @@ fn a_slow_but_steady_listing_reader_is_not_cut_off() {
     h.take_sent();
     h.session.handle_input(h.now, b"LIST\r\n").unwrap();
     let mut listing = Vec::new();
-    // The client takes one segment a minute: 30 minutes in all.
-    while let Some(segment) = h.session.poll_transmit(h.now) {
-        listing.extend_from_slice(&segment);
-        h.now += Duration::from_secs(60);
-        h.session.handle_timeout(h.now);
-        assert_eq!(
-            h.session.poll_event(),
-            None,
-            "cut off after {} octets",
-            listing.len()
-        );
+    let start = h.now;
+    // Each write takes the client a minute: over 30 minutes in all.
+    loop {
+        match h.session.poll_output(h.now) {
+            Output::Transmit(t) => {
+                listing.extend_from_slice(&t.to_vec());
+                h.now += Duration::from_secs(60);
+                h.session.handle_timeout(h.now);
+                h.session
+                    .handle_written(h.now, t)
+                    .unwrap_or_else(|e| panic!("cut off after {} octets: {e}", listing.len()));
+            }
+            Output::Event(e) => panic!("cut off after {} octets: {e:?}", listing.len()),
+            Output::Wait(w) => {
+                assert!(w.read);
+                break;
+            }
+        }
     }
     assert!(listing.ends_with(b"2000 40\r\n.\r\n"));
+    assert!(h.now - start > TEN_MINUTES * 3);
     // A reader that stops is cut off.
     h.session.handle_input(h.now, b"LIST\r\n").unwrap();
-    let _first = h.session.poll_transmit(h.now).unwrap();
+    let Output::Transmit(_first) = h.session.poll_output(h.now) else {
+        panic!("the listing starts");
+    };
     h.now += TEN_MINUTES;
     h.session.handle_timeout(h.now);
-    assert_eq!(h.session.poll_event(), Some(Event::Unlock));
     assert_eq!(
-        h.session.poll_event(),
-        Some(Event::Closed(CloseReason::IdleTimeout))
+        h.steps(),
+        [
+            Step::Event(Event::Unlock),
+            Step::Event(Event::Closed(CloseReason::IdleTimeout)),
+            DONE,
+        ]
     );
 }
 
@@ -248,19 +309,31 @@ fn failing_mid_listing_does_not_put_err_inside_it() {
     h.command("PASS p");
     h.take_sent();
     h.session.handle_input(h.now, b"LIST\r\n").unwrap();
-    let first = h.session.poll_transmit(h.now).unwrap();
-    assert!(first.starts_with(b"+OK 200 messages"));
+    let Output::Transmit(first) = h.session.poll_output(h.now) else {
+        panic!("the listing starts");
+    };
+    assert!(first.to_vec().starts_with(b"+OK 200 messages"));
+    // The handler fails while the first part of the listing is being written.
     h.session.fail(h.now).unwrap();
-    let mut rest = Vec::new();
-    while let Some(b) = h.session.poll_transmit(h.now) {
-        rest.extend_from_slice(&b);
-    }
-    assert!(!String::from_utf8_lossy(&rest).contains("-ERR"));
-    assert_eq!(h.session.poll_event(), Some(Event::Unlock));
+    h.session.handle_written(h.now, first).unwrap();
+    let steps = h.steps();
+    let events: Vec<&Step> = steps
+        .iter()
+        .filter(|s| !matches!(s, Step::Bytes(_)))
+        .collect();
     assert_eq!(
-        h.session.poll_event(),
-        Some(Event::Closed(CloseReason::HandlerFailed))
+        events,
+        [
+            &Step::Event(Event::Unlock),
+            &Step::Event(Event::Closed(CloseReason::HandlerFailed)),
+            &DONE,
+        ]
     );
+    assert!(!h.take_sent().contains("-ERR"), "{steps:?}");
+    let listing_ended = steps
+        .iter()
+        .any(|s| matches!(s, Step::Bytes(b) if b.ends_with(".\r\n")));
+    assert!(!listing_ended, "{steps:?}");
 }
 
 #[test]
@@ -270,22 +343,37 @@ fn handler_time_never_counts_towards_autologout() {
     h.auto_answer = false;
     h.command("RETR 1");
     h.session.begin_body(h.now).unwrap();
-    while h.session.poll_transmit(h.now).is_some() {}
-    assert_eq!(h.session.poll_event(), Some(Event::NeedBody));
-    assert_eq!(
-        h.session.poll_timeout(),
-        None,
-        "only the handler is working"
-    );
+    // The +OK waits for the body to fill the output: only the handler is working.
+    assert_eq!(h.steps(), [Step::Event(Event::NeedBody)]);
+    h.advance(TEN_MINUTES * 3);
+    assert!(!h.session.is_closed(), "the handler's reading time counted");
+    assert_eq!(h.steps(), [Step::Event(Event::NeedBody)]);
+    h.session
+        .push_body(h.now, bytes::Bytes::from_static(b"Subject: x\r\n\r\nbody\r\n"))
+        .unwrap();
+    h.advance(TEN_MINUTES * 3);
+    assert!(!h.session.is_closed(), "the handler's reading time counted");
+    h.session.end_body(h.now).unwrap();
+    let Output::Transmit(t) = h.session.poll_output(h.now) else {
+        panic!("the body goes out");
+    };
+    assert_eq!(t.to_vec(), b"+OK 120 octets\r\nSubject: x\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(t.deadline(), Some(h.now + TEN_MINUTES), "a fresh deadline");
+    h.session.handle_written(h.now, t).unwrap();
     // A slow commit: the goodbye still gets a fresh deadline.
     let mut h = logged_in();
     h.auto_answer = false;
     h.command("QUIT");
     h.now += Duration::from_secs(660);
     h.session.commit_done(h.now).unwrap();
-    assert_eq!(h.session.poll_transmit(h.now), None);
-    assert_eq!(h.session.poll_event(), Some(Event::Unlock));
-    assert!(h.session.poll_timeout().unwrap() > h.now);
+    assert!(matches!(
+        h.session.poll_output(h.now),
+        Output::Event(Event::Unlock)
+    ));
+    let Output::Transmit(bye) = h.session.poll_output(h.now) else {
+        panic!("the goodbye follows the unlock");
+    };
+    assert_eq!(bye.deadline(), Some(h.now + TEN_MINUTES));
 }
 
 #[test]

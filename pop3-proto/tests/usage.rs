@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use pop3_proto::testing::{Harness, MemoryStore};
-use pop3_proto::{Config, Event, Maildrop, Phase, Refusal, UsageError};
+use pop3_proto::testing::Step;
+use pop3_proto::{Config, Event, Maildrop, Output, Phase, Refusal, UsageError, Wait};
 
 #[test]
 fn answers_without_a_matching_request() {
@@ -40,8 +41,11 @@ fn answers_without_a_matching_request() {
         Err(UsageError::NoPendingRequest { expected: "any" })
     );
     assert_eq!(s.phase(), Phase::Authorization);
-    assert_eq!(s.poll_transmit(now), None);
-    assert_eq!(s.poll_event(), None);
+    // Nothing changed: no output, no event, still reading commands.
+    assert!(
+        matches!(s.poll_output(now), Output::Wait(Wait { read: true, .. })),
+        "a wrong answer must not produce output"
+    );
 
     // With an Authenticate pending, a Lock answer is still wrong.
     h.command("USER mrose");
@@ -68,8 +72,17 @@ fn closed_session_refuses_everything() {
     assert_eq!(h.session.fail(now), Err(UsageError::Closed));
     h.session.handle_eof(now);
     h.session.handle_timeout(now);
-    assert_eq!(h.session.poll_event(), None);
-    assert_eq!(h.session.poll_transmit(h.now), None);
+    let t = pop3_proto::Transmit::default();
+    assert_eq!(
+        h.session.handle_written(now, t),
+        Err(UsageError::NothingInFlight)
+    );
+    // Nothing to do, nothing to wait for.
+    let idle = Wait {
+        read: false,
+        deadline: None,
+    };
+    assert_eq!(h.steps(), [Step::Wait(idle)]);
     assert!(!h.session.wants_input());
 }
 
@@ -89,7 +102,10 @@ fn input_is_refused_while_not_wanted() {
         Err(UsageError::InputNotWanted)
     );
     assert_eq!(h.session.input_buffered(), 300);
-    assert!(matches!(h.session.poll_event(), Some(Event::Request(_))));
+    assert!(matches!(
+        h.session.poll_output(h.now),
+        Output::Event(Event::Request(_))
+    ));
 }
 
 #[test]
@@ -103,11 +119,27 @@ fn rejected_connection_sends_one_err_line_and_closes() {
         std::time::Instant::now(),
     );
     assert!(!s.wants_input());
-    assert_eq!(
-        &s.poll_transmit(std::time::Instant::now()).unwrap()[..],
-        b"-ERR [SYS/TEMP] too many connections\r\n"
-    );
-    assert_eq!(s.poll_transmit(std::time::Instant::now()), None);
-    assert_eq!(s.poll_event(), Some(Event::Closed(CloseReason::Rejected)));
+    let now = std::time::Instant::now();
+    let Output::Transmit(t) = s.poll_output(now) else {
+        panic!("the -ERR comes first");
+    };
+    assert_eq!(t.to_vec(), b"-ERR [SYS/TEMP] too many connections\r\n");
+    // Until the transmit is given back, the session waits for it.
+    assert!(matches!(
+        s.poll_output(now),
+        Output::Wait(Wait { read: false, .. })
+    ));
+    s.handle_written(now, t).unwrap();
+    assert!(matches!(
+        s.poll_output(now),
+        Output::Event(Event::Closed(CloseReason::Rejected))
+    ));
     assert!(s.is_closed());
+    assert!(matches!(
+        s.poll_output(now),
+        Output::Wait(Wait {
+            read: false,
+            deadline: None
+        })
+    ));
 }

@@ -63,32 +63,40 @@
 #![warn(missing_docs, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown as Both, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown as Both, SocketAddr, TcpListener, TcpStream};
+use std::net::ToSocketAddrs;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use pop3_driver::blocking::{self, Transport};
-use pop3_driver::{AcceptBackoff, ReadOutcome, ABORT_WAIT};
+use pop3_driver::{AcceptBackoff, ReadOutcome, SegmentCursor, ABORT_WAIT, MAX_IO_SLICES};
 
 pub use pop3_driver::{
-    memory, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, NewHandler, ReadBody,
-    Service, SessionEnd, Shutdown,
+    memory, proto, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, NewHandler,
+    ReaderBody, Service, SessionEnd, Shutdown,
 };
 pub use pop3_proto::{
-    Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal, ResponseCode, Uid,
+    CloseReason, Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal,
+    ResponseCode, SessionStats, Uid,
 };
 
 /// A byte stream with read and write timeouts: what a session runs over.
 pub trait Stream: Read + Write + Send {
-    /// Sets the timeouts of the next reads and writes (`None`: block).
-    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()>;
+    /// Sets the timeout of the next reads (`None`: block).
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Sets the timeout of the next writes (`None`: block).
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
 impl Stream for TcpStream {
-    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(read)?;
-        self.set_write_timeout(write)
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
     }
 }
 
@@ -105,17 +113,23 @@ where
     F: NewHandler<H>,
     H: Handler,
 {
-    let local = listener.local_addr()?;
+    service.check_transport(false)?;
+    let local = wake_address(listener.local_addr()?);
     let shutdown = service.shutdown_handle();
+    let open = OpenSockets::default();
     // A blocked accept() cannot be interrupted: wake it with a connection.
+    // Sessions blocked in a read are woken by shutting down its read side:
+    // the read ends, and the session hears of the shutdown first.
     let waker = std::thread::spawn({
-        let shutdown = shutdown.clone();
+        let (shutdown, open) = (shutdown.clone(), open.clone());
         move || {
             futures_lite::future::block_on(shutdown.begun());
             let _ = TcpStream::connect(local);
+            for stream in lock(&open).values() {
+                let _ = stream.shutdown(Both::Read);
+            }
         }
     });
-    let open = OpenSockets::default();
     let mut backoff = AcceptBackoff::default();
     let mut next_id = 0;
     while !shutdown.is_begun() {
@@ -141,6 +155,17 @@ where
     Ok(())
 }
 
+/// Where to connect to reach `local`: a wildcard address is not one to
+/// connect to on every platform, so use loopback of the same family.
+fn wake_address(mut local: SocketAddr) -> SocketAddr {
+    match local.ip() {
+        ip if !ip.is_unspecified() => {}
+        std::net::IpAddr::V4(_) => local.set_ip(Ipv4Addr::LOCALHOST.into()),
+        std::net::IpAddr::V6(_) => local.set_ip(Ipv6Addr::LOCALHOST.into()),
+    }
+    local
+}
+
 /// Binds `addr` and [`serve`]s on it.
 pub fn bind_and_serve<F, H>(service: &Service<F>, addr: impl ToSocketAddrs) -> io::Result<()>
 where
@@ -162,7 +187,11 @@ where
     H: Handler,
     S: Stream,
 {
-    let mut transport = StdTransport { stream };
+    let mut transport = StdTransport {
+        stream,
+        read_timeout: None,
+        write_timeout: None,
+    };
     let end = blocking::serve_connection(service, &mut transport, &info);
     let _ = transport.stream.flush();
     end
@@ -200,16 +229,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A std stream as the drive loop's transport.
+/// A std stream as the drive loop's transport. Remembers the socket
+/// timeouts it set and changes them only when they would overshoot the
+/// deadline or wake the loop more than [`TIMEOUT_SLACK`] early: not one
+/// `setsockopt` per read or write.
 struct StdTransport<S> {
     stream: S,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
-/// A socket timeout for `deadline` (at least 1 ms: zero means "block").
-fn until(deadline: Option<Instant>) -> Option<Duration> {
+/// A socket timeout for `deadline` (at least 1 ms: zero means "block"),
+/// rounded up to whole milliseconds.
+fn until(deadline: Option<Instant>, now: Instant) -> Option<Duration> {
     deadline.map(|d| {
-        d.saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
+        let left = d.saturating_duration_since(now);
+        Duration::from_millis(left.as_millis() as u64 + 1)
     })
 }
 
@@ -220,13 +255,45 @@ fn timed_out(e: &io::Error) -> bool {
     )
 }
 
+/// How much earlier than its deadline a socket timeout may fire (the loop
+/// then finds nothing due and reads again).
+const TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+
+/// True if a socket timeout of `set` does for one of `wanted`: never later,
+/// and not much earlier.
+fn close_enough(set: Option<Duration>, wanted: Option<Duration>) -> bool {
+    match (set, wanted) {
+        (None, None) => true,
+        (Some(set), Some(wanted)) => set <= wanted && wanted - set < TIMEOUT_SLACK,
+        _ => false,
+    }
+}
+
+impl<S: Stream> StdTransport<S> {
+    fn set_read(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if !close_enough(self.read_timeout, timeout) {
+            self.stream.set_read_timeout(timeout)?;
+            self.read_timeout = timeout;
+        }
+        Ok(())
+    }
+
+    fn set_write(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if !close_enough(self.write_timeout, timeout) {
+            self.stream.set_write_timeout(timeout)?;
+            self.write_timeout = timeout;
+        }
+        Ok(())
+    }
+}
+
 impl<S: Stream> Transport for StdTransport<S> {
     fn now(&self) -> Instant {
         Instant::now()
     }
 
     fn read(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<ReadOutcome> {
-        self.stream.set_timeouts(until(deadline), None)?;
+        self.set_read(until(deadline, Instant::now()))?;
         loop {
             return match self.stream.read(buf) {
                 Ok(0) => Ok(ReadOutcome::Eof),
@@ -238,16 +305,19 @@ impl<S: Stream> Transport for StdTransport<S> {
         }
     }
 
-    fn write_all(&mut self, mut data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
+    fn write(&mut self, segments: &[Bytes], deadline: Option<Instant>) -> io::Result<()> {
         // A socket timeout bounds one send; the deadline bounds them all.
-        while !data.is_empty() {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+        let mut cursor = SegmentCursor::new(segments);
+        let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+        while !cursor.is_done() {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            self.stream.set_timeouts(None, until(deadline))?;
-            match self.stream.write(data) {
+            self.set_write(until(deadline, now))?;
+            match self.stream.write_vectored(cursor.io_slices(&mut slices)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => data = &data[n..],
+                Ok(n) => cursor.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if timed_out(&e) => return Err(io::ErrorKind::TimedOut.into()),
                 Err(e) => return Err(e),

@@ -74,46 +74,60 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-use std::io;
-use std::net::ToSocketAddrs;
+use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pop3_driver::nonblocking::{self, Acceptor, AsyncRuntime, AsyncTransport};
-use pop3_driver::ReadOutcome;
+use pop3_driver::{ReadOutcome, SegmentCursor, MAX_IO_SLICES};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::time::timeout_at;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 pub use pop3_driver::{
-    memory, AsyncBodySource, AsyncHandler, ConnectionInfo, HandlerError, HandlerResult, NewHandler,
-    Service, SessionEnd, Shutdown,
+    memory, proto, AsyncBodySource, AsyncHandler, ConnectionInfo, HandlerError, HandlerResult,
+    NewHandler, Service, SessionEnd, Shutdown,
 };
 pub use pop3_proto::{
-    Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal, ResponseCode, Uid,
+    CloseReason, Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal,
+    ResponseCode, SessionStats, Uid,
 };
+
+/// A message body read in chunks from a reader; for a tokio reader (a
+/// `tokio::fs::File`) use [`tokio_body`].
+pub type ReaderBody<R> = pop3_driver::ReaderBody<R>;
+
+/// A body read in chunks from a tokio [`AsyncRead`]: see [`tokio_body`].
+pub type TokioBody<R> = ReaderBody<Compat<R>>;
+
+/// A body read in chunks from a tokio [`AsyncRead`] (a file, a socket).
+pub fn tokio_body<R: AsyncRead + Unpin + Send>(reader: R) -> TokioBody<R> {
+    ReaderBody::new(reader.compat())
+}
 
 /// Accepts connections on `listener` and serves each on its own task until
 /// the service's shutdown begins; then lets sessions finish (aborting them
 /// after the grace period) and returns. Accept errors are retried with a
-/// back-off, never returned.
-pub async fn serve<F, H>(service: &Service<F>, listener: TcpListener)
+/// back-off, never returned; a configuration this adapter cannot serve
+/// (STLS without TLS) is.
+pub async fn serve<F, H>(service: &Service<F>, listener: TcpListener) -> io::Result<()>
 where
     F: NewHandler<H>,
     H: AsyncHandler,
 {
+    service.check_transport(false)?;
     nonblocking::serve(service, &Tokio, Listener(listener)).await;
+    Ok(())
 }
 
-/// Binds `addr` and [`serve`]s on it.
+/// Binds `addr` (resolved without blocking the runtime) and [`serve`]s on it.
 pub async fn bind_and_serve<F, H>(service: &Service<F>, addr: impl ToSocketAddrs) -> io::Result<()>
 where
     F: NewHandler<H>,
     H: AsyncHandler,
 {
-    let addrs: Vec<_> = addr.to_socket_addrs()?.collect();
-    serve(service, TcpListener::bind(&addrs[..]).await?).await;
-    Ok(())
+    serve(service, TcpListener::bind(addr).await?).await
 }
 
 /// Runs one session of `service` over any stream (plain TCP, TLS, a test
@@ -185,9 +199,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
         })
     }
 
-    async fn write_all(&mut self, data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
+    async fn write(&mut self, segments: &[Bytes], deadline: Option<Instant>) -> io::Result<()> {
         let write = async {
-            self.stream.write_all(data).await?;
+            let mut cursor = SegmentCursor::new(segments);
+            while !cursor.is_done() {
+                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+                let n = self.stream.write_vectored(cursor.io_slices(&mut slices)).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                cursor.advance(n);
+            }
             self.stream.flush().await
         };
         match deadline {
@@ -204,29 +226,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
 
     async fn close(&mut self, deadline: Instant) {
         let _ = timeout_at(deadline.into(), self.stream.shutdown()).await;
-    }
-}
-/// A message body read from a tokio [`AsyncRead`] (a file, a socket) in chunks.
-#[derive(Debug)]
-pub struct ReaderBody<R> {
-    reader: R,
-    chunk: usize,
-}
-
-impl<R: AsyncRead + Unpin + Send> ReaderBody<R> {
-    /// Reads `reader` in chunks of [`pop3_driver::DEFAULT_CHUNK`] octets.
-    pub fn new(reader: R) -> Self {
-        Self {
-            reader,
-            chunk: pop3_driver::DEFAULT_CHUNK,
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin + Send> AsyncBodySource for ReaderBody<R> {
-    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        let mut buf = BytesMut::with_capacity(self.chunk);
-        let n = self.reader.read_buf(&mut buf).await?;
-        Ok((n > 0).then(|| buf.freeze()))
     }
 }

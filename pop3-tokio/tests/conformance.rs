@@ -21,7 +21,7 @@ impl Launcher for Tokio {
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 ready(listener.local_addr().unwrap());
-                pop3_tokio::serve(&service, listener).await;
+                pop3_tokio::serve(&service, listener).await.unwrap();
             });
         })
     }

@@ -136,7 +136,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl AsyncHandler for MaildirHandler {
-    type Body = pop3_tokio::ReaderBody<tokio::fs::File>;
+    type Body = pop3_tokio::TokioBody<tokio::fs::File>;
 
     async fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
         let _turn = self.store.hashing.acquire().await.map_err(internal)?;
@@ -209,7 +209,7 @@ impl AsyncHandler for MaildirHandler {
                 entry.in_new = false;
             }
         }
-        Ok(pop3_tokio::ReaderBody::new(file))
+        Ok(pop3_tokio::tokio_body(file))
     }
 
     async fn commit(&mut self, deleted: &[MessageRef]) -> HandlerResult<()> {

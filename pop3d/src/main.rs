@@ -275,7 +275,11 @@ fn run(cli: Cli) -> Result<(), String> {
             let _ = out.flush();
             drop(out);
             let service = service.clone();
-            servers.spawn(async move { pop3_tokio::serve(&service, listener).await });
+            servers.spawn(async move {
+                if let Err(e) = pop3_tokio::serve(&service, listener).await {
+                    tracing::error!(error = %e, "cannot serve");
+                }
+            });
         }
         info!(maildirs = %root.display(), users = user_count, listeners = cli.listen.len(), "pop3d started");
         while servers.join_next().await.is_some() {}

@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::event::{Credential, Event, Request};
 use crate::reply::Refusal;
-use crate::{BodyProgress, Config, Greeting, Session};
+use crate::{BodyProgress, Config, Greeting, Output, Session, Wait};
 
 /// Dot-stuffs a body given in chunks, as RETR (`top == None`) or
 /// `TOP n k` would send it, terminator included.
@@ -35,6 +35,18 @@ pub fn encode_body(chunks: &[&[u8]], top: Option<u64>) -> Vec<u8> {
 /// True if `line` (without CRLF) parses as a command.
 pub fn parses(line: &[u8]) -> bool {
     crate::command::parse(line).is_ok()
+}
+
+/// One [`Output`], simplified so that a sequence of them can be compared
+/// with `assert_eq!` (see [`Harness::step`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A transmit: its bytes, as text (lossy).
+    Bytes(String),
+    /// An event.
+    Event(Event),
+    /// A wait.
+    Wait(Wait),
 }
 
 /// A session wired to a [`MemoryStore`] and a fake clock.
@@ -61,6 +73,7 @@ pub struct Harness {
     /// Answer requests automatically (default). When false, requests are only recorded.
     pub auto_answer: bool,
     body: Option<(Bytes, usize)>,
+    wait: Option<Wait>,
     start: Instant,
 }
 
@@ -83,6 +96,7 @@ impl Harness {
             peak_input: 0,
             auto_answer: true,
             body: None,
+            wait: None,
             start,
         };
         h.run();
@@ -134,7 +148,7 @@ impl Harness {
 
     /// Moves the clock to the session's next deadline, if any, and fires it.
     pub fn advance_to_deadline(&mut self) -> bool {
-        match self.session.poll_timeout() {
+        match self.deadline() {
             Some(at) => {
                 self.now = self.now.max(at);
                 self.session.handle_timeout(self.now);
@@ -145,6 +159,16 @@ impl Harness {
         }
     }
 
+    /// The deadline of the session's last [`Output::Wait`], if it is waiting.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.wait.and_then(|w| w.deadline)
+    }
+
+    /// The session's last [`Output::Wait`], if it is waiting.
+    pub fn wait(&self) -> Option<Wait> {
+        self.wait
+    }
+
     /// Takes what was sent since the last call, as text (lossy).
     pub fn take_sent(&mut self) -> String {
         String::from_utf8_lossy(&std::mem::take(&mut self.sent)).into_owned()
@@ -152,20 +176,73 @@ impl Harness {
 
     /// Plays the driver until the session needs the peer or the clock.
     pub fn run(&mut self) {
+        self.wait = None;
         loop {
             self.peak_output = self.peak_output.max(self.session.output_buffered());
-            while let Some(bytes) = self.session.poll_transmit(self.now) {
+            match self.session.poll_output(self.now) {
+                Output::Transmit(t) => {
+                    self.sent.extend_from_slice(&t.to_vec());
+                    self.session
+                        .handle_written(self.now, t)
+                        .expect("a transmit was out");
+                }
+                Output::Event(event) => {
+                    if event != Event::NeedBody {
+                        self.events.push(event.clone());
+                    }
+                    if self.auto_answer {
+                        self.answer(event);
+                    } else if event == Event::NeedBody {
+                        return;
+                    }
+                }
+                Output::Wait(w) => {
+                    self.wait = Some(w);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Polls once and answers nothing: a transmit is recorded in
+    /// [`Harness::sent`] and given back at once (the peer reads instantly);
+    /// an event other than `NeedBody` is recorded in [`Harness::events`];
+    /// a wait is what [`Harness::wait`] returns afterwards.
+    pub fn step(&mut self) -> Step {
+        self.peak_output = self.peak_output.max(self.session.output_buffered());
+        match self.session.poll_output(self.now) {
+            Output::Transmit(t) => {
+                let bytes = t.to_vec();
                 self.sent.extend_from_slice(&bytes);
-                self.peak_output = self.peak_output.max(self.session.output_buffered());
+                self.session
+                    .handle_written(self.now, t)
+                    .expect("a transmit was out");
+                Step::Bytes(String::from_utf8_lossy(&bytes).into_owned())
             }
-            let Some(event) = self.session.poll_event() else {
-                return;
-            };
-            if event != Event::NeedBody {
-                self.events.push(event.clone());
+            Output::Event(event) => {
+                self.wait = None;
+                if event != Event::NeedBody {
+                    self.events.push(event.clone());
+                }
+                Step::Event(event)
             }
-            if self.auto_answer {
-                self.answer(event);
+            Output::Wait(w) => {
+                self.wait = Some(w);
+                Step::Wait(w)
+            }
+        }
+    }
+
+    /// [`Harness::step`] until a `Wait` or a `NeedBody` (which would repeat),
+    /// that one included: the outputs in order. Nothing is answered.
+    pub fn steps(&mut self) -> Vec<Step> {
+        let mut steps = Vec::new();
+        loop {
+            let step = self.step();
+            let last = matches!(step, Step::Wait(_) | Step::Event(Event::NeedBody));
+            steps.push(step);
+            if last {
+                return steps;
             }
         }
     }

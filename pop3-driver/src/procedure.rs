@@ -1,0 +1,326 @@
+//! The drive procedure: what to do next for one connection, decided once,
+//! sans-IO, for every loop (blocking, async, tests).
+//!
+//! [`Procedure::next`] names one IO action ([`Step`]); the loop performs it
+//! and reports the outcome with the matching method. The procedure turns
+//! outcomes into session input, handler results into answers, watches the
+//! shutdown stages, and keeps the open message body. A loop holds no state
+//! and makes no decision of its own.
+
+use std::io;
+use std::time::Instant;
+
+use bytes::Bytes;
+use pop3_proto::{
+    BodyProgress, Event, Maildrop, Output, Refusal, Request, Session, Transmit, UsageError,
+};
+
+use crate::handler::{HandlerError, HandlerResult};
+use crate::shutdown::{Shutdown, Stage};
+use crate::{ReadOutcome, SessionEnd};
+
+/// One IO action for the loop to perform.
+#[derive(Debug)]
+#[must_use = "the loop must perform the step and report its outcome"]
+pub enum Step<'a, B> {
+    /// Write all of this (one vectored write per readiness), by
+    /// `transmit.deadline()`; then report with [`Procedure::written`].
+    Write(Transmit),
+    /// Call the handler method for this request; report with
+    /// [`Procedure::authenticated`], [`Procedure::locked`],
+    /// [`Procedure::opened`] or [`Procedure::committed`].
+    Call(Request),
+    /// Pull the next chunk of the open message; report with [`Procedure::pulled`].
+    Pull(&'a mut B),
+    /// Run the TLS handshake as server, giving up at `deadline`; report with
+    /// [`Procedure::tls_started`].
+    StartTls {
+        /// When to give up.
+        deadline: Option<Instant>,
+    },
+    /// Call the handler's `unlock`; report with [`Procedure::unlocked`].
+    Unlock,
+    /// Call the handler's `session_error` hook with this; then ask for the next step.
+    Report(HandlerError),
+    /// Read from the peer until `deadline`, or until the shutdown reaches
+    /// `wake_on` (then report [`Procedure::interrupted`]); report with
+    /// [`Procedure::read`].
+    Read {
+        /// When to stop waiting.
+        deadline: Option<Instant>,
+        /// The shutdown stage that must cut the read short.
+        wake_on: Stage,
+    },
+    /// Nothing to read: wait until `until`, or until the shutdown reaches
+    /// `wake_on` (then report [`Procedure::interrupted`]); report with
+    /// [`Procedure::woke`].
+    Sleep {
+        /// When to wake.
+        until: Instant,
+        /// The shutdown stage that must cut the sleep short.
+        wake_on: Stage,
+    },
+    /// The session is over: close the connection.
+    Done(SessionEnd),
+}
+
+/// One connection's drive state around its [`Session`].
+#[derive(Debug)]
+pub struct Procedure<B> {
+    session: Session,
+    shutdown: Shutdown,
+    /// The message being sent, once the handler opened it.
+    body: Option<B>,
+    /// An internal error for the `session_error` hook.
+    report: Option<HandlerError>,
+    told_shutdown: bool,
+    end: Option<SessionEnd>,
+}
+
+impl<B> Procedure<B> {
+    /// Drives `session`, watching `shutdown`.
+    pub fn new(session: Session, shutdown: Shutdown) -> Self {
+        Self {
+            session,
+            shutdown,
+            body: None,
+            report: None,
+            told_shutdown: false,
+            end: None,
+        }
+    }
+
+    /// The session (for its getters).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The next thing to do at `now`.
+    pub fn next(&mut self, now: Instant) -> Step<'_, B> {
+        if let Some(error) = self.report.take() {
+            return Step::Report(error);
+        }
+        if let Some(end) = &self.end {
+            return Step::Done(end.clone());
+        }
+        self.watch_shutdown(now);
+        loop {
+            match self.session.poll_output(now) {
+                Output::Transmit(t) => return Step::Write(t),
+                Output::Event(Event::Request(request)) => return Step::Call(request),
+                Output::Event(Event::NeedBody) => {
+                    if self.body.is_some() {
+                        return match &mut self.body {
+                            Some(body) => Step::Pull(body),
+                            None => unreachable!(),
+                        };
+                    }
+                    // The client must never take a cut message for a whole one.
+                    self.fail(now, HandlerError::internal("message body source lost"));
+                    if let Some(error) = self.report.take() {
+                        return Step::Report(error);
+                    }
+                }
+                Output::Event(Event::StartTls) => {
+                    return Step::StartTls {
+                        deadline: self.wait_deadline(now),
+                    }
+                }
+                Output::Event(Event::Unlock) => return Step::Unlock,
+                Output::Event(Event::Closed(reason)) => {
+                    let end = SessionEnd::new(&self.session, reason);
+                    self.end = Some(end.clone());
+                    return Step::Done(end);
+                }
+                Output::Wait(wait) if wait.read => {
+                    return Step::Read {
+                        deadline: wait.deadline,
+                        wake_on: self.wake_on(),
+                    }
+                }
+                Output::Wait(wait) => match wait.deadline {
+                    Some(until) => {
+                        return Step::Sleep {
+                            until,
+                            wake_on: self.wake_on(),
+                        }
+                    }
+                    // Nothing can move the session: only a driver bug gets here.
+                    None => {
+                        debug_assert!(false, "session stuck: {:?}", self.session);
+                        self.session.handle_connection_lost(now);
+                    }
+                },
+            }
+        }
+    }
+
+    /// The next shutdown stage this session has to hear of.
+    fn wake_on(&self) -> Stage {
+        if self.told_shutdown {
+            Stage::Abort
+        } else {
+            Stage::Begin
+        }
+    }
+
+    /// The deadline the session would wait until now (for a handshake).
+    fn wait_deadline(&mut self, now: Instant) -> Option<Instant> {
+        match self.session.poll_output(now) {
+            Output::Wait(w) => w.deadline,
+            other => {
+                debug_assert!(false, "output while starting TLS: {other:?}");
+                None
+            }
+        }
+    }
+
+    /// Applies the shutdown stages the session has not heard of yet.
+    fn watch_shutdown(&mut self, now: Instant) {
+        if self.shutdown.is_aborted() {
+            self.session.handle_connection_lost(now);
+        } else if self.shutdown.is_begun() && !self.told_shutdown {
+            self.told_shutdown = true;
+            self.session.handle_shutdown(now);
+        }
+    }
+
+    /// A [`Step::Write`] finished (completely, or with this error).
+    pub fn written(&mut self, now: Instant, transmit: Transmit, result: io::Result<()>) {
+        match result {
+            Ok(()) => expect_fits(self.session.handle_written(now, transmit)),
+            Err(e) => {
+                // A missed deadline is the idle timer: the peer stopped reading.
+                if e.kind() == io::ErrorKind::TimedOut {
+                    self.session.handle_timeout(now);
+                }
+                self.session.handle_connection_lost(now);
+            }
+        }
+    }
+
+    /// A [`Step::Read`] finished; `buf` holds what was read.
+    pub fn read(&mut self, now: Instant, outcome: io::Result<ReadOutcome>, buf: &[u8]) {
+        // A shutdown that woke the read (or came meanwhile) goes first.
+        self.watch_shutdown(now);
+        match outcome {
+            Ok(ReadOutcome::Data(n)) => {
+                let _ = self.session.handle_input(now, &buf[..n]);
+            }
+            Ok(ReadOutcome::Eof) => self.session.handle_eof(now),
+            Ok(ReadOutcome::TimedOut) => self.session.handle_timeout(now),
+            Err(_) => self.session.handle_connection_lost(now),
+        }
+    }
+
+    /// A [`Step::Read`] or [`Step::Sleep`] was cut short by a shutdown stage.
+    pub fn interrupted(&mut self, now: Instant) {
+        self.watch_shutdown(now);
+    }
+
+    /// A [`Step::Sleep`] ended.
+    pub fn woke(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+    }
+
+    /// A [`Step::StartTls`] handshake finished.
+    pub fn tls_started(&mut self, now: Instant, result: io::Result<()>) {
+        match result {
+            Ok(()) => expect_fits(self.session.handle_tls_established(now)),
+            // A failed or stalled handshake ends this connection only.
+            Err(_) => self.session.handle_connection_lost(now),
+        }
+    }
+
+    /// The handler's `unlock` returned.
+    pub fn unlocked(&mut self, _now: Instant) {}
+
+    /// The handler answered `Request::Authenticate`.
+    pub fn authenticated(&mut self, now: Instant, result: HandlerResult<()>) {
+        match result {
+            Ok(()) => expect_fits(self.session.accept_login(now)),
+            Err(e) => self.refuse_or_fail(now, e),
+        }
+    }
+
+    /// The handler answered `Request::Lock`.
+    pub fn locked(&mut self, now: Instant, result: HandlerResult<Maildrop>) {
+        match result {
+            Ok(drop) => expect_fits(self.session.grant_maildrop(now, drop)),
+            Err(e) => self.refuse_or_fail(now, e),
+        }
+    }
+
+    /// The handler answered `Request::Retrieve`.
+    pub fn opened(&mut self, now: Instant, result: HandlerResult<B>) {
+        match result {
+            Ok(body) => {
+                self.body = Some(body);
+                expect_fits(self.session.begin_body(now));
+            }
+            Err(e) => self.refuse_or_fail(now, e),
+        }
+    }
+
+    /// The handler answered `Request::Commit`.
+    pub fn committed(&mut self, now: Instant, result: HandlerResult<()>) {
+        match result {
+            Ok(()) => expect_fits(self.session.commit_done(now)),
+            Err(e) => self.refuse_or_fail(now, e),
+        }
+    }
+
+    /// A [`Step::Pull`] returned a chunk, the end of the message, or an error.
+    pub fn pulled(&mut self, now: Instant, chunk: io::Result<Option<Bytes>>) {
+        match chunk {
+            Ok(Some(bytes)) => match self.session.push_body(now, bytes) {
+                Ok(BodyProgress::More) => {}
+                // TOP cut-off reached, or the session closed meanwhile.
+                Ok(BodyProgress::Complete) | Err(_) => self.body = None,
+            },
+            Ok(None) => {
+                self.body = None;
+                let _ = self.session.end_body(now);
+            }
+            Err(e) => self.fail(now, e.into()),
+        }
+    }
+
+    fn refuse_or_fail(&mut self, now: Instant, error: HandlerError) {
+        match error {
+            HandlerError::Reportable(refusal) => self.refuse(now, refusal),
+            internal @ HandlerError::Internal(_) => self.fail(now, internal),
+        }
+    }
+
+    fn refuse(&mut self, now: Instant, refusal: Refusal) {
+        expect_fits(self.session.refuse(now, refusal));
+    }
+
+    /// An internal error: the session ends (nothing deleted, unlocked) and
+    /// the `session_error` hook hears of it.
+    fn fail(&mut self, now: Instant, error: HandlerError) {
+        self.body = None;
+        let _ = self.session.fail(now);
+        self.report = Some(error);
+    }
+}
+
+/// A panic payload as an internal error.
+pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> HandlerError {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    HandlerError::internal(format!("handler panicked: {text}"))
+}
+
+/// The procedure answers only what the session just asked, so an answer
+/// can only be refused if the session closed meanwhile.
+fn expect_fits(result: Result<(), UsageError>) {
+    debug_assert!(
+        matches!(result, Ok(()) | Err(UsageError::Closed)),
+        "the drive procedure gave a wrong answer: {result:?}"
+    );
+}

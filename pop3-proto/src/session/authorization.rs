@@ -1,0 +1,208 @@
+//! The AUTHORIZATION state (RFC 1939 §4): USER, PASS, APOP, STLS, CAPA and
+//! QUIT before login; the answers to `Authenticate` and `Lock`; the
+//! failed-login delay; the TLS restart (RFC 2595 §4).
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::{Link, Login, Pending, Session, State};
+use crate::apop::ApopCredential;
+use crate::capa::{write_capabilities, CapaContext};
+use crate::command::Command;
+use crate::error::UsageError;
+use crate::event::{CloseReason, Credential, Event, Request};
+use crate::maildrop::{Maildrop, Marked};
+use crate::reply::{self, Refusal, ResponseCode};
+
+impl Session {
+    /// RFC 1939 §4. Returns false for a command that counts as bad.
+    pub(super) fn execute_authorization(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::User(name) => {
+                if self.config.user_pass {
+                    self.login = Login::Named(name);
+                    self.ok(format_args!("send PASS"));
+                } else {
+                    self.err(format_args!("USER/PASS not offered, use APOP"));
+                }
+            }
+            Command::Pass(password) => {
+                let Login::Named(user) = &self.login else {
+                    self.bad_command(format_args!("send USER first"));
+                    return false;
+                };
+                let user = user.clone();
+                let credential = Credential::Password(password);
+                self.request(Pending::Authenticate, Request::Authenticate { user, credential });
+            }
+            Command::Apop { user, digest } => {
+                let Some(ts) = self.apop.clone() else {
+                    self.login = Login::Anonymous;
+                    self.err(format_args!("APOP not offered"));
+                    return true;
+                };
+                self.login = Login::Named(user.clone());
+                let credential = Credential::Apop(ApopCredential::new(ts, digest));
+                self.request(Pending::Authenticate, Request::Authenticate { user, credential });
+            }
+            Command::Quit => {
+                let host = self.config.hostname.clone();
+                self.close_with(CloseReason::Quit, |out| {
+                    reply::ok(out, format_args!("{host} POP3 server signing off"))
+                });
+            }
+            Command::Capa => self.capa(),
+            Command::Stls => {
+                if !self.config.stls {
+                    self.err(format_args!("STLS not offered"));
+                } else if self.tls {
+                    self.err(format_args!("TLS already active"));
+                } else {
+                    // RFC 2595 §4; the command-injection barrier: nothing
+                    // sent after STLS and before TLS may be executed.
+                    self.ok(format_args!("Begin TLS negotiation"));
+                    self.stats.discarded_at_stls += self.inbound.len() as u64;
+                    self.inbound = BytesMut::new();
+                    self.lines.reset();
+                    self.state = State::Tls;
+                    self.queue.push_event(Event::StartTls);
+                }
+            }
+            _ => {
+                self.bad_command(format_args!("command not valid before login"));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// CAPA (RFC 2449 §5), in either state.
+    pub(super) fn capa(&mut self) {
+        let ctx = CapaContext {
+            maildrop: self.maildrop.as_ref().map(Marked::maildrop),
+            tls: self.tls,
+        };
+        let config = &self.config;
+        self.queue.with_buf(|out| {
+            reply::ok(out, format_args!("capability list follows"));
+            write_capabilities(out, config, &ctx);
+            out.extend_from_slice(b".\r\n");
+        });
+    }
+
+    /// Answers [`Request::Authenticate`]: the credentials are good.
+    /// The session then asks for [`Request::Lock`].
+    pub fn accept_login(&mut self, now: Instant) -> Result<(), UsageError> {
+        self.enter(now)?;
+        if !matches!(self.state, State::Pending(Pending::Authenticate)) {
+            return self.wrong_answer("Authenticate");
+        }
+        let Login::Named(user) = std::mem::take(&mut self.login) else {
+            unreachable!("Authenticate is asked only for a named user");
+        };
+        self.auth_failures = 0;
+        self.login = Login::Authenticated(user.clone());
+        self.progress();
+        match self.link {
+            Link::Lost(reason) => self.close(reason),
+            _ => self.request(Pending::Lock, Request::Lock { user }),
+        }
+        Ok(())
+    }
+
+    /// Answers [`Request::Lock`]: the maildrop is locked and described.
+    /// The session enters TRANSACTION; from now on it owes one [`Event::Unlock`].
+    pub fn grant_maildrop(&mut self, now: Instant, maildrop: Maildrop) -> Result<(), UsageError> {
+        self.enter(now)?;
+        if !matches!(self.state, State::Pending(Pending::Lock)) {
+            return self.wrong_answer("Lock");
+        }
+        let marked = Marked::new(maildrop);
+        let (count, size) = marked.live();
+        let user = match &self.login {
+            Login::Authenticated(user) => user.as_str(),
+            _ => "",
+        };
+        self.queue.with_buf(|out| {
+            reply::ok(out, format_args!("{user}'s maildrop has {count} messages ({size} octets)"))
+        });
+        self.maildrop = Some(marked);
+        self.resume();
+        self.after_answer();
+        Ok(())
+    }
+
+    /// A refused `Authenticate` or `Lock` (see [`Session::refuse`]).
+    pub(super) fn refuse_login(&mut self, pending: Pending, refusal: Refusal) {
+        self.login = Login::Anonymous;
+        if pending == Pending::Lock {
+            let refusal = refusal.or_code(ResponseCode::InUse);
+            self.queue.with_buf(|out| reply::refusal(out, &refusal));
+            self.resume();
+            return;
+        }
+        let refusal = refusal.or_code(ResponseCode::Auth);
+        if refusal.code() != Some(ResponseCode::Auth) {
+            // LOGIN-DELAY, SYS/*: not a wrong password; answer now.
+            self.queue.with_buf(|out| reply::refusal(out, &refusal));
+            self.resume();
+            return;
+        }
+        self.auth_failures += 1;
+        let then_close = self.auth_failures >= self.config.max_auth_failures;
+        let delay = self.config.auth_failure_delay;
+        if delay.is_zero() {
+            self.send_auth_refusal(refusal, then_close);
+        } else {
+            // A tarpit: the -ERR is held, without any IO here.
+            self.state = State::AuthDelay {
+                until: self.now + delay,
+                refusal,
+                then_close,
+            };
+        }
+    }
+
+    /// The failed-login delay is over: send the held `-ERR`.
+    pub(super) fn end_auth_delay(&mut self) {
+        let state = std::mem::replace(&mut self.state, State::Command);
+        if let State::AuthDelay {
+            refusal,
+            then_close,
+            ..
+        } = state
+        {
+            self.send_auth_refusal(refusal, then_close);
+        }
+    }
+
+    fn send_auth_refusal(&mut self, refusal: Refusal, then_close: bool) {
+        if then_close {
+            self.close_with(CloseReason::TooManyAuthFailures, |out| {
+                reply::refusal(out, &refusal)
+            });
+        } else {
+            self.queue.with_buf(|out| reply::refusal(out, &refusal));
+            self.resume();
+        }
+    }
+
+    /// The TLS handshake that followed [`Event::StartTls`] succeeded.
+    ///
+    /// AUTHORIZATION starts over (RFC 2595 §4): the USER name and any
+    /// half-read input are forgotten, and no new greeting is sent.
+    pub fn handle_tls_established(&mut self, now: Instant) -> Result<(), UsageError> {
+        self.enter(now)?;
+        if !matches!(self.state, State::Tls) || self.queue.has_event(&Event::StartTls) {
+            return Err(UsageError::NoTlsNegotiation);
+        }
+        self.tls = true;
+        self.login = Login::Anonymous;
+        self.inbound = BytesMut::new();
+        self.lines.reset();
+        self.resume();
+        self.advance(&[]);
+        Ok(())
+    }
+}

@@ -2,15 +2,14 @@
 //! server, so they run in parallel.
 
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
-use pop3_driver::memory::MemoryStore;
+use pop3_driver::memory::{Fault, FaultPoint, MemoryStore};
 use pop3_proto::testing::{body_script, escape_bytes, message_of_size, normalize_body};
 use pop3_proto::{Config, Refusal};
 
-use crate::{Client, Fault, Launcher, Running, Spec, Step};
+use crate::{Client, Launcher, Running, Spec};
 
 const MSG1: &[u8] =
     b"From: a@example.org\r\nSubject: one\r\n\r\nHello\r\n.dot line\r\n..two dots\r\n";
@@ -101,8 +100,8 @@ pub fn rfc1939_session_with_apop<L: Launcher>() {
     assert!(c.closed().0);
     server.eventually("unlock", |s| s.locks() == (1, 1));
     assert!(server.store.messages("mrose").is_empty());
-    server.eventually("end hook", |s| !s.plan.ended.lock().unwrap().is_empty());
-    let end = server.plan.ended.lock().unwrap()[0].clone();
+    server.eventually("end hook", |s| !s.connections.ended().is_empty());
+    let end = server.connections.ended()[0].clone();
     assert_eq!(end.reason, pop3_proto::CloseReason::Quit);
     assert_eq!(end.user.as_deref(), Some("mrose"));
     assert_eq!(end.stats.commands, 8);
@@ -222,7 +221,7 @@ pub fn big_retr_streams_with_bounded_memory<L: Launcher>() {
     let first = c.exact(1 << 20);
     assert_eq!(&first[..], &body[..1 << 20]);
     std::thread::sleep(Duration::from_millis(300));
-    let pulled = server.plan.body_bytes_pulled.load(Ordering::SeqCst);
+    let pulled = server.store.body_bytes_pulled();
     // Socket buffers hold some megabytes; the rest must still be unread.
     assert!(
         pulled < (1 << 20) + (24 << 20),
@@ -326,7 +325,7 @@ pub fn connection_limit_rejects_and_keeps_serving<L: Launcher>() {
     assert!(d.closed().0);
 
     server
-        .plan
+        .connections
         .refuse_next_connection(Refusal::sys_perm("not from here"));
     // The limit is checked before the hook: while d's slot is still being
     // released, a connection may be turned away for the limit instead.
@@ -343,10 +342,8 @@ pub fn connection_limit_rejects_and_keeps_serving<L: Launcher>() {
     assert_eq!(ge, "-ERR [SYS/PERM] not from here");
     assert!(e.closed().0);
     let rejected = |s: &Running| {
-        s.plan
-            .ended
-            .lock()
-            .unwrap()
+        s.connections
+            .ended()
             .iter()
             .filter(|e| e.reason == pop3_proto::CloseReason::Rejected)
             .count()
@@ -416,17 +413,15 @@ pub fn stuck_handler_is_abandoned_at_shutdown<L: Launcher>() {
     let mut spec = Spec::new(config().build().unwrap(), demo_store());
     spec.shutdown_grace = Duration::from_millis(200);
     let mut server = launch::<L>(spec);
-    server.plan.inject(Step::Open, Fault::Hang);
+    server.store.inject(FaultPoint::Open, Fault::Hang);
     let mut c = Client::login(server.addr, "alice", "wonderland");
     c.send(b"RETR 1\r\n");
-    server.eventually("the handler is stuck in open", |s| {
-        s.plan.hanging.load(Ordering::SeqCst) == 1
-    });
+    server.eventually("the handler is stuck in open", |s| s.store.hanging() == 1);
     let started = Instant::now();
     assert!(server.stop(Duration::from_secs(30)), "serve did not return");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(server.locks(), (1, 1));
-    assert_eq!(server.plan.session_errors.load(Ordering::SeqCst), 1);
+    assert_eq!(server.store.session_errors(), 1);
     assert_eq!(server.store.messages("alice").len(), 3);
 }
 
@@ -436,12 +431,12 @@ pub fn stuck_handler_is_abandoned_at_shutdown<L: Launcher>() {
 pub fn handler_errors_at_each_request<L: Launcher>() {
     let server = launch::<L>(Spec::new(config().build().unwrap(), demo_store()));
     let internal = "-ERR [SYS/TEMP] internal server error, closing connection";
-    let cases: Vec<(Step, Fault)> = [
-        Step::Authenticate,
-        Step::Lock,
-        Step::Open,
-        Step::MidBody,
-        Step::Commit,
+    let cases: Vec<(FaultPoint, Fault)> = [
+        FaultPoint::Authenticate,
+        FaultPoint::Lock,
+        FaultPoint::Open,
+        FaultPoint::MidBody,
+        FaultPoint::Commit,
     ]
     .into_iter()
     .flat_map(|s| {
@@ -451,12 +446,12 @@ pub fn handler_errors_at_each_request<L: Launcher>() {
             (s, Fault::Panic),
         ]
     })
-    .filter(|(s, f)| !(*s == Step::MidBody && matches!(f, Fault::Refuse(_))))
+    .filter(|(s, f)| !(*s == FaultPoint::MidBody && matches!(f, Fault::Refuse(_))))
     .collect();
     let mut failures = 0;
     for (step, fault) in cases {
         let what = format!("{step:?}/{fault:?}");
-        server.plan.inject(step, fault.clone());
+        server.store.inject(step, fault.clone());
         let (mut c, _) = Client::greeted(server.addr);
         c.command("USER alice");
         let login = c.command("PASS wonderland");
@@ -465,7 +460,7 @@ pub fn handler_errors_at_each_request<L: Launcher>() {
             failures += 1;
         }
         match step {
-            Step::Authenticate | Step::Lock => {
+            FaultPoint::Authenticate | FaultPoint::Lock => {
                 if ends {
                     assert_eq!(login, internal, "{what}");
                     assert!(c.closed().0, "{what}");
@@ -475,11 +470,11 @@ pub fn handler_errors_at_each_request<L: Launcher>() {
                     c.command("QUIT");
                 }
             }
-            Step::Open | Step::MidBody => {
+            FaultPoint::Open | FaultPoint::MidBody => {
                 assert!(login.starts_with("+OK"), "{what}: {login}");
                 assert_eq!(c.command("DELE 2"), "+OK message 2 deleted");
                 let retr = c.command("RETR 1");
-                if step == Step::MidBody {
+                if step == FaultPoint::MidBody {
                     assert!(retr.starts_with("+OK"), "{what}");
                     let (closed, rest) = c.closed();
                     assert!(closed, "{what}");
@@ -497,7 +492,7 @@ pub fn handler_errors_at_each_request<L: Launcher>() {
                     c.command("QUIT");
                 }
             }
-            Step::Commit => {
+            FaultPoint::Commit => {
                 assert!(login.starts_with("+OK"), "{what}: {login}");
                 assert_eq!(c.command("DELE 2"), "+OK message 2 deleted");
                 let quit = c.command("QUIT");
@@ -521,7 +516,7 @@ pub fn handler_errors_at_each_request<L: Launcher>() {
         );
     }
     server.eventually("session_error calls", |s| {
-        s.plan.session_errors.load(Ordering::SeqCst) == failures
+        s.store.session_errors() == failures
     });
     // Still serving after all those panics.
     let mut c = Client::login(server.addr, "alice", "wonderland");

@@ -10,29 +10,54 @@
 
 pub mod checks;
 mod client;
-mod handler;
 
 pub use client::Client;
-pub use handler::{ChunkedBody, Fault, Plan, Step, TestHandler};
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pop3_driver::memory::MemoryStore;
-use pop3_driver::{ConnectionInfo, Service, Shutdown};
+use pop3_driver::memory::{MemoryHandler, MemoryStore};
+use pop3_driver::{ConnectionInfo, Service, SessionEnd, Shutdown};
 use pop3_proto::{Config, Refusal};
+
+/// What the suite adds around the store: connection refusals for the
+/// connection hook, and how sessions ended, from the service's end hook.
+#[derive(Debug, Default)]
+pub struct Connections {
+    refuse_next: Mutex<Option<Refusal>>,
+    ended: Mutex<Vec<SessionEnd>>,
+}
+
+impl Connections {
+    /// Makes the connection hook refuse the next connection.
+    pub fn refuse_next_connection(&self, refusal: Refusal) {
+        *self.refuse_next.lock().unwrap() = Some(refusal);
+    }
+
+    /// How sessions ended so far (rejected connections included), in order.
+    pub fn ended(&self) -> Vec<SessionEnd> {
+        self.ended.lock().unwrap().clone()
+    }
+
+    fn take_refusal(&self) -> Option<Refusal> {
+        self.refuse_next.lock().unwrap().take()
+    }
+
+    fn record(&self, end: &SessionEnd) {
+        self.ended.lock().unwrap().push(end.clone());
+    }
+}
 
 /// What a test server should be.
 pub struct Spec {
     /// Session configuration.
     pub config: Config,
-    /// The mail.
+    /// The mail, its injected faults and its counters.
     pub store: MemoryStore,
-    /// Faults and counters shared by its handlers.
-    pub plan: Arc<Plan>,
+    /// Connection refusals and session ends.
+    pub connections: Arc<Connections>,
     /// Connection cap.
     pub max_connections: Option<usize>,
     /// Grace period of a graceful shutdown.
@@ -42,37 +67,36 @@ pub struct Spec {
 impl Spec {
     /// A server with `config` over `store`, handing out 64 KiB body chunks.
     pub fn new(config: Config, store: MemoryStore) -> Self {
-        let plan = Arc::new(Plan::default());
-        plan.chunk.store(64 * 1024, Ordering::SeqCst);
+        store.set_chunk_size(64 * 1024);
         Self {
             config,
             store,
-            plan,
+            connections: Arc::default(),
             max_connections: None,
             shutdown_grace: Duration::from_secs(30),
         }
     }
 
-    /// The service to serve. Its connection hook makes a [`TestHandler`]
-    /// per connection, unless the plan says to refuse the next one, and
+    /// The service to serve. Its connection hook hands out the store's
+    /// handler per connection, unless told to refuse the next one, and
     /// checks that the adapter passes the peer address.
     pub fn service(&self) -> TestService {
         let store = self.store.clone();
-        let plan = self.plan.clone();
+        let connections = self.connections.clone();
         let hook: Hook = Box::new(move |info| {
             assert!(
                 info.peer.is_some_and(|p| p.ip().is_loopback()),
                 "peer address: {info:?}"
             );
-            match plan.take_connection_refusal() {
+            match connections.take_refusal() {
                 Some(refusal) => Err(refusal),
-                None => Ok(TestHandler::new(&store, plan.clone())),
+                None => Ok(store.handler()),
             }
         });
-        let ends = self.plan.clone();
+        let ends = self.connections.clone();
         let mut service = Service::new(self.config.clone(), hook)
             .shutdown_grace(self.shutdown_grace)
-            .on_session_end(move |_info, end| ends.ended.lock().unwrap().push(end.clone()));
+            .on_session_end(move |_info, end| ends.record(end));
         if let Some(max) = self.max_connections {
             service = service.max_connections(max);
         }
@@ -80,7 +104,7 @@ impl Spec {
     }
 }
 
-type Hook = Box<dyn Fn(&ConnectionInfo) -> Result<TestHandler, Refusal> + Send + Sync>;
+type Hook = Box<dyn Fn(&ConnectionInfo) -> Result<MemoryHandler, Refusal> + Send + Sync>;
 
 /// The service type every adapter serves in the suite.
 pub type TestService = Service<Hook>;
@@ -108,10 +132,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Its shutdown signal.
     pub shutdown: Shutdown,
-    /// The plan its handlers follow.
-    pub plan: Arc<Plan>,
-    /// The mail.
+    /// The mail, its injected faults and its counters.
     pub store: MemoryStore,
+    /// Connection refusals and session ends.
+    pub connections: Arc<Connections>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -120,8 +144,8 @@ impl Running {
         Self {
             addr,
             shutdown,
-            plan: spec.plan.clone(),
             store: spec.store.clone(),
+            connections: spec.connections.clone(),
             thread: Some(thread),
         }
     }
@@ -153,10 +177,7 @@ impl Running {
 
     /// Locks taken and released so far.
     pub fn locks(&self) -> (usize, usize) {
-        (
-            self.plan.locks.load(Ordering::SeqCst),
-            self.plan.unlocks.load(Ordering::SeqCst),
-        )
+        (self.store.locks(), self.store.unlocks())
     }
 }
 

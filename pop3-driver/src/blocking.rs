@@ -28,6 +28,11 @@ pub trait Transport {
     /// with `TimedOut` if `deadline` passes first.
     fn write(&mut self, segments: &[Bytes], deadline: Option<Instant>) -> io::Result<()>;
 
+    /// Waits until `until` (by this transport's clock).
+    fn sleep_until(&mut self, until: Instant) {
+        std::thread::sleep(until.saturating_duration_since(self.now()));
+    }
+
     /// True if [`start_tls`](Self::start_tls) can work (a server certificate is set up).
     fn can_start_tls(&self) -> bool {
         false
@@ -132,8 +137,7 @@ pub fn drive<T: Transport, H: Handler>(
                 procedure.read(transport.now(), outcome, &buf);
             }
             Step::Sleep { until, .. } => {
-                let wait = until.saturating_duration_since(transport.now());
-                std::thread::sleep(wait);
+                transport.sleep_until(until);
                 procedure.woke(transport.now());
             }
             Step::Done(end) => return end,

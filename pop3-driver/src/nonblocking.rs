@@ -159,15 +159,13 @@ where
     }
     // No new connections during the grace period.
     drop(acceptor);
-    for (wait, next_stage) in [
-        (service.grace(), Shutdown::abort as fn(&Shutdown)),
-        (ABORT_WAIT, Shutdown::cancel),
-        (ABORT_WAIT, |_: &Shutdown| {}),
-    ] {
+    for (wait, next) in service.shutdown_stages() {
         if within(runtime, wait, service.all_closed()).await {
             return;
         }
-        next_stage(&shutdown);
+        if let Some(stage) = next {
+            shutdown.raise_to(stage);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use event_listener::{Event, Listener as _};
 use pop3_proto::{Config, Greeting, Output, Refusal, Session};
 
 use crate::procedure::Procedure;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, Stage};
 use crate::SessionEnd;
 
 /// What is known about a new connection when the hook is asked about it.
@@ -155,6 +155,17 @@ where
     /// Sessions running now.
     pub fn live_sessions(&self) -> usize {
         self.inner.live.count.load(Ordering::Acquire)
+    }
+
+    /// The stages of a shutdown once the listener is closed, for every
+    /// adapter: wait this long for sessions to close, and if some are still
+    /// live, raise the shutdown to that stage (`None`: give up waiting).
+    pub fn shutdown_stages(&self) -> [(Duration, Option<Stage>); 3] {
+        [
+            (self.inner.shutdown_grace, Some(Stage::Abort)),
+            (crate::ABORT_WAIT, Some(Stage::Cancel)),
+            (crate::ABORT_WAIT, None),
+        ]
     }
 
     /// The grace period of a graceful shutdown.

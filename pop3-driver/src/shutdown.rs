@@ -86,6 +86,11 @@ impl Shutdown {
         self.0.state.load(Ordering::Acquire) >= CANCELLED
     }
 
+    /// Raises the shutdown to `stage` (never lowers it).
+    pub fn raise_to(&self, stage: Stage) {
+        self.raise(stage.level());
+    }
+
     /// True once the shutdown has reached `stage`.
     pub fn has_reached(&self, stage: Stage) -> bool {
         self.0.state.load(Ordering::Acquire) >= stage.level()

@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pop3_driver::blocking::{self, Transport};
-use pop3_driver::{AcceptBackoff, ReadOutcome, SegmentCursor, ABORT_WAIT, MAX_IO_SLICES};
+use pop3_driver::{AcceptBackoff, ReadOutcome, SegmentCursor, MAX_IO_SLICES};
 
 pub use pop3_driver::{
     memory, proto, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, NewHandler,
@@ -145,12 +145,16 @@ where
     }
     drop(listener);
     let _ = waker.join();
-    if !service.wait_all_closed(Instant::now() + service.grace()) {
-        shutdown.abort();
+    for (wait, next) in service.shutdown_stages() {
+        if service.wait_all_closed(Instant::now() + wait) {
+            break;
+        }
+        let Some(stage) = next else { break };
+        shutdown.raise_to(stage);
+        // Threads cannot be cancelled; their blocked IO can be cut.
         for stream in lock(&open).values() {
             let _ = stream.shutdown(Both::Both);
         }
-        service.wait_all_closed(Instant::now() + ABORT_WAIT);
     }
     Ok(())
 }

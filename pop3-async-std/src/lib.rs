@@ -152,7 +152,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
             let mut cursor = SegmentCursor::new(segments);
             while !cursor.is_done() {
                 let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-                let n = self.stream.write_vectored(cursor.io_slices(&mut slices)).await?;
+                let n = self
+                    .stream
+                    .write_vectored(cursor.io_slices(&mut slices))
+                    .await?;
                 if n == 0 {
                     return Err(io::ErrorKind::WriteZero.into());
                 }

@@ -1,12 +1,42 @@
 //! Runtime-neutral glue between [`pop3_proto`] and a runtime: the handler
 //! traits a mail store implements, the [`Service`] every adapter serves
 //! (configuration, connection hook, connection limit, shutdown), and the
-//! two drive loops (blocking and async) plus the async accept loop, each
-//! written once over a minimal transport.
+//! one drive procedure.
+//!
+//! # One drive procedure, two thin loops
+//!
+//! What to do next for a connection is decided once, sans-IO, by
+//! [`Procedure::next`]: write these bytes by this deadline, call the
+//! handler, pull a body chunk, start TLS, release the lock, report an
+//! internal error, read with this deadline, sleep until, done. The
+//! blocking loop ([`blocking::drive`]) and the async loop
+//! ([`nonblocking::drive`]) only perform the [`Step`] it names and report
+//! the outcome; they hold no state and make no decision. The procedure
+//! turns outcomes into session input and handler results into answers,
+//! fails a session whose body source is gone (never a cut message ended
+//! with `.`), and applies the [`Shutdown`] stages.
+//!
+//! ```
+//! use std::time::Instant;
+//! use pop3_driver::{Procedure, Shutdown, Step};
+//! use pop3_proto::{Config, Greeting, Session};
+//!
+//! let now = Instant::now();
+//! let session = Session::new(Config::builder().build()?.into(), Greeting { nonce: 1, unix_time: 1 }, now);
+//! let mut procedure: Procedure<()> = Procedure::new(session, Shutdown::new());
+//! // The greeting comes first, with its write deadline.
+//! let Step::Write(greeting) = procedure.next(now) else { unreachable!() };
+//! assert!(greeting.to_vec().starts_with(b"+OK"));
+//! procedure.written(now, greeting, Ok(()));
+//! // Then the peer: read until the idle deadline.
+//! assert!(matches!(procedure.next(now), Step::Read { deadline: Some(_), .. }));
+//! # Ok::<(), pop3_proto::ConfigError>(())
+//! ```
 //!
 //! Users normally meet this crate through `pop3-std`, `pop3-tokio` or
 //! `pop3-async-std`, which re-export what they need. It reads the clock only
-//! through the transport, so tests with paused time work.
+//! through the transport, so tests with paused or fake time work
+//! (`tests/procedure.rs` drives sessions over a fake transport and clock).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -24,11 +54,11 @@ pub use handler::{
     AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReaderBody,
     DEFAULT_CHUNK,
 };
-pub use service::{fresh_greeting, AcceptBackoff, ConnectionInfo, NewHandler, Service};
+pub use pop3_proto as proto;
 pub use procedure::{Procedure, Step};
 pub use segments::{SegmentCursor, MAX_IO_SLICES};
+pub use service::{fresh_greeting, AcceptBackoff, ConnectionInfo, NewHandler, Service};
 pub use shutdown::{Shutdown, Stage};
-pub use pop3_proto as proto;
 
 use pop3_proto::{CloseReason, Session, SessionStats};
 

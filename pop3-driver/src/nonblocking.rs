@@ -206,9 +206,7 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
         match procedure.next(transport.now()) {
             Step::Write(t) => {
                 let write = async { transport.write(t.segments(), t.deadline()).await };
-                let result = write
-                    .or(stage(shutdown, Stage::Abort, aborted_io()))
-                    .await;
+                let result = write.or(stage(shutdown, Stage::Abort, aborted_io())).await;
                 procedure.written(transport.now(), t, result);
             }
             Step::Call(Request::Authenticate { user, credential }) => {
@@ -255,9 +253,8 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                 procedure.unlocked(transport.now());
             }
             Step::Report(error) => {
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    handler.session_error(&error)
-                }));
+                let _ =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| handler.session_error(&error)));
             }
             Step::Read { deadline, wake_on } => {
                 let read = async { Some(transport.read(&mut buf, deadline).await) };

@@ -59,7 +59,11 @@ impl<'a> SegmentCursor<'a> {
     }
 
     fn skip_empty(&mut self) {
-        while self.segments.first().is_some_and(|s| s.len() == self.offset) {
+        while self
+            .segments
+            .first()
+            .is_some_and(|s| s.len() == self.offset)
+        {
             self.segments = &self.segments[1..];
             self.offset = 0;
         }

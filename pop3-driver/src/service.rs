@@ -183,7 +183,12 @@ where
 
     /// Decides what to do with a new connection, at time `now`, over a
     /// transport that can (or cannot) start TLS.
-    pub(crate) fn admit<B>(&self, info: &ConnectionInfo, now: Instant, tls: bool) -> Admission<H, B> {
+    pub(crate) fn admit<B>(
+        &self,
+        info: &ConnectionInfo,
+        now: Instant,
+        tls: bool,
+    ) -> Admission<H, B> {
         let inner = &*self.inner;
         let reject = |refusal: &Refusal| {
             let mut session = Session::reject(inner.config.clone(), refusal, now);
@@ -196,7 +201,9 @@ where
         };
         if inner.config.stls() && !tls {
             // Never offer STLS and then drop the client at the handshake.
-            return reject(&Refusal::sys_perm("STLS is configured but TLS is not available"));
+            return reject(&Refusal::sys_perm(
+                "STLS is configured but TLS is not available",
+            ));
         }
         if inner.shutdown.is_begun() {
             return reject(&Refusal::sys_temp("server shutting down"));
@@ -382,6 +389,26 @@ mod tests {
         assert_eq!(b.on_error(&emfile), Duration::from_millis(5));
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
         assert_eq!(b.on_error(&reset), Duration::ZERO);
+    }
+
+    #[test]
+    fn stls_needs_a_transport_that_can_start_tls() {
+        let config = Config::builder().stls(true).build().unwrap();
+        let service = Service::new(config, |_: &ConnectionInfo| Ok(()));
+        assert!(service.check_transport(false).is_err());
+        assert!(service.check_transport(true).is_ok());
+        let info = ConnectionInfo::new(None, None);
+        match service.admit::<()>(&info, Instant::now(), false) {
+            Admission::Reject(b) => assert_eq!(
+                &b[..],
+                b"-ERR [SYS/PERM] STLS is configured but TLS is not available\r\n"
+            ),
+            Admission::Serve { .. } => panic!("STLS offered without TLS"),
+        }
+        assert!(matches!(
+            service.admit::<()>(&info, Instant::now(), true),
+            Admission::Serve { .. }
+        ));
     }
 
     #[test]

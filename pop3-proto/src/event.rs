@@ -7,7 +7,7 @@ use crate::apop::ApopCredential;
 use crate::maildrop::MessageRef;
 use crate::secret::Secret;
 
-/// Something the driver must act on, from [`Session::poll_event`](crate::Session::poll_event).
+/// Something the driver must act on, from [`Session::poll_output`](crate::Session::poll_output).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "a request left unanswered stalls the session"]
 pub enum Event {
@@ -17,7 +17,7 @@ pub enum Event {
     /// high-water mark: call `push_body` with the next chunk, or `end_body`
     /// at the end of the message. Returned again until one of them is called.
     NeedBody,
-    /// The `+OK` to STLS has been taken from `poll_transmit`: run the TLS
+    /// The `+OK` to STLS has been written (its transmit given back): run the TLS
     /// handshake as server, then call `handle_tls_established`. On a failed
     /// handshake, drop the connection.
     StartTls,

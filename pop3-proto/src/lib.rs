@@ -16,32 +16,40 @@
 //!
 //! # The driving contract
 //!
-//! 1. Create a [`Session`] when a connection is accepted.
-//! 2. Drain output: call [`Session::poll_transmit`] until it returns `None`,
-//!    writing every buffer to the peer in order, each by the deadline
-//!    [`Session::poll_timeout`] gives (a peer that stops reading is cut off).
-//! 3. Take one [`Event`] from [`Session::poll_event`] and act on it: answer a
-//!    [`Request`], push a body chunk on [`Event::NeedBody`], start TLS on
-//!    [`Event::StartTls`], release the maildrop lock on [`Event::Unlock`], or
-//!    close the connection on [`Event::Closed`]. Then go back to step 2.
-//! 4. When there is no event, wait for the peer: if
-//!    [`Session::wants_input`], read with [`Session::poll_timeout`] as the
-//!    deadline and pass the bytes to [`Session::handle_input`]; at end of
-//!    stream call [`Session::handle_eof`] (commands already received are
-//!    still answered); when reading or writing fails call
-//!    [`Session::handle_connection_lost`]; when the deadline passes call
-//!    [`Session::handle_timeout`]. Then go back to step 2.
+//! 1. Create a [`Session`] when a connection is accepted, with a
+//!    [`Greeting`] whose nonce is unique to the connection.
+//! 2. Call [`Session::poll_output`] and act on the [`Output`], then poll
+//!    again. Outputs come in the order the driver must act on them:
+//!    - [`Output::Transmit`]: write all its segments to the peer by its
+//!      [`deadline`](Transmit::deadline), then give it back with
+//!      [`Session::handle_written`]. Until then the session has nothing
+//!      else to hand out.
+//!    - [`Output::Event`]: answer a [`Request`], push a body chunk on
+//!      [`Event::NeedBody`] (or end the body; [`Session::fail`] if the
+//!      message cannot be read), run the TLS handshake on
+//!      [`Event::StartTls`], release the maildrop lock on [`Event::Unlock`],
+//!      or close the connection on [`Event::Closed`], which is always last.
+//!    - [`Output::Wait`]: nothing to do until the peer or the clock moves.
+//!      If [`Wait::read`], read from the peer and pass the bytes to
+//!      [`Session::handle_input`]; at end of stream call
+//!      [`Session::handle_eof`] (commands already received are still
+//!      answered). At [`Wait::deadline`] call [`Session::handle_timeout`].
+//!      A wait without `read` is not the end of the stream: the input
+//!      buffer is full, a TLS handshake or a write is under way, or a
+//!      request is with the handler.
+//! 3. When reading or writing fails, call [`Session::handle_connection_lost`];
+//!    when a write misses its deadline, [`Session::handle_timeout`].
 //!
-//! Needing more input is not an error: the session simply has no output and
-//! no event. `Result`s report only the caller's mistakes ([`UsageError`]),
-//! such as an answer that does not fit the pending request; those change
-//! nothing. A peer's bad input becomes an `-ERR` reply or a [`CloseReason`].
+//! Needing more input is not an error: the session simply waits. `Result`s
+//! report only the caller's mistakes ([`UsageError`]), such as an answer that
+//! does not fit the pending request; those change nothing. A peer's bad input
+//! becomes an `-ERR` reply or a [`CloseReason`].
 //!
 //! One command is handled at a time. While a request is with the handler,
-//! further pipelined input waits in a bounded buffer and
-//! [`Session::wants_input`] turns false when it is full. Bodies are pulled
-//! chunk by chunk only while the output is below a high-water mark, so a huge
-//! message costs a small, bounded amount of memory.
+//! further pipelined input waits in a bounded buffer and the session stops
+//! asking for reads when it is full. Bodies are pulled chunk by chunk only
+//! while the output is below a high-water mark, so a huge message costs a
+//! small, bounded amount of memory.
 //!
 //! # Example
 //!
@@ -49,33 +57,41 @@
 //! from a script in deliberately odd-sized pieces:
 //!
 //! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
 //! use std::{sync::Arc, time::Instant};
 //! use bytes::Bytes;
 //! use pop3_proto::{
-//!     CloseReason, Config, Credential, Event, Greeting, Maildrop, MessageInfo, Refusal,
-//!     Request, Session, Uid,
+//!     CloseReason, Config, Credential, Event, Greeting, Maildrop, MessageInfo, Output, Refusal,
+//!     Request, Session, Uid, Wait,
 //! };
+//!
+//! // The APOP timestamp must differ for every connection: a counter (or a
+//! // random number) per connection, never a constant.
+//! static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
 //!
 //! let messages: [&[u8]; 2] = [
 //!     b"Subject: one\r\n\r\n.first line starts with a dot\r\n",
 //!     b"Subject: two\r\n\r\nbye\r\n",
 //! ];
 //! let config = Arc::new(Config::builder().hostname("mail.example").build()?);
-//! let mut session = Session::new(config, Greeting { nonce: 7, unix_time: 0 }, Instant::now());
+//! let greeting = Greeting { nonce: CONNECTIONS.fetch_add(1, Ordering::Relaxed), unix_time: 0 };
+//! let mut session = Session::new(config, greeting, Instant::now());
 //!
 //! let mut peer: &[u8] = b"USER alice\r\nPASS open sesame\r\nSTAT\r\nRETR 1\r\nDELE 2\r\nQUIT\r\n";
 //! let mut sent = Vec::new();
 //! let mut body: Option<&[u8]> = None;
 //! let mut deleted = Vec::new();
 //! loop {
-//!     // 2. Write out everything the session has to say.
-//!     while let Some(bytes) = session.poll_transmit(Instant::now()) {
-//!         sent.extend_from_slice(&bytes);
-//!     }
-//!     // 3. Handle one event, then drain output again.
-//!     if let Some(event) = session.poll_event() {
-//!         let now = Instant::now();
-//!         match event {
+//!     let now = Instant::now();
+//!     match session.poll_output(now) {
+//!         Output::Transmit(transmit) => {
+//!             // A real driver writes the segments with one vectored write.
+//!             for segment in transmit.segments() {
+//!                 sent.extend_from_slice(segment);
+//!             }
+//!             session.handle_written(now, transmit)?;
+//!         }
+//!         Output::Event(event) => match event {
 //!             Event::Request(Request::Authenticate { user, credential }) => match credential {
 //!                 Credential::Password(p) if user == "alice" && p.expose() == b"open sesame" => {
 //!                     session.accept_login(now)?
@@ -109,16 +125,18 @@
 //!                 assert_eq!(reason, CloseReason::Quit);
 //!                 break;
 //!             }
+//!         },
+//!         // Read from the peer (here: the next 5 bytes of the script).
+//!         Output::Wait(Wait { read: true, .. }) if !peer.is_empty() => {
+//!             let n = peer.len().min(5);
+//!             session.handle_input(now, &peer[..n])?;
+//!             peer = &peer[n..];
 //!         }
-//!         continue;
-//!     }
-//!     // 4. Wait for the peer (here: the next 5 bytes of the script).
-//!     if session.wants_input() && !peer.is_empty() {
-//!         let n = peer.len().min(5);
-//!         session.handle_input(Instant::now(), &peer[..n])?;
-//!         peer = &peer[n..];
-//!     } else {
-//!         session.handle_eof(Instant::now());
+//!         Output::Wait(Wait { read: true, .. }) => session.handle_eof(now),
+//!         // Not reading: sleep until the deadline (a real driver also
+//!         // watches the handler and the TLS handshake meanwhile).
+//!         Output::Wait(Wait { deadline: Some(at), .. }) => session.handle_timeout(at),
+//!         Output::Wait(_) => unreachable!("every request is answered at once"),
 //!     }
 //! }
 //! let sent = String::from_utf8(sent)?;
@@ -160,7 +178,7 @@ pub use config::{
 pub use error::{ConfigError, UsageError};
 pub use event::{CloseReason, Credential, Event, Request};
 pub use maildrop::{Maildrop, MaildropError, MessageInfo, MessageRef, Uid};
+pub use output::{Output, Transmit, Wait};
 pub use reply::{Refusal, ResponseCode};
 pub use secret::Secret;
-pub use output::{Output, Transmit, Wait};
 pub use session::{Phase, Session, SessionStats};

@@ -108,7 +108,10 @@ fn refused_commit(refusal: Refusal) -> (Harness, String) {
 fn refused_commit_deletes_nothing_and_says_so() {
     // Without text: RFC 1939 §6's wording, with the default code.
     let (_, farewell) = refused_commit(Refusal::new(""));
-    assert_eq!(farewell, "-ERR [SYS/TEMP] some deleted messages not removed\r\n");
+    assert_eq!(
+        farewell,
+        "-ERR [SYS/TEMP] some deleted messages not removed\r\n"
+    );
     // With text and no code: the text, with the default code.
     let (_, farewell) = refused_commit(Refusal::new("disk full"));
     assert_eq!(farewell, "-ERR [SYS/TEMP] disk full\r\n");
@@ -302,7 +305,10 @@ fn fail_mid_body_never_ends_the_body_with_a_dot() {
     assert_eq!(h.steps(), [Step::Event(Event::NeedBody)]);
     // A whole first line, so a `.` would look like a clean end.
     h.session
-        .push_body(h.now, Bytes::from_static(b"Subject: cut\r\n\r\nfirst line\r\n"))
+        .push_body(
+            h.now,
+            Bytes::from_static(b"Subject: cut\r\n\r\nfirst line\r\n"),
+        )
         .unwrap();
     assert_eq!(h.steps(), [Step::Event(Event::NeedBody)]);
     h.session.fail(h.now).unwrap();

@@ -10,8 +10,8 @@ use pop3_proto::testing::{
     escape_bytes, message_of_size, Harness, MemoryStore, Step, StoredMessage,
 };
 use pop3_proto::{
-    CloseReason, Config, Event, Greeting, Maildrop, MessageInfo, Output, Request, Session,
-    Transmit, Uid, Wait,
+    CloseReason, Config, Event, Greeting, Maildrop, MessageInfo, Output, Refusal, Request, Session,
+    Transmit, Uid, UsageError, Wait,
 };
 use proptest::prelude::*;
 
@@ -531,5 +531,361 @@ proptest! {
         prop_assert_eq!(h.deadline(), Some(h.now + pop3_proto::MIN_IDLE_TIMEOUT));
         h.command("CAPA");
         prop_assert!(h.take_sent().starts_with("+OK"));
+    }
+}
+
+// ---- never stuck ----
+
+/// A driver that does everything in an arbitrary order: reads, polls,
+/// completes writes, answers requests late (or refuses, or fails them),
+/// moves the clock, hangs up, loses the connection, shuts down. It checks
+/// every output against the contract as it goes.
+struct Juggler {
+    session: Session,
+    now: Instant,
+    input: Vec<u8>,
+    at: usize,
+    chunk: usize,
+    body: Option<(Bytes, usize)>,
+    in_flight: Option<Transmit>,
+    /// The transmit in flight may have been voided (timeout, lost link).
+    void_flight: bool,
+    /// A request or StartTls taken and not answered yet.
+    outstanding: Option<Event>,
+    /// The `Closed` event was taken.
+    closed: bool,
+    granted: u32,
+    unlocks: u32,
+}
+
+/// `Wait { read: false, deadline: None }`.
+const NOTHING: Wait = Wait {
+    read: false,
+    deadline: None,
+};
+
+impl Juggler {
+    fn new(config: Config, input: Vec<u8>, chunk: usize) -> Self {
+        let now = Instant::now();
+        let greeting = Greeting {
+            nonce: 7,
+            unix_time: 0,
+        };
+        Self {
+            session: Session::new(Arc::new(config), greeting, now),
+            now,
+            input,
+            at: 0,
+            chunk,
+            body: None,
+            in_flight: None,
+            void_flight: false,
+            outstanding: None,
+            closed: false,
+            granted: 0,
+            unlocks: 0,
+        }
+    }
+
+    fn read(&mut self, size: usize) -> bool {
+        if !self.session.wants_input() || self.at == self.input.len() {
+            return false;
+        }
+        let n = size.clamp(1, 4096).min(self.input.len() - self.at);
+        self.session
+            .handle_input(self.now, &self.input[self.at..self.at + n])
+            .expect("input wanted");
+        self.at += n;
+        true
+    }
+
+    fn write(&mut self) -> bool {
+        let Some(t) = self.in_flight.take() else {
+            return false;
+        };
+        match self.session.handle_written(self.now, t) {
+            Ok(()) => {}
+            Err(UsageError::NothingInFlight) if self.void_flight => {}
+            Err(e) => panic!("handle_written: {e}"),
+        }
+        self.void_flight = false;
+        true
+    }
+
+    /// Polls once and checks the output against the contract. Returns the
+    /// wait, if it was one.
+    fn poll(&mut self) -> Result<Option<Wait>, TestCaseError> {
+        let out = self.session.poll_output(self.now);
+        if self.closed {
+            // Closed is the last output ever.
+            prop_assert!(
+                matches!(out, Output::Wait(NOTHING)),
+                "output after Closed: {:?}",
+                out
+            );
+        }
+        match out {
+            Output::Transmit(t) => {
+                prop_assert!(
+                    self.in_flight.is_none(),
+                    "a second transmit while one is out"
+                );
+                prop_assert!(
+                    self.outstanding.is_none(),
+                    "a transmit while {:?} is out",
+                    self.outstanding
+                );
+                prop_assert!(!t.is_empty());
+                prop_assert!(t.deadline().is_some(), "a write without a deadline");
+                self.in_flight = Some(t);
+                Ok(None)
+            }
+            Output::Event(Event::NeedBody) => {
+                self.need_body();
+                Ok(None)
+            }
+            Output::Event(Event::Closed(_)) => {
+                // A handshake under way is abandoned (end of stream, timeout,
+                // lost link); a request with the handler never is.
+                if self.outstanding == Some(Event::StartTls) {
+                    self.outstanding = None;
+                }
+                prop_assert!(
+                    self.outstanding.is_none(),
+                    "closed with {:?} out",
+                    self.outstanding
+                );
+                prop_assert_eq!(self.unlocks, self.granted, "closed without an unlock");
+                self.closed = true;
+                Ok(None)
+            }
+            Output::Event(Event::Unlock) => {
+                self.unlocks += 1;
+                prop_assert!(self.unlocks <= self.granted, "unlock without a lock");
+                Ok(None)
+            }
+            Output::Event(e) => {
+                prop_assert!(
+                    self.outstanding.is_none(),
+                    "{:?} while {:?} is out",
+                    e,
+                    self.outstanding
+                );
+                self.outstanding = Some(e);
+                Ok(None)
+            }
+            Output::Wait(w) => {
+                if w.read {
+                    prop_assert!(self.session.wants_input());
+                }
+                if w == NOTHING {
+                    // Never stuck with nothing to do: either over, or
+                    // waiting on the driver for an answer.
+                    prop_assert!(
+                        self.session.is_closed() || self.outstanding.is_some(),
+                        "stuck: waiting for nothing, nothing outstanding (in flight: {})",
+                        self.in_flight.is_some()
+                    );
+                }
+                Ok(Some(w))
+            }
+        }
+    }
+
+    fn need_body(&mut self) {
+        let now = self.now;
+        let (body, at) = self.body.as_mut().expect("a body is open");
+        let s = &mut self.session;
+        if *at >= body.len() {
+            self.body = None;
+            s.end_body(now).unwrap();
+        } else {
+            let end = (*at + self.chunk).min(body.len());
+            let piece = body.slice(*at..end);
+            *at = end;
+            if s.push_body(now, piece).unwrap() == pop3_proto::BodyProgress::Complete {
+                self.body = None;
+            }
+        }
+    }
+
+    /// Answers what is outstanding; `how` picks accept, refuse or fail.
+    fn answer(&mut self, how: u16) -> bool {
+        let Some(event) = self.outstanding.take() else {
+            return false;
+        };
+        let now = self.now;
+        let s = &mut self.session;
+        let fail = how % 13 == 0;
+        let refuse = how % 4 == 1;
+        let result = match event {
+            _ if fail && event != Event::StartTls => s.fail(now),
+            Event::Request(Request::Authenticate { .. }) if refuse => {
+                s.refuse(now, Refusal::auth("no"))
+            }
+            Event::Request(Request::Authenticate { .. }) => s.accept_login(now),
+            Event::Request(Request::Lock { .. }) if refuse => s.refuse(now, Refusal::new("busy")),
+            Event::Request(Request::Lock { .. }) => {
+                let listing = messages().into_iter().map(|m| MessageInfo {
+                    size: pop3_proto::testing::normalize_body(&m.body).len() as u64,
+                    uid: Uid::new(m.uid).unwrap(),
+                });
+                self.granted += 1;
+                s.grant_maildrop(now, Maildrop::new(listing).unwrap())
+            }
+            Event::Request(Request::Retrieve { .. }) if refuse => {
+                s.refuse(now, Refusal::sys_perm("gone"))
+            }
+            Event::Request(Request::Retrieve { message, .. }) => {
+                let body = messages()[message.number as usize - 1].body.clone();
+                self.body = Some((Bytes::from(body), 0));
+                s.begin_body(now)
+            }
+            Event::Request(Request::Commit { .. }) if refuse => {
+                s.refuse(now, Refusal::sys_temp("disk full"))
+            }
+            Event::Request(Request::Commit { .. }) => s.commit_done(now),
+            Event::StartTls => match s.handle_tls_established(now) {
+                // The peer hung up or the deadline passed during the handshake.
+                Err(UsageError::Closed) => Ok(()),
+                other => other,
+            },
+            other => unreachable!("{other:?} is never outstanding"),
+        };
+        result.expect("an answer to the outstanding request fits");
+        true
+    }
+
+    fn timeout(&mut self, to: Instant) -> Result<(), TestCaseError> {
+        self.now = self.now.max(to);
+        self.void_flight |= self.in_flight.is_some();
+        self.session.handle_timeout(self.now);
+        // A deadline that passed has been acted on: none is due any more.
+        loop {
+            match self.poll()? {
+                Some(w) => {
+                    if let Some(d) = w.deadline {
+                        prop_assert!(
+                            d > self.now,
+                            "deadline {:?} not after the timeout",
+                            d - self.now
+                        );
+                    }
+                    return Ok(());
+                }
+                None if self.in_flight.is_some() || self.outstanding.is_some() => return Ok(()),
+                None => {}
+            }
+        }
+    }
+
+    fn run(&mut self, schedule: &[(u8, u16)]) -> Result<(), TestCaseError> {
+        let mut last_wait: Option<Wait> = None;
+        for &(what, size) in schedule.iter().cycle().take(schedule.len() * 20) {
+            match what % 16 {
+                0..=3 => {
+                    self.read(usize::from(size));
+                }
+                4..=5 => {
+                    self.write();
+                }
+                6..=9 => {
+                    if let Some(w) = self.poll()? {
+                        last_wait = Some(w);
+                    }
+                }
+                10..=11 => {
+                    self.answer(size);
+                }
+                12 => {
+                    let to = match last_wait.and_then(|w| w.deadline) {
+                        Some(d) if size % 2 == 0 => d,
+                        _ => self.now + Duration::from_millis(u64::from(size)),
+                    };
+                    self.timeout(to)?;
+                }
+                13 if size % 8 == 0 => self.session.handle_eof(self.now),
+                14 if size % 16 == 0 => self.session.handle_shutdown(self.now),
+                15 if size % 32 == 0 => {
+                    self.void_flight |= self.in_flight.is_some();
+                    self.session.handle_connection_lost(self.now);
+                }
+                _ => {}
+            }
+        }
+        // A well-behaved driver from here on, until the session closes.
+        for _ in 0..1_000_000 {
+            if self.closed {
+                break;
+            }
+            if self.write() || self.answer(0) {
+                continue;
+            }
+            match self.poll()? {
+                None => {}
+                Some(Wait { read: true, .. }) if !self.read(4096) => {
+                    self.session.handle_eof(self.now);
+                }
+                Some(Wait { read: true, .. }) => {}
+                Some(Wait {
+                    deadline: Some(d), ..
+                }) => self.timeout(d)?,
+                Some(w) => {
+                    return Err(TestCaseError::fail(format!(
+                        "stuck at the end: {w:?}, closed: {}",
+                        self.session.is_closed()
+                    )))
+                }
+            }
+        }
+        prop_assert!(self.closed, "the session never closed");
+        prop_assert!(self.session.is_closed());
+        prop_assert_eq!(self.unlocks, self.granted);
+        for _ in 0..3 {
+            self.poll()?;
+        }
+        Ok(())
+    }
+}
+
+fn juggler_input() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => segment(),
+            1 => Just(b"STLS\r\n".to_vec()),
+            1 => Just(b"QUIT\r\n".to_vec()),
+            1 => Just(format!("USER {USER}\r\nPASS wrong\r\n").into_bytes()),
+            2 => Just(format!("USER {USER}\r\nPASS {PASSWORD}\r\n").into_bytes()),
+            1 => Just(b"DELE 1\r\nRETR 2\r\nTOP 1 2\r\n".to_vec()),
+        ],
+        0..8,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the peer sends and whatever order the driver acts in, a Wait with neither read nor deadline means the session is closed or a request / StartTls is with the driver; nothing ever follows Closed; every lock is released.
+    #[test]
+    fn never_stuck_and_closed_is_last(
+        input in juggler_input(),
+        chunk in chunk_size(),
+        high_water in high_water(),
+        input_buffer in input_buffer(),
+        auth_delay in prop_oneof![Just(Duration::ZERO), Just(Duration::from_secs(2))],
+        max_bad in prop_oneof![Just(3u32), Just(1000)],
+        schedule in prop::collection::vec((any::<u8>(), 0u16..=4096), 1..60),
+    ) {
+        let config = Config::builder()
+            .stls(true)
+            .input_buffer(input_buffer)
+            .output_high_water(high_water)
+            .max_bad_commands(max_bad)
+            .auth_failure_delay(auth_delay)
+            .build()
+            .unwrap();
+        let mut driver = Juggler::new(config, input, chunk);
+        driver.run(&schedule)?;
     }
 }

@@ -1,8 +1,8 @@
 //! Caller mistakes are usage errors and change nothing.
 
 use bytes::Bytes;
-use pop3_proto::testing::{Harness, MemoryStore};
 use pop3_proto::testing::Step;
+use pop3_proto::testing::{Harness, MemoryStore};
 use pop3_proto::{Config, Event, Maildrop, Output, Phase, Refusal, UsageError, Wait};
 
 #[test]

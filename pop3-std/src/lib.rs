@@ -64,8 +64,8 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown as Both, SocketAddr, TcpListener, TcpStream};
 use std::net::ToSocketAddrs;
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown as Both, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 

@@ -34,7 +34,10 @@ impl Session {
                 };
                 let user = user.clone();
                 let credential = Credential::Password(password);
-                self.request(Pending::Authenticate, Request::Authenticate { user, credential });
+                self.request(
+                    Pending::Authenticate,
+                    Request::Authenticate { user, credential },
+                );
             }
             Command::Apop { user, digest } => {
                 let Some(ts) = self.apop.clone() else {
@@ -44,7 +47,10 @@ impl Session {
                 };
                 self.login = Login::Named(user.clone());
                 let credential = Credential::Apop(ApopCredential::new(ts, digest));
-                self.request(Pending::Authenticate, Request::Authenticate { user, credential });
+                self.request(
+                    Pending::Authenticate,
+                    Request::Authenticate { user, credential },
+                );
             }
             Command::Quit => {
                 let host = self.config.hostname.clone();
@@ -125,7 +131,10 @@ impl Session {
             _ => "",
         };
         self.queue.with_buf(|out| {
-            reply::ok(out, format_args!("{user}'s maildrop has {count} messages ({size} octets)"))
+            reply::ok(
+                out,
+                format_args!("{user}'s maildrop has {count} messages ({size} octets)"),
+            )
         });
         self.maildrop = Some(marked);
         self.resume();

@@ -229,9 +229,10 @@ impl Session {
             _ if self.is_closed() => Phase::Closed,
             (State::Pending(Pending::Commit), _) => Phase::Update,
             // QUIT after a login always went through UPDATE.
-            (State::Closed(CloseReason::Quit | CloseReason::UpdateFailed), Login::Authenticated(_)) => {
-                Phase::Update
-            }
+            (
+                State::Closed(CloseReason::Quit | CloseReason::UpdateFailed),
+                Login::Authenticated(_),
+            ) => Phase::Update,
             _ if self.maildrop.is_some() => Phase::Transaction,
             _ => Phase::Authorization,
         }
@@ -423,9 +424,7 @@ impl Session {
         if let Some(event) = self.queue.take_event() {
             return Output::Event(event);
         }
-        let hungry = matches!(self.state, State::Body(_))
-            && self.queue.bytes() < self.config.output_high_water;
-        if hungry {
+        if self.filling_body() {
             // Fill the output up to the high-water mark before writing it.
             return Output::Event(Event::NeedBody);
         }
@@ -452,18 +451,22 @@ impl Session {
         }
     }
 
+    /// True while a body is being read from the handler to fill the output
+    /// up to the high-water mark: the queued bytes are not handed out yet.
+    fn filling_body(&self) -> bool {
+        matches!(self.state, State::Body(_)) && self.queue.bytes() < self.config.output_high_water
+    }
+
     /// RFC 1939 §3 autologout: armed while the session waits on the peer,
-    /// for a command or to take output; time with the handler does not count.
+    /// for a command or to take output; time with the handler does not count
+    /// (output held back while a body fills it is not the peer's to take).
     fn idle_deadline(&self) -> Option<Instant> {
         if matches!(self.link, Link::Lost(_)) || self.is_closed() {
             return None;
         }
-        let on_peer = !self.queue.is_empty()
+        let on_peer = (!self.queue.is_empty() && !self.filling_body())
             || self.queue.in_flight()
-            || matches!(
-                self.state,
-                State::Command | State::Listing(_) | State::Tls
-            );
+            || matches!(self.state, State::Command | State::Listing(_) | State::Tls);
         on_peer.then(|| self.last_progress + self.config.idle_timeout)
     }
 
@@ -506,12 +509,16 @@ impl Session {
         self.progress();
     }
 
-    /// After an answer: a connection lost meanwhile ends the session now;
-    /// otherwise go on with buffered input.
+    /// After an answer: a connection lost meanwhile ends the session now
+    /// (and whatever the answer queued to send is dropped: there is no one
+    /// to send it to); otherwise go on with buffered input.
     fn after_answer(&mut self) {
         self.progress();
         match self.link {
-            Link::Lost(reason) if !matches!(self.state, State::Closed(_)) => self.close(reason),
+            Link::Lost(reason) if !matches!(self.state, State::Closed(_)) => {
+                self.queue.drop_data();
+                self.close(reason);
+            }
             _ => self.advance(&[]),
         }
     }
@@ -579,7 +586,11 @@ impl Session {
                 }
                 State::Command if self.shutting_down => {
                     self.close_with(CloseReason::Shutdown, |out| {
-                        reply::err(out, Some(ResponseCode::SysTemp), format_args!("server shutting down"))
+                        reply::err(
+                            out,
+                            Some(ResponseCode::SysTemp),
+                            format_args!("server shutting down"),
+                        )
                     });
                     break;
                 }
@@ -669,7 +680,11 @@ impl Session {
         self.stats.bad_commands += 1;
         if self.bad_commands >= self.config.max_bad_commands {
             self.close_with(CloseReason::TooManyBadCommands, |out| {
-                reply::err(out, None, format_args!("too many bad commands, closing connection"))
+                reply::err(
+                    out,
+                    None,
+                    format_args!("too many bad commands, closing connection"),
+                )
             });
         } else {
             self.queue.with_buf(|out| reply::err(out, None, text));

@@ -108,7 +108,10 @@ impl Session {
                 drop.reset();
                 let (count, size) = drop.live();
                 out.with_buf(|o| {
-                    reply::ok(o, format_args!("maildrop has {count} messages ({size} octets)"))
+                    reply::ok(
+                        o,
+                        format_args!("maildrop has {count} messages ({size} octets)"),
+                    )
                 });
             }
             Command::Quit => self.quit_transaction(),

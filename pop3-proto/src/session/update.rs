@@ -13,7 +13,11 @@ impl Session {
     /// QUIT in TRANSACTION: enter UPDATE and ask for the marked messages to
     /// be removed (RFC 1939 §6).
     pub(super) fn quit_transaction(&mut self) {
-        let deleted = self.maildrop.as_ref().map(|d| d.marked()).unwrap_or_default();
+        let deleted = self
+            .maildrop
+            .as_ref()
+            .map(|d| d.marked())
+            .unwrap_or_default();
         self.request(Pending::Commit, Request::Commit { deleted });
     }
 
@@ -31,7 +35,10 @@ impl Session {
         // reconnects at once finds its maildrop free.
         self.close_with(CloseReason::Quit, |out| {
             if left == 0 {
-                reply::ok(out, format_args!("{host} POP3 server signing off (maildrop empty)"));
+                reply::ok(
+                    out,
+                    format_args!("{host} POP3 server signing off (maildrop empty)"),
+                );
             } else {
                 reply::ok(
                     out,

@@ -253,7 +253,13 @@ impl Harness {
         self.advance_to_deadline() && self.now != before
     }
 
-    fn answer(&mut self, event: Event) {
+    /// Answers `event` the way [`Harness::run`] does: requests from the
+    /// store (with its injected faults), `NeedBody` with the next chunk,
+    /// `StartTls` with an established handshake, `Unlock` in the store.
+    ///
+    /// # Panics
+    /// If the session refuses the answer (the event was not the current one).
+    pub fn answer(&mut self, event: Event) {
         let now = self.now;
         let s = &mut self.session;
         let result = match event {

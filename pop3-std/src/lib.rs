@@ -92,11 +92,11 @@ pub trait Stream: Read + Write + Send {
 
 impl Stream for TcpStream {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, timeout)
+        Self::set_read_timeout(self, timeout)
     }
 
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_write_timeout(self, timeout)
+        Self::set_write_timeout(self, timeout)
     }
 }
 

@@ -161,6 +161,7 @@ mod error;
 mod event;
 mod line;
 mod maildrop;
+pub mod memory;
 mod output;
 mod reply;
 mod secret;

@@ -3,7 +3,7 @@
 //! succeeded, and a locked maildrop is unlocked exactly once.
 
 use bytes::Bytes;
-use pop3_proto::testing::{message_of_size, Fault, FaultKind, Harness, MemoryStore, Step};
+use pop3_proto::testing::{message_of_size, Fault, FaultPoint, Harness, MemoryStore, Step};
 use pop3_proto::{CloseReason, Config, Event, Refusal, Wait};
 
 /// What a session that is over waits for: nothing.
@@ -30,10 +30,10 @@ fn logged_in(store: MemoryStore) -> Harness {
 
 #[test]
 fn refused_retrieve_is_reported_and_the_session_goes_on() {
-    let mut store = MemoryStore::rfc1939();
+    let store = MemoryStore::rfc1939();
     store.inject(
-        Fault::Retrieve,
-        FaultKind::Refuse(Refusal::sys_perm("message unreadable")),
+        FaultPoint::Open,
+        Fault::Refuse(Refusal::sys_perm("message unreadable")),
     );
     let mut h = logged_in(store);
     h.command("RETR 1");
@@ -45,14 +45,14 @@ fn refused_retrieve_is_reported_and_the_session_goes_on() {
 #[test]
 fn failure_at_each_request_closes_unlocks_and_deletes_nothing() {
     for fault in [
-        Fault::Authenticate,
-        Fault::Lock,
-        Fault::Retrieve,
-        Fault::MidBody,
-        Fault::Commit,
+        FaultPoint::Authenticate,
+        FaultPoint::Lock,
+        FaultPoint::Open,
+        FaultPoint::MidBody,
+        FaultPoint::Commit,
     ] {
-        let mut store = MemoryStore::rfc1939();
-        store.inject(fault, FaultKind::Fail);
+        let store = MemoryStore::rfc1939();
+        store.inject(fault, Fault::Internal);
         let mut h = Harness::new(Config::builder().build().unwrap(), store);
         h.take_sent();
         for c in ["USER mrose", "PASS tanstaaf", "DELE 2", "RETR 1", "QUIT"] {
@@ -65,10 +65,10 @@ fn failure_at_each_request_closes_unlocks_and_deletes_nothing() {
             "{fault:?}"
         );
         assert_eq!(h.store.messages("mrose").len(), 2, "{fault:?}");
-        let locked = !matches!(fault, Fault::Authenticate | Fault::Lock);
+        let locked = !matches!(fault, FaultPoint::Authenticate | FaultPoint::Lock);
         assert_eq!(unlock_count(&h), usize::from(locked), "{fault:?}");
-        assert_eq!(h.store.unlocks, h.store.locks, "{fault:?}");
-        if fault == Fault::MidBody {
+        assert_eq!(h.store.unlocks(), h.store.locks(), "{fault:?}");
+        if fault == FaultPoint::MidBody {
             // Cut off without the terminator: not a complete message.
             assert!(sent.contains("+OK 120 octets\r\n"));
             assert!(!sent.ends_with(".\r\n"), "{sent:?}");
@@ -84,8 +84,8 @@ fn failure_at_each_request_closes_unlocks_and_deletes_nothing() {
 /// QUIT with a commit the handler refuses with `refusal`: what is sent
 /// after the DELE reply.
 fn refused_commit(refusal: Refusal) -> (Harness, String) {
-    let mut store = MemoryStore::rfc1939();
-    store.inject(Fault::Commit, FaultKind::Refuse(refusal));
+    let store = MemoryStore::rfc1939();
+    store.inject(FaultPoint::Commit, Fault::Refuse(refusal));
     let mut h = logged_in(store);
     h.command("DELE 1");
     h.command("QUIT");
@@ -99,7 +99,7 @@ fn refused_commit(refusal: Refusal) -> (Harness, String) {
         Some(&Event::Closed(CloseReason::UpdateFailed))
     );
     assert_eq!(h.store.messages("mrose").len(), 2, "nothing deleted");
-    assert!(h.store.commits.is_empty());
+    assert!(h.store.commits().is_empty());
     assert_eq!(unlock_count(&h), 1);
     (h, farewell)
 }
@@ -177,7 +177,7 @@ fn connection_lost_while_a_request_is_pending_takes_the_answer_then_closes() {
         h.steps(),
         [Step::Event(Event::Closed(CloseReason::PeerClosed)), DONE]
     );
-    assert_eq!(h.store.locks, 0, "no Lock is asked for a lost connection");
+    assert_eq!(h.store.locks(), 0, "no Lock is asked for a lost connection");
 }
 
 #[test]
@@ -234,9 +234,9 @@ fn eof_after_lock_granted_unlocks_once() {
 
 #[test]
 fn connection_lost_mid_body_closes_at_once() {
-    let mut store = MemoryStore::new();
-    store.add_user("mrose", "tanstaaf", vec![message_of_size("big", 1 << 20)]);
-    store.chunk_size = 1024;
+    let store = MemoryStore::new();
+    store.add_user_with("mrose", "tanstaaf", vec![message_of_size("big", 1 << 20)]);
+    store.set_chunk_size(1024);
     let mut h = logged_in(store);
     h.auto_answer = false;
     h.command("RETR 1");
@@ -255,9 +255,9 @@ fn connection_lost_mid_body_closes_at_once() {
 
 #[test]
 fn half_close_mid_body_finishes_the_body() {
-    let mut store = MemoryStore::new();
-    store.add_user("mrose", "tanstaaf", vec![message_of_size("big", 100_000)]);
-    store.chunk_size = 1024;
+    let store = MemoryStore::new();
+    store.add_user_with("mrose", "tanstaaf", vec![message_of_size("big", 100_000)]);
+    store.set_chunk_size(1024);
     let mut h = logged_in(store);
     h.auto_answer = false;
     h.command("RETR 1");

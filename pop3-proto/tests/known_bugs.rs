@@ -8,8 +8,8 @@ use pop3_proto::testing::{run_transcript, Harness, MemoryStore, StoredMessage};
 use pop3_proto::{CloseReason, Config, Event, Greeting, Session};
 
 fn store_with(body: &[u8]) -> MemoryStore {
-    let mut store = MemoryStore::new();
-    store.add_user(
+    let store = MemoryStore::new();
+    store.add_user_with(
         "u",
         "p",
         vec![StoredMessage {
@@ -111,7 +111,7 @@ fn plaintext_pipelined_after_stls_is_never_executed() {
     // Inside TLS the maildrop is untouched and PASS has no USER to go with.
     h.command("PASS tanstaaf");
     assert_eq!(h.take_sent(), "-ERR send USER first\r\n");
-    assert_eq!(h.store.locks, 0);
+    assert_eq!(h.store.locks(), 0);
 }
 
 #[test]
@@ -138,8 +138,8 @@ fn retr_of_a_large_message_is_streamed_with_bounded_memory() {
         .output_high_water(64 * 1024)
         .build()
         .unwrap();
-    let mut store = store_with(&body);
-    store.chunk_size = 16 * 1024;
+    let store = store_with(&body);
+    store.set_chunk_size(16 * 1024);
     let mut h = logged_in(config, store);
     h.command("RETR 1");
     let expected_len = format!("+OK {} octets\r\n", body.len()).len() + body.len() + 3;
@@ -196,7 +196,7 @@ fn idle_timeout_is_handled_by_the_core_and_sends_nothing() {
         Some(&Event::Closed(CloseReason::IdleTimeout))
     );
     assert_eq!(h.store.messages("u").len(), 1);
-    assert_eq!((h.store.locks, h.store.unlocks), (1, 1));
+    assert_eq!((h.store.locks(), h.store.unlocks()), (1, 1));
 }
 
 #[test]
@@ -209,5 +209,5 @@ fn shutdown_sends_a_pop3_reply_not_another_protocols() {
     assert_eq!(h.take_sent(), "-ERR [SYS/TEMP] server shutting down\r\n");
     assert_eq!(h.events.last(), Some(&Event::Closed(CloseReason::Shutdown)));
     assert_eq!(h.store.messages("u").len(), 1, "shutdown deletes nothing");
-    assert_eq!(h.store.unlocks, 1);
+    assert_eq!(h.store.unlocks(), 1);
 }

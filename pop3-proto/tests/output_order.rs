@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use pop3_proto::testing::{
-    check_stuffed, Fault, FaultKind, Harness, MemoryStore, Step, StoredMessage,
+    check_stuffed, Fault, FaultPoint, Harness, MemoryStore, Step, StoredMessage,
 };
 use pop3_proto::{
     CloseReason, Config, Event, MessageRef, Output, Refusal, Request, Uid, UsageError, Wait,
@@ -184,10 +184,10 @@ fn endings() -> Vec<(&'static str, Harness)> {
     h.feed(b"USER mrose\r\nPASS tanstaaf\r\nDELE 1\r\nQUIT\r\n");
     out.push(("QUIT after login", h));
 
-    let mut store = MemoryStore::rfc1939();
+    let store = MemoryStore::rfc1939();
     store.inject(
-        Fault::Commit,
-        FaultKind::Refuse(Refusal::sys_temp("disk full")),
+        FaultPoint::Commit,
+        Fault::Refuse(Refusal::sys_temp("disk full")),
     );
     let mut h = Harness::new(config(), store);
     h.feed(b"USER mrose\r\nPASS tanstaaf\r\nDELE 1\r\nQUIT\r\n");
@@ -213,8 +213,8 @@ fn endings() -> Vec<(&'static str, Harness)> {
     h.run();
     out.push(("shutdown", h));
 
-    let mut store = MemoryStore::rfc1939();
-    store.inject(Fault::MidBody, FaultKind::Fail);
+    let store = MemoryStore::rfc1939();
+    store.inject(FaultPoint::MidBody, Fault::Internal);
     let mut h = Harness::new(config(), store);
     h.feed(b"USER mrose\r\nPASS tanstaaf\r\nRETR 1\r\n");
     out.push(("failure mid-body", h));
@@ -238,7 +238,7 @@ fn closed_is_the_last_output_and_nothing_follows_it() {
             .count();
         assert_eq!(closes, 1, "{name}: {:?}", h.events);
         assert!(matches!(h.events.last(), Some(Event::Closed(_))), "{name}");
-        assert_eq!(h.store.locks, h.store.unlocks, "{name}");
+        assert_eq!(h.store.locks(), h.store.unlocks(), "{name}");
         assert_eq!(
             h.wait(),
             Some(Wait {
@@ -275,8 +275,8 @@ fn closed_is_the_last_output_and_nothing_follows_it() {
 #[test]
 fn closed_follows_the_last_bytes_in_one_sequence() {
     // Failure outside a response: unlock, the -ERR, then Closed.
-    let mut store = MemoryStore::rfc1939();
-    store.inject(Fault::Retrieve, FaultKind::Fail);
+    let store = MemoryStore::rfc1939();
+    store.inject(FaultPoint::Open, Fault::Internal);
     let mut h = logged_in(Config::builder().build().unwrap(), store);
     h.auto_answer = true;
     h.session
@@ -474,8 +474,8 @@ fn a_large_body_leaves_in_writes_of_about_the_high_water_mark() {
         .count();
     let lines = body.split(|&b| b == b'\n').count();
     assert!((2..=4).contains(&(dots * 100 / lines)), "{dots} of {lines}");
-    let mut store = MemoryStore::new();
-    store.add_user(
+    let store = MemoryStore::new();
+    store.add_user_with(
         "mrose",
         "tanstaaf",
         vec![StoredMessage {
@@ -483,7 +483,7 @@ fn a_large_body_leaves_in_writes_of_about_the_high_water_mark() {
             body: body.clone(),
         }],
     );
-    store.chunk_size = CHUNK;
+    store.set_chunk_size(CHUNK);
     let config = Config::builder()
         .output_high_water(HIGH_WATER)
         .build()

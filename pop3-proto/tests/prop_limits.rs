@@ -32,9 +32,9 @@ fn messages() -> Vec<StoredMessage> {
 }
 
 fn store(chunk_size: usize) -> MemoryStore {
-    let mut s = MemoryStore::new();
-    s.add_user(USER, PASSWORD, messages());
-    s.chunk_size = chunk_size;
+    let s = MemoryStore::new();
+    s.add_user_with(USER, PASSWORD, messages());
+    s.set_chunk_size(chunk_size);
     s
 }
 
@@ -307,7 +307,7 @@ proptest! {
             high_water,
             chunk
         );
-        prop_assert_eq!(h.store.locks, h.store.unlocks);
+        prop_assert_eq!(h.store.locks(), h.store.unlocks());
     }
 
     /// With a peer that reads its replies slowly and floods commands meanwhile, the session's buffers stay within the same bounds.
@@ -359,7 +359,7 @@ proptest! {
         h.feed(rest);
         h.eof();
         prop_assert!(h.session.is_closed());
-        prop_assert_eq!(h.store.locks, h.store.unlocks);
+        prop_assert_eq!(h.store.locks(), h.store.unlocks());
     }
 }
 
@@ -455,9 +455,9 @@ proptest! {
             .iter()
             .any(|e| matches!(e, Event::Request(Request::Commit { .. })));
         prop_assert!(!committed, "commit on timeout: {:?}", h.events);
-        prop_assert!(h.store.commits.is_empty());
+        prop_assert!(h.store.commits().is_empty());
         prop_assert_eq!(h.store.messages(USER), &messages()[..]);
-        prop_assert_eq!(h.store.locks, h.store.unlocks);
+        prop_assert_eq!(h.store.locks(), h.store.unlocks());
         prop_assert_eq!(h.deadline(), None);
     }
 
@@ -526,7 +526,7 @@ proptest! {
         prop_assert!(sent.starts_with("-ERR [AUTH] "), "sent {:?}", sent);
         prop_assert!(sent.ends_with("\r\n") && sent.matches('\n').count() == 1, "sent {:?}", sent);
         prop_assert!(!h.session.is_closed());
-        prop_assert_eq!(h.store.locks, 0);
+        prop_assert_eq!(h.store.locks(), 0);
         // The session reads commands again, with a fresh idle timer.
         prop_assert_eq!(h.deadline(), Some(h.now + pop3_proto::MIN_IDLE_TIMEOUT));
         h.command("CAPA");

@@ -313,8 +313,8 @@ proptest! {
     /// Every TRANSACTION reply matches the reference model, and only QUIT commits exactly the marked messages, with one unlock per closed session.
     #[test]
     fn transaction_matches_the_model((stored, ops, ending) in scenario()) {
-        let mut store = MemoryStore::new();
-        store.add_user(USER, PASSWORD, stored.clone());
+        let store = MemoryStore::new();
+        store.add_user_with(USER, PASSWORD, stored.clone());
         let config = config();
         let idle = config.idle_timeout();
         let mut h = Harness::new(config, store);
@@ -326,7 +326,7 @@ proptest! {
             "login: {}",
             login
         );
-        prop_assert_eq!(h.store.locks, 1);
+        prop_assert_eq!(h.store.locks(), 1);
 
         let mut model = Model::new(&stored);
         for op in &ops {
@@ -373,7 +373,8 @@ proptest! {
                     .filter(|(i, _)| !marked.contains(&(*i as u32 + 1)))
                     .map(|(_, m)| m)
                     .collect();
-                let now: Vec<&StoredMessage> = h.store.messages(USER).iter().collect();
+                let now = h.store.messages(USER);
+                let now: Vec<&StoredMessage> = now.iter().collect();
                 prop_assert_eq!(now, left);
                 prop_assert_eq!(h.session.close_reason(), Some(CloseReason::Quit));
             }
@@ -381,7 +382,7 @@ proptest! {
                 prop_assert!(commits.is_empty(), "commit without QUIT: {:?}", tail);
                 prop_assert!(h.sent.is_empty(), "sent at close: {}", escape_bytes(&h.sent));
                 prop_assert_eq!(h.store.messages(USER), &stored[..]);
-                prop_assert!(h.store.commits.is_empty());
+                prop_assert!(h.store.commits().is_empty());
                 let reason = if ending == Ending::Eof {
                     CloseReason::PeerClosed
                 } else {
@@ -393,14 +394,14 @@ proptest! {
                 prop_assert!(commits.is_empty());
                 prop_assert!(!h.session.is_closed());
                 prop_assert_eq!(h.store.messages(USER), &stored[..]);
-                prop_assert!(h.store.is_locked());
+                prop_assert!(h.store.is_locked(USER));
             }
         }
 
         let unlocks = count(&h.events, |e| *e == Event::Unlock);
         let closes = count(&h.events, |e| matches!(e, Event::Closed(_)));
         if h.session.is_closed() {
-            prop_assert_eq!((h.store.locks, h.store.unlocks), (1, 1));
+            prop_assert_eq!((h.store.locks(), h.store.unlocks()), (1, 1));
             prop_assert_eq!(unlocks, 1, "events: {:?}", tail);
             prop_assert_eq!(closes, 1);
             prop_assert!(matches!(h.events.last(), Some(Event::Closed(_))), "events: {:?}", tail);
@@ -412,9 +413,9 @@ proptest! {
             if let Some(commit_at) = commit_at {
                 prop_assert!(unlock_at > Some(commit_at), "unlock before commit: {:?}", tail);
             }
-            prop_assert!(!h.store.is_locked());
+            prop_assert!(!h.store.is_locked(USER));
         } else {
-            prop_assert_eq!((h.store.locks, h.store.unlocks), (1, 0));
+            prop_assert_eq!((h.store.locks(), h.store.unlocks()), (1, 0));
             prop_assert_eq!(unlocks, 0);
             prop_assert_eq!(closes, 0);
         }

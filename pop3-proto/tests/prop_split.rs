@@ -36,9 +36,9 @@ fn fixed_messages() -> Vec<StoredMessage> {
 }
 
 fn store_with(messages: Vec<StoredMessage>, chunk_size: usize) -> MemoryStore {
-    let mut store = MemoryStore::new();
-    store.add_user(USER, PASSWORD, messages);
-    store.chunk_size = chunk_size;
+    let store = MemoryStore::new();
+    store.add_user_with(USER, PASSWORD, messages);
+    store.set_chunk_size(chunk_size);
     store
 }
 
@@ -248,7 +248,7 @@ proptest! {
             escape_bytes(&script)
         );
         prop_assert_eq!(&whole.events, &split.events, "script: {}", escape_bytes(&script));
-        prop_assert_eq!(whole.store.commits, split.store.commits);
+        prop_assert_eq!(whole.store.commits(), split.store.commits());
     }
 
     /// Feeding a script one byte per read gives the same bytes sent and events as feeding it whole.

@@ -61,17 +61,17 @@ fn rfc1939_section_10_example_session_with_apop() {
     );
     assert_eq!(h.events.last(), Some(&Event::Closed(CloseReason::Quit)));
     assert!(h.store.messages("mrose").is_empty());
-    assert_eq!((h.store.locks, h.store.unlocks), (1, 1));
+    assert_eq!((h.store.locks(), h.store.unlocks()), (1, 1));
     assert_eq!(
-        h.store.commits,
+        h.store.commits(),
         [vec!["one".to_string(), "two".to_string()]]
     );
 }
 
 #[test]
 fn user_pass_list_uidl_top_rset() {
-    let mut store = MemoryStore::new();
-    store.add_user(
+    let store = MemoryStore::new();
+    store.add_user_with(
         "alice",
         "pass word",
         vec![
@@ -143,7 +143,7 @@ fn user_pass_list_uidl_top_rset() {
          S: +OK localhost POP3 server signing off (2 messages left)",
     );
     assert_eq!(h.store.messages("alice").len(), 2);
-    assert_eq!(h.store.commits, [Vec::<String>::new()]);
+    assert_eq!(h.store.commits(), [Vec::<String>::new()]);
 }
 
 #[test]
@@ -229,17 +229,17 @@ fn quit_in_authorization_deletes_and_locks_nothing() {
          S: +OK dbc.mtview.ca.us POP3 server signing off",
     );
     assert_eq!(h.events, [Event::Closed(CloseReason::Quit)]);
-    assert_eq!(h.store.locks, 0);
+    assert_eq!(h.store.locks(), 0);
     assert!(h.session.is_closed());
 }
 
 #[test]
 fn commit_lists_marks_sorted_once() {
-    let mut store = MemoryStore::new();
+    let store = MemoryStore::new();
     let msgs = (1..=5)
         .map(|i| pop3_proto::testing::message_of_size(&format!("m{i}"), 40))
-        .collect();
-    store.add_user("u", "p", msgs);
+        .collect::<Vec<_>>();
+    store.add_user_with("u", "p", msgs);
     let mut h = Harness::new(Config::builder().build().unwrap(), store);
     for c in [
         "USER u", "PASS p", "DELE 4", "DELE 2", "DELE 4", "DELE 5", "QUIT",

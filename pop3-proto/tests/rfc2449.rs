@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use pop3_proto::testing::{
-    message_of_size, run_transcript, Fault, FaultKind, Harness, MemoryStore,
+    message_of_size, run_transcript, Fault, FaultPoint, Harness, MemoryStore,
 };
 use pop3_proto::{CloseReason, Config, Event, Expire, Output, Refusal};
 
@@ -146,10 +146,10 @@ fn command_line_limit_is_255_octets_with_crlf() {
 
 #[test]
 fn resp_codes_from_the_handler() {
-    let mut store = MemoryStore::rfc1939();
+    let store = MemoryStore::rfc1939();
     store.inject(
-        Fault::Authenticate,
-        FaultKind::Refuse(Refusal::login_delay("wait 5 minutes")),
+        FaultPoint::Authenticate,
+        Fault::Refuse(Refusal::login_delay("wait 5 minutes")),
     );
     let mut h = Harness::new(Config::builder().build().unwrap(), store);
     run(
@@ -166,12 +166,12 @@ fn resp_codes_from_the_handler() {
         "C: USER mrose
          S: +OK send PASS
          C: PASS tanstaaf
-         S: -ERR [IN-USE] maildrop already locked",
+         S: -ERR [IN-USE] maildrop is in use by another session",
     );
     assert_eq!(h.session.user(), None);
     h.store.inject(
-        Fault::Authenticate,
-        FaultKind::Refuse(Refusal::sys_temp("directory offline")),
+        FaultPoint::Authenticate,
+        Fault::Refuse(Refusal::sys_temp("directory offline")),
     );
     run(
         &mut h,
@@ -253,11 +253,11 @@ fn a_good_command_resets_the_bad_command_count() {
 
 #[test]
 fn list_and_uidl_of_100k_messages_are_produced_incrementally() {
-    let mut store = MemoryStore::new();
+    let store = MemoryStore::new();
     let msgs = (0..100_000)
         .map(|i| message_of_size(&format!("uid-{i:06}"), 40))
-        .collect();
-    store.add_user("big", "pw", msgs);
+        .collect::<Vec<_>>();
+    store.add_user_with("big", "pw", msgs);
     let config = Config::builder()
         .output_high_water(16 * 1024)
         .build()

@@ -83,7 +83,7 @@ fn idle_timeout_in_authorization() {
     h.advance(TEN_MINUTES);
     assert_eq!(h.events, [Event::Closed(CloseReason::IdleTimeout)]);
     assert_eq!(h.take_sent(), "");
-    assert_eq!(h.store.locks, 0);
+    assert_eq!(h.store.locks(), 0);
 }
 
 #[test]
@@ -148,9 +148,9 @@ fn failed_login_delay_is_a_timer_not_a_sleep() {
 
 #[test]
 fn output_waiting_behind_a_request_has_a_deadline() {
-    let mut store = MemoryStore::new();
+    let store = MemoryStore::new();
     let body = pop3_proto::testing::message_of_size("a", 5000);
-    store.add_user(
+    store.add_user_with(
         "u",
         "p",
         vec![body.clone(), StoredMessageExt::renamed(&body, "b")],
@@ -246,11 +246,11 @@ impl StoredMessageExt for pop3_proto::testing::StoredMessage {
 
 #[test]
 fn a_slow_but_steady_listing_reader_is_not_cut_off() {
-    let mut store = MemoryStore::new();
+    let store = MemoryStore::new();
     let msgs = (0..2000)
         .map(|i| pop3_proto::testing::message_of_size(&format!("u{i}"), 40))
-        .collect();
-    store.add_user("u", "p", msgs);
+        .collect::<Vec<_>>();
+    store.add_user_with("u", "p", msgs);
     let config = Config::builder().output_high_water(1024).build().unwrap();
     let mut h = Harness::new(config, store);
     h.command("USER u");
@@ -298,11 +298,11 @@ fn a_slow_but_steady_listing_reader_is_not_cut_off() {
 
 #[test]
 fn failing_mid_listing_does_not_put_err_inside_it() {
-    let mut store = MemoryStore::new();
+    let store = MemoryStore::new();
     let msgs = (0..200)
         .map(|i| pop3_proto::testing::message_of_size(&format!("u{i}"), 40))
-        .collect();
-    store.add_user("u", "p", msgs);
+        .collect::<Vec<_>>();
+    store.add_user_with("u", "p", msgs);
     let config = Config::builder().output_high_water(256).build().unwrap();
     let mut h = Harness::new(config, store);
     h.command("USER u");

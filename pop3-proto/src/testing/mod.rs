@@ -1,18 +1,18 @@
-//! Test harness (feature `testing`): a fake clock, an in-memory maildrop
-//! that answers every request, a `C:`/`S:` transcript runner, and the
-//! invariant checks shared by the property tests and the fuzz targets.
+//! Test harness (feature `testing`): a fake clock, a session answered from
+//! the one in-memory store ([`crate::memory`], faults included), a `C:`/`S:`
+//! transcript runner, and the invariant checks shared by the property tests
+//! and the fuzz targets.
 //!
 //! Nothing here is needed to run a server; it exists so that every protocol
 //! rule can be checked in microseconds of simulated time.
 
 mod invariants;
-mod store;
 mod transcript;
 
+pub use crate::memory::{message_of_size, Fault, FaultPoint, MemoryStore, StoredMessage};
 pub use invariants::{
     check_stuffed, check_top, expected_top, normalize_body, unstuff, InvariantError,
 };
-pub use store::{message_of_size, Fault, FaultKind, MemoryStore, StoredMessage};
 pub use transcript::{
     body_script, escape_bytes, parse_script, run_transcript, ScriptStep, TranscriptError,
 };
@@ -20,11 +20,9 @@ pub use transcript::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use crate::event::{Credential, Event, Request};
-use crate::reply::Refusal;
-use crate::{BodyProgress, Config, Greeting, Output, Session, Wait};
+use crate::event::{Event, Request};
+use crate::memory::{MemoryBody, MemoryHandler, StoreError};
+use crate::{BodyProgress, Config, Greeting, Output, Session, UsageError, Wait};
 
 /// Dot-stuffs a body given in chunks, as RETR (`top == None`) or
 /// `TOP n k` would send it, terminator included.
@@ -58,8 +56,10 @@ pub enum Step {
 pub struct Harness {
     /// The session under test.
     pub session: Session,
-    /// The maildrop backing it.
+    /// The store backing it (clones share it).
     pub store: MemoryStore,
+    /// The session's connection to the store.
+    pub handler: MemoryHandler,
     /// The simulated current time.
     pub now: Instant,
     /// Everything the session has sent, in order.
@@ -72,7 +72,7 @@ pub struct Harness {
     pub peak_input: usize,
     /// Answer requests automatically (default). When false, requests are only recorded.
     pub auto_answer: bool,
-    body: Option<(Bytes, usize)>,
+    body: Option<MemoryBody>,
     wait: Option<Wait>,
     start: Instant,
 }
@@ -88,6 +88,7 @@ impl Harness {
         };
         let mut h = Self {
             session: Session::new(Arc::new(config), greeting, start),
+            handler: store.handler(),
             store,
             now: start,
             sent: Vec::new(),
@@ -255,85 +256,76 @@ impl Harness {
 
     /// Answers `event` the way [`Harness::run`] does: requests from the
     /// store (with its injected faults), `NeedBody` with the next chunk,
-    /// `StartTls` with an established handshake, `Unlock` in the store.
+    /// `StartTls` with an established handshake, `Unlock` in the store. A
+    /// call that hangs ([`Fault::Hang`]) is left unanswered.
     ///
     /// # Panics
-    /// If the session refuses the answer (the event was not the current one).
+    /// If the session refuses the answer (the event was not the current one),
+    /// or at an injected [`Fault::Panic`].
     pub fn answer(&mut self, event: Event) {
         let now = self.now;
         let s = &mut self.session;
+        let h = &mut self.handler;
         let result = match event {
             Event::Request(Request::Authenticate { user, credential }) => {
-                let ok = match (&credential, self.store.password(&user)) {
-                    (Credential::Password(p), Some(secret)) => p.expose() == secret.as_bytes(),
-                    (Credential::Apop(c), Some(secret)) => c.verify(secret.as_bytes()),
-                    _ => false,
-                };
-                match self.store.take_fault(Fault::Authenticate) {
-                    Some(FaultKind::Refuse(r)) => s.refuse(now, r),
-                    Some(FaultKind::Fail) => s.fail(now),
-                    None if ok => s.accept_login(now),
-                    None => s.refuse(now, Refusal::auth("invalid user name or password")),
-                }
+                settle(s, now, h.try_authenticate(&user, &credential), |s, ()| {
+                    s.accept_login(now)
+                })
             }
-            Event::Request(Request::Lock { user }) => match self.store.take_fault(Fault::Lock) {
-                Some(FaultKind::Refuse(r)) => s.refuse(now, r),
-                Some(FaultKind::Fail) => s.fail(now),
-                None => match self.store.lock(&user) {
-                    Some(drop) => s.grant_maildrop(now, drop),
-                    None => s.refuse(now, Refusal::in_use("maildrop already locked")),
-                },
-            },
+            Event::Request(Request::Lock { user }) => {
+                settle(s, now, h.try_lock(&user), |s, drop| {
+                    s.grant_maildrop(now, drop)
+                })
+            }
             Event::Request(Request::Retrieve { message, .. }) => {
-                match self.store.take_fault(Fault::Retrieve) {
-                    Some(FaultKind::Refuse(r)) => s.refuse(now, r),
-                    Some(FaultKind::Fail) => s.fail(now),
-                    None => {
-                        let body = self.store.body(message.uid.as_str());
-                        self.body = Some((Bytes::from(body), 0));
-                        s.begin_body(now)
-                    }
-                }
+                let body = &mut self.body;
+                settle(s, now, h.try_open(&message), |s, opened| {
+                    *body = Some(opened);
+                    s.begin_body(now)
+                })
             }
             Event::NeedBody => {
-                let chunk = self.store.chunk_size.max(1);
-                let (body, at) = self.body.as_mut().expect("a body is open");
-                if *at >= body.len() {
-                    self.body = None;
-                    s.end_body(now)
-                } else if self.store.take_fault(Fault::MidBody).is_some() {
-                    s.fail(now)
-                } else {
-                    let end = (*at + chunk).min(body.len());
-                    let piece = body.slice(*at..end);
-                    *at = end;
-                    match s.push_body(now, piece) {
-                        Ok(BodyProgress::Complete) => {
-                            self.body = None;
-                            Ok(())
-                        }
-                        Ok(BodyProgress::More) => Ok(()),
-                        Err(e) => Err(e),
+                let chunk = self.body.as_mut().expect("a body is open").try_next_chunk();
+                let body = &mut self.body;
+                settle(s, now, chunk, |s, chunk| match chunk {
+                    None => {
+                        *body = None;
+                        s.end_body(now)
                     }
-                }
+                    Some(piece) => {
+                        if s.push_body(now, piece)? == BodyProgress::Complete {
+                            *body = None;
+                        }
+                        Ok(())
+                    }
+                })
             }
             Event::Request(Request::Commit { deleted }) => {
-                match self.store.take_fault(Fault::Commit) {
-                    Some(FaultKind::Refuse(r)) => s.refuse(now, r),
-                    Some(FaultKind::Fail) => s.fail(now),
-                    None => {
-                        self.store.remove(&deleted);
-                        s.commit_done(now)
-                    }
-                }
+                settle(s, now, h.try_commit(&deleted), |s, ()| s.commit_done(now))
             }
             Event::StartTls => s.handle_tls_established(now),
             Event::Unlock => {
-                self.store.unlock();
+                h.release();
                 Ok(())
             }
             Event::Closed(_) => Ok(()),
         };
         result.expect("the harness answers only what was asked");
+    }
+}
+
+/// Answers the session with a store call's outcome: `ok` on success, the
+/// refusal or the failure otherwise, nothing for a hang.
+fn settle<T>(
+    session: &mut Session,
+    now: Instant,
+    outcome: Result<T, StoreError>,
+    ok: impl FnOnce(&mut Session, T) -> Result<(), UsageError>,
+) -> Result<(), UsageError> {
+    match outcome {
+        Ok(value) => ok(session, value),
+        Err(StoreError::Refused(refusal)) => session.refuse(now, refusal),
+        Err(StoreError::Internal(_)) => session.fail(now),
+        Err(StoreError::Hang) => Ok(()),
     }
 }

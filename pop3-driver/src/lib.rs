@@ -56,7 +56,7 @@ pub use handler::{
 };
 pub use pop3_proto as proto;
 pub use procedure::{Procedure, Step};
-pub use segments::{SegmentCursor, MAX_IO_SLICES};
+pub use segments::{write_all_vectored, SegmentCursor, MAX_IO_SLICES};
 pub use service::{fresh_greeting, AcceptBackoff, ConnectionInfo, NewHandler, Service};
 pub use shutdown::{Shutdown, Stage};
 

@@ -1,7 +1,8 @@
 //! Writing a [`Transmit`](pop3_proto::Transmit)'s segments with vectored
 //! writes: the position within the segments, shared by every transport.
 
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
@@ -68,6 +69,31 @@ impl<'a> SegmentCursor<'a> {
             self.offset = 0;
         }
     }
+}
+
+/// Writes all of `segments` with `poll_write`, a vectored write that may
+/// take part of what it is given (an async stream's `poll_write_vectored`,
+/// whichever runtime's trait it is). A write of zero octets is an error.
+///
+/// # Errors
+/// What `poll_write` returns, or [`io::ErrorKind::WriteZero`].
+pub async fn write_all_vectored(
+    segments: &[Bytes],
+    mut poll_write: impl FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+) -> io::Result<()> {
+    let mut cursor = SegmentCursor::new(segments);
+    while !cursor.is_done() {
+        let n = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+            poll_write(cx, cursor.io_slices(&mut slices))
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        cursor.advance(n);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -74,12 +74,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-use std::io::{self, IoSlice};
+use std::io;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pop3_driver::nonblocking::{self, Acceptor, AsyncRuntime, AsyncTransport};
-use pop3_driver::{ReadOutcome, SegmentCursor, MAX_IO_SLICES};
+use pop3_driver::{write_all_vectored, ReadOutcome};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::time::timeout_at;
@@ -201,19 +202,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AsyncTransport for Transport<S> {
 
     async fn write(&mut self, segments: &[Bytes], deadline: Option<Instant>) -> io::Result<()> {
         let write = async {
-            let mut cursor = SegmentCursor::new(segments);
-            while !cursor.is_done() {
-                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-                let n = self
-                    .stream
-                    .write_vectored(cursor.io_slices(&mut slices))
-                    .await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                cursor.advance(n);
-            }
-            self.stream.flush().await
+            let stream = &mut self.stream;
+            write_all_vectored(segments, |cx, slices| {
+                Pin::new(&mut *stream).poll_write_vectored(cx, slices)
+            })
+            .await?;
+            stream.flush().await
         };
         match deadline {
             Some(at) => timeout_at(at.into(), write)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use event_listener::{Event, Listener as _};
-use pop3_proto::{Config, Greeting, Output, Refusal, Session};
+use pop3_proto::{Channel, Config, Greeting, Output, Refusal, Session};
 
 use crate::procedure::Procedure;
 use crate::shutdown::{Shutdown, Stage};
@@ -26,12 +26,34 @@ pub struct ConnectionInfo {
     pub peer: Option<SocketAddr>,
     /// The address the client connected to, when the stream has one.
     pub local: Option<SocketAddr>,
+    /// TLS is active from the start (an implicit TLS listener, RFC 8314).
+    pub tls: bool,
 }
 
 impl ConnectionInfo {
-    /// Describes a connection.
+    /// Describes a plain connection.
     pub fn new(peer: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
-        Self { peer, local }
+        Self {
+            peer,
+            local,
+            tls: false,
+        }
+    }
+
+    /// The same connection, with TLS active from the start.
+    pub fn with_tls(self) -> Self {
+        Self { tls: true, ..self }
+    }
+
+    /// What the session is told: TLS from the start, and whether the peer
+    /// is on this machine (a loopback address, IPv4-mapped included).
+    pub fn channel(&self) -> Channel {
+        Channel {
+            tls: self.tls,
+            local: self
+                .peer
+                .is_some_and(|peer| peer.ip().to_canonical().is_loopback()),
+        }
     }
 }
 
@@ -214,7 +236,12 @@ where
         match (inner.new_handler)(info) {
             Ok(handler) => Admission::Serve {
                 procedure: Procedure::new(
-                    Session::new(inner.config.clone(), fresh_greeting(), now),
+                    Session::with_channel(
+                        inner.config.clone(),
+                        fresh_greeting(),
+                        info.channel(),
+                        now,
+                    ),
                     inner.shutdown.clone(),
                 ),
                 handler,
@@ -373,6 +400,18 @@ mod tests {
         for _ in 0..10_000 {
             assert!(seen.insert(fresh_greeting().nonce));
         }
+    }
+
+    #[test]
+    fn loopback_peers_are_local() {
+        let info = |peer: &str| ConnectionInfo::new(Some(peer.parse().unwrap()), None);
+        assert!(info("127.0.0.1:5000").channel().local);
+        assert!(info("[::1]:5000").channel().local);
+        assert!(info("[::ffff:127.0.0.1]:5000").channel().local);
+        assert!(!info("192.0.2.7:5000").channel().local);
+        assert!(!ConnectionInfo::new(None, None).channel().local);
+        let tls = info("192.0.2.7:995").with_tls().channel();
+        assert!(tls.tls && !tls.local);
     }
 
     #[test]

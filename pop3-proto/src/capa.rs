@@ -13,6 +13,8 @@ pub(crate) struct CapaContext<'a> {
     /// The user's maildrop once logged in (TRANSACTION), with per-user values.
     pub(crate) maildrop: Option<&'a Maildrop>,
     pub(crate) tls: bool,
+    /// Whether passwords and tokens may be sent on this connection now.
+    pub(crate) plaintext: bool,
 }
 
 /// Appends the capability lines (without the `+OK` line or the final `.`).
@@ -27,8 +29,22 @@ pub(crate) fn write_capabilities(out: &mut BytesMut, config: &Config, ctx: &Capa
     };
     w(format_args!("TOP"));
     w(format_args!("UIDL"));
-    if config.user_pass {
+    if config.user_pass && ctx.plaintext {
         w(format_args!("USER"));
+    }
+    // RFC 5034 §3: exactly the mechanisms usable on this connection now.
+    let mut usable = config
+        .sasl
+        .iter()
+        .filter(|m| ctx.plaintext || !m.is_plaintext())
+        .peekable();
+    if usable.peek().is_some() {
+        let mut line = String::from("SASL");
+        for m in usable {
+            line.push(' ');
+            line.push_str(m.name());
+        }
+        w(format_args!("{line}"));
     }
     if config.stls && !ctx.tls {
         w(format_args!("STLS"));
@@ -74,7 +90,15 @@ mod tests {
 
     fn capa(config: &Config, maildrop: Option<&Maildrop>, tls: bool) -> String {
         let mut out = BytesMut::new();
-        write_capabilities(&mut out, config, &CapaContext { maildrop, tls });
+        write_capabilities(
+            &mut out,
+            config,
+            &CapaContext {
+                maildrop,
+                tls,
+                plaintext: true,
+            },
+        );
         String::from_utf8(out.to_vec()).unwrap()
     }
 
@@ -86,7 +110,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             capa(&c, None, false),
-            "TOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nIMPLEMENTATION x\r\n"
+            "TOP\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nIMPLEMENTATION x\r\n"
         );
     }
 

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::apop::parse_hex_digest;
+use crate::sasl::Mechanism;
 use crate::secret::Secret;
 
 /// A parsed client command.
@@ -10,7 +11,10 @@ use crate::secret::Secret;
 pub(crate) enum Command {
     User(String),
     Pass(Secret<Vec<u8>>),
-    Apop { user: String, digest: [u8; 16] },
+    Apop {
+        user: String,
+        digest: [u8; 16],
+    },
     Quit,
     Stat,
     List(Option<u32>),
@@ -22,6 +26,13 @@ pub(crate) enum Command {
     Uidl(Option<u32>),
     Capa,
     Stls,
+    /// `AUTH` alone: list the mechanisms.
+    AuthList,
+    /// `AUTH name [initial-response]`; `None` for a name not known here.
+    Auth {
+        mechanism: Option<Mechanism>,
+        initial: Option<Secret<Vec<u8>>>,
+    },
 }
 
 /// Why a line is not a valid command. Each becomes an `-ERR` line.
@@ -114,6 +125,18 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         args.finish(Command::Capa)?
     } else if is("STLS") {
         args.finish(Command::Stls)?
+    } else if is("AUTH") {
+        // RFC 5034 §4: AUTH mechanism [initial-response].
+        match args.next_word() {
+            None => Command::AuthList,
+            Some(name) => {
+                let initial = args.next_word().map(|w| Secret::new(w.to_vec()));
+                args.finish(Command::Auth {
+                    mechanism: Mechanism::from_name(name),
+                    initial,
+                })?
+            }
+        }
     } else {
         return Err(ParseError::Unknown);
     };
@@ -274,6 +297,33 @@ mod tests {
             parse(b"APOP"),
             Err(ParseError::MissingArgument("user name"))
         );
+    }
+
+    #[test]
+    fn auth() {
+        assert_eq!(parse(b"AUTH"), Ok(Command::AuthList));
+        assert_eq!(
+            parse(b"auth plain"),
+            Ok(Command::Auth {
+                mechanism: Some(Mechanism::Plain),
+                initial: None
+            })
+        );
+        assert_eq!(
+            parse(b"AUTH PLAIN AHRpbQB0YW5zdGFhZg=="),
+            Ok(Command::Auth {
+                mechanism: Some(Mechanism::Plain),
+                initial: Some(Secret::new(b"AHRpbQB0YW5zdGFhZg==".to_vec()))
+            })
+        );
+        assert_eq!(
+            parse(b"AUTH CRAM-MD5"),
+            Ok(Command::Auth {
+                mechanism: None,
+                initial: None
+            })
+        );
+        assert_eq!(parse(b"AUTH PLAIN a b"), Err(ParseError::TooManyArguments));
     }
 
     #[test]

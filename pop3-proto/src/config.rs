@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::sasl::Mechanism;
 
 /// RFC 1939 §3: the autologout timer MUST be at least 10 minutes.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -16,6 +17,25 @@ pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(60);
 
 /// RFC 2449 §4: a command line is at most 255 octets including CRLF.
 pub const RFC_MAX_COMMAND_LINE: usize = 255;
+
+/// The longest SASL line by default (an `AUTH` command with its initial
+/// response, or a response to a challenge): OAuth tokens run to kilobytes.
+pub const DEFAULT_MAX_SASL_LINE: usize = 16 * 1024;
+
+/// When a secret may cross a connection without TLS: USER/PASS and the
+/// SASL mechanisms that send a password or a token as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PlaintextAuth {
+    /// Always, TLS or not.
+    Allow,
+    /// Unless TLS could be had: allowed on TLS, on a local (loopback)
+    /// connection, and where the server offers no STLS; refused on a plain
+    /// connection that could have used STLS.
+    #[default]
+    UnlessTlsOffered,
+    /// Only over TLS (local connections included).
+    RequireTls,
+}
 
 /// How long messages may stay on the server (RFC 2449 §6.7, the `EXPIRE` capability).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -47,6 +67,10 @@ pub struct Config {
     pub(crate) apop: bool,
     pub(crate) user_pass: bool,
     pub(crate) stls: bool,
+    pub(crate) sasl: Vec<Mechanism>,
+    pub(crate) plaintext: PlaintextAuth,
+    pub(crate) apop_needs_tls: bool,
+    pub(crate) max_sasl_line: usize,
     pub(crate) expire: Expire,
     pub(crate) expire_per_user: bool,
     pub(crate) login_delay: Option<u32>,
@@ -68,6 +92,10 @@ impl Default for Config {
             apop: false,
             user_pass: true,
             stls: false,
+            sasl: vec![Mechanism::Plain, Mechanism::Login],
+            plaintext: PlaintextAuth::UnlessTlsOffered,
+            apop_needs_tls: false,
+            max_sasl_line: DEFAULT_MAX_SASL_LINE,
             expire: Expire::Never,
             expire_per_user: false,
             login_delay: None,
@@ -84,7 +112,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Starts from the defaults: host `localhost`, USER/PASS on, APOP and STLS off,
+    /// Starts from the defaults: host `localhost`, USER/PASS and SASL `PLAIN`
+    /// and `LOGIN` on (refused without TLS where STLS is offered, except on
+    /// loopback: [`PlaintextAuth::UnlessTlsOffered`]), APOP and STLS off,
     /// `EXPIRE NEVER`, 10 minute idle timeout, 2 s delay after a failed login,
     /// 3 failed logins or 10 bad commands in a row close the session,
     /// 255-octet command lines, 8 KiB input buffer, 64 KiB output high-water mark.
@@ -113,6 +143,16 @@ impl Config {
     /// Whether STLS is offered; the driver must then be able to start TLS.
     pub fn stls(&self) -> bool {
         self.stls
+    }
+
+    /// The SASL mechanisms offered (where the plaintext policy allows).
+    pub fn sasl(&self) -> &[Mechanism] {
+        &self.sasl
+    }
+
+    /// When passwords and tokens may cross a connection without TLS.
+    pub fn plaintext_auth(&self) -> PlaintextAuth {
+        self.plaintext
     }
 
     /// The output high-water mark: body chunks are asked for only below it.
@@ -230,6 +270,42 @@ impl ConfigBuilder {
         self
     }
 
+    /// The SASL mechanisms to offer with `AUTH`, in this order (default:
+    /// `PLAIN`, `LOGIN`; empty: no `AUTH`). The handler gets their
+    /// credentials: offer the OAuth mechanisms only if it checks
+    /// [`Credential::Bearer`](crate::Credential::Bearer).
+    pub fn sasl(mut self, mechanisms: &[Mechanism]) -> Self {
+        self.config.sasl = Vec::new();
+        for &m in mechanisms {
+            if !self.config.sasl.contains(&m) {
+                self.config.sasl.push(m);
+            }
+        }
+        self
+    }
+
+    /// When USER/PASS and the plaintext SASL mechanisms may be used without
+    /// TLS (default [`PlaintextAuth::UnlessTlsOffered`]). Where they may
+    /// not, CAPA does not list them and an attempt gets `-ERR [AUTH]`.
+    pub fn plaintext_auth(mut self, policy: PlaintextAuth) -> Self {
+        self.config.plaintext = policy;
+        self
+    }
+
+    /// Puts APOP under the plaintext policy too (default: off; APOP sends
+    /// no password, but its MD5 digest can be attacked offline).
+    pub fn apop_needs_tls(mut self, on: bool) -> Self {
+        self.config.apop_needs_tls = on;
+        self
+    }
+
+    /// The longest SASL line with its CRLF (default 16 KiB; at least the
+    /// command line limit).
+    pub fn max_sasl_line(mut self, octets: usize) -> Self {
+        self.config.max_sasl_line = octets;
+        self
+    }
+
     /// Checks the settings and returns the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.config;
@@ -261,6 +337,12 @@ impl ConfigBuilder {
         if c.max_line < RFC_MAX_COMMAND_LINE {
             return Err(ConfigError::LineLimitTooSmall(c.max_line));
         }
+        if c.max_sasl_line < c.max_line {
+            return Err(ConfigError::SaslLineTooSmall {
+                max_sasl_line: c.max_sasl_line,
+                max_line: c.max_line,
+            });
+        }
         if c.input_buffer < c.max_line {
             return Err(ConfigError::InputBufferTooSmall {
                 input_buffer: c.input_buffer,
@@ -273,7 +355,7 @@ impl ConfigBuilder {
         if c.max_auth_failures == 0 || c.max_bad_commands == 0 {
             return Err(ConfigError::ZeroLimit);
         }
-        if !c.user_pass && !c.apop {
+        if !c.user_pass && !c.apop && c.sasl.is_empty() {
             return Err(ConfigError::NoLoginMethod);
         }
         Ok(c)
@@ -354,7 +436,7 @@ mod tests {
             Err(ConfigError::InvalidImplementation(_))
         ));
         assert!(matches!(
-            Config::builder().user_pass(false).build(),
+            Config::builder().user_pass(false).sasl(&[]).build(),
             Err(ConfigError::NoLoginMethod)
         ));
     }

@@ -65,13 +65,21 @@ pub enum ConfigError {
         /// Configured line limit.
         max_line: usize,
     },
+    /// The SASL line limit must hold at least a command line.
+    #[error("SASL line limit {max_sasl_line} is under the command line limit {max_line}")]
+    SaslLineTooSmall {
+        /// Configured SASL line limit.
+        max_sasl_line: usize,
+        /// Configured line limit.
+        max_line: usize,
+    },
     /// The output high-water mark must be positive.
     #[error("output high-water mark must not be zero")]
     ZeroHighWater,
     /// The failure limits must be positive.
     #[error("failure limits must be at least 1")]
     ZeroLimit,
-    /// Neither USER/PASS nor APOP is offered.
-    #[error("no login method is offered (enable USER/PASS or APOP)")]
+    /// Neither USER/PASS, APOP nor a SASL mechanism is offered.
+    #[error("no login method is offered (enable USER/PASS, APOP or SASL)")]
     NoLoginMethod,
 }

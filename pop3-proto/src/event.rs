@@ -34,7 +34,7 @@ pub enum Request {
     /// Check credentials. Answer `accept_login` or `refuse` (a refusal
     /// without a code is sent as `[AUTH]`).
     Authenticate {
-        /// The user name given by USER or APOP.
+        /// Whose maildrop: the name given by USER, APOP or the SASL exchange.
         user: String,
         /// What the client proved.
         credential: Credential,
@@ -63,13 +63,30 @@ pub enum Request {
     },
 }
 
-/// A login proof.
+/// A login proof: what the client showed to log in as the request's `user`.
+///
+/// The one entry point for every login method; new methods add variants,
+/// so match with a catch-all arm that refuses what the store cannot check.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Credential {
-    /// USER then PASS: the password is the rest of the PASS line, as sent.
+    /// The user's password: from USER/PASS (the rest of the PASS line, as
+    /// sent), SASL `PLAIN` or `LOGIN`.
     Password(Secret<Vec<u8>>),
+    /// SASL `PLAIN` with an authorization identity: `authenticator` proves
+    /// itself with its own password and asks for the request's `user`'s
+    /// maildrop (a master user). Refuse unless the store allows that.
+    PasswordFor {
+        /// Who authenticates (the authentication identity).
+        authenticator: String,
+        /// The authenticator's password.
+        password: Secret<Vec<u8>>,
+    },
     /// APOP: check it with [`ApopCredential::verify`] against the user's secret.
     Apop(ApopCredential),
+    /// SASL `XOAUTH2` or `OAUTHBEARER`: an OAuth 2.0 bearer token; check it
+    /// and that it was issued for the request's `user`.
+    Bearer(Secret<String>),
 }
 
 /// Why a session ended. Plain data, not an error.

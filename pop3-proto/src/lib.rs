@@ -164,6 +164,7 @@ mod maildrop;
 pub mod memory;
 mod output;
 mod reply;
+mod sasl;
 mod secret;
 mod session;
 
@@ -173,13 +174,14 @@ pub mod testing;
 pub use apop::{digest as apop_digest, ApopCredential, ApopTimestamp, Greeting};
 pub use body::{transmitted_size, BodyProgress, SizeCounter};
 pub use config::{
-    Config, ConfigBuilder, Expire, MAX_AUTH_FAILURE_DELAY, MAX_IDLE_TIMEOUT, MIN_IDLE_TIMEOUT,
-    RFC_MAX_COMMAND_LINE,
+    Config, ConfigBuilder, Expire, PlaintextAuth, DEFAULT_MAX_SASL_LINE, MAX_AUTH_FAILURE_DELAY,
+    MAX_IDLE_TIMEOUT, MIN_IDLE_TIMEOUT, RFC_MAX_COMMAND_LINE,
 };
 pub use error::{ConfigError, UsageError};
 pub use event::{CloseReason, Credential, Event, Request};
 pub use maildrop::{Maildrop, MaildropError, MessageInfo, MessageRef, Uid};
 pub use output::{Output, Transmit, Wait};
 pub use reply::{Refusal, ResponseCode};
+pub use sasl::Mechanism;
 pub use secret::Secret;
-pub use session::{Phase, Session, SessionStats};
+pub use session::{Channel, Phase, Session, SessionStats};

@@ -113,6 +113,10 @@ struct Counters {
 #[derive(Debug)]
 struct State {
     boxes: HashMap<String, Mailbox>,
+    /// OAuth bearer tokens and the user each was issued for.
+    tokens: HashMap<String, String>,
+    /// Users whose password opens any maildrop (SASL authorization identity).
+    masters: Vec<String>,
     next_uid: u64,
     /// Injected faults, in order; each strikes once.
     faults: Vec<(FaultPoint, Fault)>,
@@ -124,6 +128,8 @@ impl Default for State {
     fn default() -> Self {
         Self {
             boxes: HashMap::new(),
+            tokens: HashMap::new(),
+            masters: Vec::new(),
             next_uid: 0,
             faults: Vec::new(),
             chunk: DEFAULT_CHUNK,
@@ -162,6 +168,19 @@ impl MemoryStore {
             .entry(user.to_owned())
             .or_default()
             .password = password.to_owned();
+    }
+
+    /// Issues an OAuth bearer token for `user` (SASL `XOAUTH2`, `OAUTHBEARER`).
+    pub fn add_token(&self, user: &str, token: &str) {
+        self.state()
+            .tokens
+            .insert(token.to_owned(), user.to_owned());
+    }
+
+    /// Lets `user`'s password open every maildrop (a master user, named as
+    /// the authentication identity of SASL `PLAIN`).
+    pub fn add_master(&self, user: &str) {
+        self.state().masters.push(user.to_owned());
     }
 
     /// Adds a user with these messages.
@@ -355,10 +374,22 @@ impl MemoryHandler {
     pub fn try_authenticate(&self, user: &str, credential: &Credential) -> Result<(), StoreError> {
         self.store.strike(FaultPoint::Authenticate)?;
         let state = self.store.state();
-        let ok = state.boxes.get(user).is_some_and(|b| match credential {
-            Credential::Password(p) => p.expose() == b.password.as_bytes(),
-            Credential::Apop(apop) => apop.verify(b.password.as_bytes()),
-        });
+        let password_of = |name: &str| state.boxes.get(name).map(|b| b.password.as_bytes());
+        let ok = state.boxes.contains_key(user)
+            && match credential {
+                Credential::Password(p) => password_of(user) == Some(p.expose()),
+                Credential::Apop(apop) => password_of(user).is_some_and(|p| apop.verify(p)),
+                Credential::PasswordFor {
+                    authenticator,
+                    password,
+                } => {
+                    state.masters.contains(authenticator)
+                        && password_of(authenticator) == Some(password.expose())
+                }
+                Credential::Bearer(token) => {
+                    state.tokens.get(token.expose()).map(String::as_str) == Some(user)
+                }
+            };
         if ok {
             Ok(())
         } else {

@@ -30,6 +30,7 @@ fn capa_before_and_after_login() {
          S: TOP
          S: UIDL
          S: USER
+         S: SASL PLAIN LOGIN
          S: PIPELINING
          S: RESP-CODES
          S: AUTH-RESP-CODE
@@ -46,6 +47,7 @@ fn capa_before_and_after_login() {
          S: TOP
          S: UIDL
          S: USER
+         S: SASL PLAIN LOGIN
          S: PIPELINING
          S: RESP-CODES
          S: AUTH-RESP-CODE

@@ -2,7 +2,7 @@
 //! the command-injection barrier.
 
 use pop3_proto::testing::{run_transcript, Harness, MemoryStore, Step};
-use pop3_proto::{Config, Event, Output, UsageError, Wait};
+use pop3_proto::{Config, Event, Output, PlaintextAuth, UsageError, Wait};
 
 fn stls_config() -> Config {
     Config::builder()
@@ -22,7 +22,6 @@ fn stls_then_login_inside_tls() {
          S: +OK capability list follows
          S: TOP
          S: UIDL
-         S: USER
          S: STLS
          S: PIPELINING
          S: RESP-CODES
@@ -39,6 +38,7 @@ fn stls_then_login_inside_tls() {
          S: TOP
          S: UIDL
          S: USER
+         S: SASL PLAIN LOGIN
          S: PIPELINING
          S: RESP-CODES
          S: AUTH-RESP-CODE
@@ -95,7 +95,12 @@ fn start_tls_comes_only_after_the_ok_is_taken() {
 
 #[test]
 fn user_given_before_stls_is_forgotten() {
-    let mut h = Harness::new(stls_config(), MemoryStore::rfc1939());
+    let config = Config::builder()
+        .stls(true)
+        .plaintext_auth(PlaintextAuth::Allow)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, MemoryStore::rfc1939());
     h.take_sent();
     h.command("USER mrose");
     h.command("STLS");

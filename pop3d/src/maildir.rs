@@ -149,7 +149,13 @@ impl AsyncHandler for MaildirHandler {
                 let _ = store.decoy.verify(p.expose());
                 false
             }
-            (None, Credential::Apop(_)) => false,
+            // No master users: refused at a password check's cost.
+            (_, Credential::PasswordFor { password, .. }) => {
+                let _ = store.decoy.verify(password.expose());
+                false
+            }
+            // APOP of an unknown user, and OAuth tokens (no issuer configured).
+            _ => false,
         })
         .await?;
         if ok {

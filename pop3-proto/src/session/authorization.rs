@@ -20,11 +20,14 @@ impl Session {
     pub(super) fn execute_authorization(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::User(name) => {
-                if self.config.user_pass {
+                if !self.config.user_pass {
+                    self.err(format_args!("USER/PASS not offered"));
+                } else if !self.plaintext_allowed() {
+                    self.login = Login::Anonymous;
+                    self.tls_required("USER/PASS");
+                } else {
                     self.login = Login::Named(name);
                     self.ok(format_args!("send PASS"));
-                } else {
-                    self.err(format_args!("USER/PASS not offered, use APOP"));
                 }
             }
             Command::Pass(password) => {
@@ -35,7 +38,7 @@ impl Session {
                 let user = user.clone();
                 let credential = Credential::Password(password);
                 self.request(
-                    Pending::Authenticate,
+                    Pending::Authenticate(None),
                     Request::Authenticate { user, credential },
                 );
             }
@@ -45,10 +48,15 @@ impl Session {
                     self.err(format_args!("APOP not offered"));
                     return true;
                 };
+                if self.config.apop_needs_tls && !self.plaintext_allowed() {
+                    self.login = Login::Anonymous;
+                    self.tls_required("APOP");
+                    return true;
+                }
                 self.login = Login::Named(user.clone());
                 let credential = Credential::Apop(ApopCredential::new(ts, digest));
                 self.request(
-                    Pending::Authenticate,
+                    Pending::Authenticate(None),
                     Request::Authenticate { user, credential },
                 );
             }
@@ -59,6 +67,8 @@ impl Session {
                 });
             }
             Command::Capa => self.capa(),
+            Command::AuthList => self.list_mechanisms(),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
             Command::Stls => {
                 if !self.config.stls {
                     self.err(format_args!("STLS not offered"));
@@ -88,6 +98,7 @@ impl Session {
         let ctx = CapaContext {
             maildrop: self.maildrop.as_ref().map(Marked::maildrop),
             tls: self.tls,
+            plaintext: self.plaintext_allowed(),
         };
         let config = &self.config;
         self.queue.with_buf(|out| {
@@ -101,7 +112,7 @@ impl Session {
     /// The session then asks for [`Request::Lock`].
     pub fn accept_login(&mut self, now: Instant) -> Result<(), UsageError> {
         self.enter(now)?;
-        if !matches!(self.state, State::Pending(Pending::Authenticate)) {
+        if !matches!(self.state, State::Pending(Pending::Authenticate(_))) {
             return self.wrong_answer("Authenticate");
         }
         let Login::Named(user) = std::mem::take(&mut self.login) else {
@@ -158,6 +169,19 @@ impl Session {
             self.resume();
             return;
         }
+        if let Pending::Authenticate(Some(m)) = pending {
+            if m.is_bearer() {
+                // RFC 7628 §3.2.2: the error goes in a challenge first.
+                self.challenge(m.bearer_error());
+                self.state = State::SaslRefused(refusal);
+                return;
+            }
+        }
+        self.failed_login(refusal);
+    }
+
+    /// A wrong credential: count it, and hold the `-ERR` for the delay.
+    pub(super) fn failed_login(&mut self, refusal: Refusal) {
         self.auth_failures += 1;
         let then_close = self.auth_failures >= self.config.max_auth_failures;
         let delay = self.config.auth_failure_delay;

@@ -6,6 +6,7 @@
 //! `authorization`, `transaction` and `update`.
 
 mod authorization;
+mod sasl;
 mod transaction;
 mod update;
 
@@ -25,8 +26,19 @@ use crate::line::{Line, LineReader};
 use crate::maildrop::Marked;
 use crate::output::{Output, Queue, Transmit, Wait};
 use crate::reply::{self, Refusal, ResponseCode};
+use crate::sasl::{Exchange, Mechanism};
 
 use self::transaction::Listing;
+
+/// What the driver knows of a connection when it starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Channel {
+    /// TLS is active from the start (implicit TLS, RFC 8314).
+    pub tls: bool,
+    /// The peer is on this machine (loopback): the plaintext policy may
+    /// allow passwords without TLS ([`PlaintextAuth`](crate::PlaintextAuth)).
+    pub local: bool,
+}
 
 /// Where a session is in RFC 1939's life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,9 +72,13 @@ pub struct SessionStats {
 /// The kind of request with the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
-    Authenticate,
+    /// A credential check; `Some` for one from a SASL exchange.
+    Authenticate(Option<Mechanism>),
     Lock,
-    Retrieve { number: u32, top: Option<u64> },
+    Retrieve {
+        number: u32,
+        top: Option<u64>,
+    },
     Commit,
 }
 
@@ -86,6 +102,11 @@ enum State {
     },
     /// After STLS: `StartTls` is queued or the handshake is running.
     Tls,
+    /// In a SASL exchange: a challenge is out, the client's response is next.
+    Sasl(Mechanism, Exchange),
+    /// A bearer token was refused and the error challenge is out: the
+    /// client's (empty) response is next, then the held `-ERR`.
+    SaslRefused(Refusal),
     /// Over: the `Closed` event is queued (or taken).
     Closed(CloseReason),
 }
@@ -155,6 +176,8 @@ pub struct Session {
     queue: Queue,
     apop: Option<ApopTimestamp>,
     tls: bool,
+    /// The peer is local (see [`Channel::local`]).
+    local: bool,
     shutting_down: bool,
     bad_commands: u32,
     auth_failures: u32,
@@ -171,6 +194,17 @@ impl Session {
     /// (used only when the config offers APOP); it must differ for every
     /// connection (see [`Greeting`]).
     pub fn new(config: Arc<Config>, greeting: Greeting, now: Instant) -> Self {
+        Self::with_channel(config, greeting, Channel::default(), now)
+    }
+
+    /// Like [`Session::new`], for a connection whose TLS is active from the
+    /// start, or whose peer is local (see [`Channel`]).
+    pub fn with_channel(
+        config: Arc<Config>,
+        greeting: Greeting,
+        channel: Channel,
+        now: Instant,
+    ) -> Self {
         let apop = config
             .apop
             .then(|| ApopTimestamp::new(greeting, &config.hostname));
@@ -184,7 +218,8 @@ impl Session {
             lines: LineReader::default(),
             queue: Queue::default(),
             apop,
-            tls: false,
+            tls: channel.tls,
+            local: channel.local,
             shutting_down: false,
             bad_commands: 0,
             auth_failures: 0,
@@ -249,8 +284,10 @@ impl Session {
                 | State::Body(_)
                 | State::Listing(_)
                 | State::AuthDelay { .. }
+                | State::Sasl(..)
+                | State::SaslRefused(_)
         );
-        reading && self.link == Link::Open && self.inbound.len() < self.config.input_buffer
+        reading && self.link == Link::Open && self.inbound.len() < self.input_cap()
     }
 
     /// True once TLS is active (after STLS and `handle_tls_established`).
@@ -466,7 +503,14 @@ impl Session {
         }
         let on_peer = (!self.queue.is_empty() && !self.filling_body())
             || self.queue.in_flight()
-            || matches!(self.state, State::Command | State::Listing(_) | State::Tls);
+            || matches!(
+                self.state,
+                State::Command
+                    | State::Listing(_)
+                    | State::Tls
+                    | State::Sasl(..)
+                    | State::SaslRefused(_)
+            );
         on_peer.then(|| self.last_progress + self.config.idle_timeout)
     }
 
@@ -584,7 +628,7 @@ impl Session {
                     }
                     self.state = State::Command;
                 }
-                State::Command if self.shutting_down => {
+                State::Command | State::Sasl(..) | State::SaslRefused(_) if self.shutting_down => {
                     self.close_with(CloseReason::Shutdown, |out| {
                         reply::err(
                             out,
@@ -594,7 +638,7 @@ impl Session {
                     });
                     break;
                 }
-                State::Command => {
+                State::Command | State::Sasl(..) | State::SaslRefused(_) => {
                     if !self.next_command(&mut fresh) {
                         if self.link == Link::ReadClosed && fresh.is_empty() {
                             // The peer sent its last complete command.
@@ -625,10 +669,11 @@ impl Session {
     /// `fresh` if need be, or else from `fresh` in place. False when no
     /// complete line is available.
     fn next_command(&mut self, fresh: &mut &[u8]) -> bool {
-        let max = self.config.max_line;
+        let sasl = self.in_sasl();
         if self.inbound.is_empty() {
+            let max = self.line_cap(fresh);
             let (used, line) = self.lines.frame(fresh, max);
-            let line = line.map(parse);
+            let line = line.map(|l| parse(l, sasl));
             *fresh = &fresh[used..];
             return match line {
                 Some(parsed) => {
@@ -639,8 +684,9 @@ impl Session {
             };
         }
         loop {
+            let max = self.line_cap(&self.inbound);
             let (used, line) = self.lines.frame(&self.inbound, max);
-            let line = line.map(parse);
+            let line = line.map(|l| parse(l, sasl));
             let _ = self.inbound.split_to(used);
             if let Some(parsed) = line {
                 self.execute_line(parsed);
@@ -656,11 +702,41 @@ impl Session {
         }
     }
 
+    /// True while the next line is a SASL response, not a command.
+    fn in_sasl(&self) -> bool {
+        matches!(self.state, State::Sasl(..) | State::SaslRefused(_))
+    }
+
+    /// The longest line allowed at the start of `input`: SASL lines (an
+    /// `AUTH` command or a response) have their own, larger limit.
+    fn line_cap(&self, input: &[u8]) -> usize {
+        if self.in_sasl() || starts_auth(input) {
+            self.config.max_sasl_line
+        } else {
+            self.config.max_line
+        }
+    }
+
+    /// The most input held before reading stops: room for a whole SASL
+    /// line while one is being read.
+    fn input_cap(&self) -> usize {
+        if self.in_sasl() || starts_auth(&self.inbound) {
+            self.config.input_buffer.max(self.config.max_sasl_line)
+        } else {
+            self.config.input_buffer
+        }
+    }
+
     fn execute_line(&mut self, parsed: Parsed) {
         self.stats.commands += 1;
         self.progress();
         match parsed {
+            Parsed::TooLong if self.in_sasl() => {
+                self.state = State::Command;
+                self.bad_command(format_args!("line too long, authentication aborted"));
+            }
             Parsed::TooLong => self.bad_command(format_args!("line too long")),
+            Parsed::Response(line) => self.sasl_response(line),
             Parsed::Command(Err(e)) => self.bad_command(format_args!("{e}")),
             Parsed::Command(Ok(cmd)) => {
                 let valid = if self.maildrop.is_some() {
@@ -704,12 +780,20 @@ impl Session {
 enum Parsed {
     TooLong,
     Command(Result<Command, command::ParseError>),
+    /// A SASL response line, as sent (base64 or `*`).
+    Response(crate::secret::Secret<Vec<u8>>),
 }
 
 /// Parses a framed line (owning the result, so the input can move on).
-fn parse(line: Line<'_>) -> Parsed {
+fn parse(line: Line<'_>, sasl: bool) -> Parsed {
     match line {
         Line::TooLong => Parsed::TooLong,
+        Line::Complete(l) if sasl => Parsed::Response(l.to_vec().into()),
         Line::Complete(l) => Parsed::Command(command::parse(l)),
     }
+}
+
+/// True if `input` starts with an `AUTH` command with an argument.
+fn starts_auth(input: &[u8]) -> bool {
+    input.len() > 5 && input[..5].eq_ignore_ascii_case(b"AUTH ")
 }

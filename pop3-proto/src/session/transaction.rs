@@ -116,7 +116,12 @@ impl Session {
             }
             Command::Quit => self.quit_transaction(),
             Command::Capa => self.capa(),
-            Command::User(_) | Command::Pass(_) | Command::Apop { .. } | Command::Stls => {
+            Command::User(_)
+            | Command::Pass(_)
+            | Command::Apop { .. }
+            | Command::Stls
+            | Command::AuthList
+            | Command::Auth { .. } => {
                 self.bad_command(format_args!("command not valid after login"));
                 return false;
             }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Event, Request};
 use crate::memory::{MemoryBody, MemoryHandler, StoreError};
-use crate::{BodyProgress, Config, Greeting, Output, Session, UsageError, Wait};
+use crate::{BodyProgress, Channel, Config, Greeting, Output, Session, UsageError, Wait};
 
 /// Dot-stuffs a body given in chunks, as RETR (`top == None`) or
 /// `TOP n k` would send it, terminator included.
@@ -81,13 +81,19 @@ impl Harness {
     /// A session with this config over `store`, greeting nonce 1896 and
     /// time 697170952 (RFC 1939's example timestamp).
     pub fn new(config: Config, store: MemoryStore) -> Self {
+        Self::with_channel(config, store, Channel::default())
+    }
+
+    /// Like [`Harness::new`], on a connection with TLS from the start or a
+    /// local peer (see [`Channel`]).
+    pub fn with_channel(config: Config, store: MemoryStore, channel: Channel) -> Self {
         let start = Instant::now();
         let greeting = Greeting {
             nonce: 1896,
             unix_time: 697_170_952,
         };
         let mut h = Self {
-            session: Session::new(Arc::new(config), greeting, start),
+            session: Session::with_channel(Arc::new(config), greeting, channel, start),
             handler: store.handler(),
             store,
             now: start,

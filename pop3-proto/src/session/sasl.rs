@@ -1,0 +1,151 @@
+//! The AUTH command (RFC 5034) and the plaintext policy: which login
+//! methods this connection may use now, the `+ ` challenges, the client's
+//! responses, cancelling with `*`.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use super::{Login, Pending, Session, State};
+use crate::config::PlaintextAuth;
+use crate::event::Request;
+use crate::reply::{self, Refusal, ResponseCode};
+use crate::sasl::{Mechanism, Step};
+use crate::secret::Secret;
+
+impl Session {
+    /// Whether passwords and tokens may cross this connection now.
+    pub(super) fn plaintext_allowed(&self) -> bool {
+        match self.config.plaintext {
+            PlaintextAuth::Allow => true,
+            PlaintextAuth::RequireTls => self.tls,
+            PlaintextAuth::UnlessTlsOffered => self.tls || self.local || !self.config.stls,
+        }
+    }
+
+    /// `-ERR [AUTH]`: this method needs TLS here.
+    pub(super) fn tls_required(&mut self, method: &str) {
+        let hint = if self.config.stls {
+            "; use STLS first"
+        } else {
+            ""
+        };
+        self.queue.with_buf(|out| {
+            reply::err(
+                out,
+                Some(ResponseCode::Auth),
+                format_args!("{method} is not allowed without TLS{hint}"),
+            );
+        });
+    }
+
+    fn usable(&self, mechanism: Mechanism) -> bool {
+        self.config.sasl.contains(&mechanism)
+            && (!mechanism.is_plaintext() || self.plaintext_allowed())
+    }
+
+    /// `AUTH` without an argument: the mechanisms usable now, one a line
+    /// (what Outlook probes with before CAPA).
+    pub(super) fn list_mechanisms(&mut self) {
+        let usable: Vec<Mechanism> = self
+            .config
+            .sasl
+            .iter()
+            .copied()
+            .filter(|&m| self.usable(m))
+            .collect();
+        self.queue.with_buf(|out| {
+            reply::ok(out, format_args!("SASL mechanisms follow"));
+            for m in usable {
+                out.extend_from_slice(m.name().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b".\r\n");
+        });
+    }
+
+    /// `AUTH mechanism [initial-response]`.
+    pub(super) fn auth(&mut self, mechanism: Option<Mechanism>, initial: Option<Secret<Vec<u8>>>) {
+        self.login = Login::Anonymous;
+        let Some(mechanism) = mechanism.filter(|&m| self.config.sasl.contains(&m)) else {
+            self.err(format_args!("unsupported authentication mechanism"));
+            return;
+        };
+        if !self.usable(mechanism) {
+            self.tls_required(mechanism.name());
+            return;
+        }
+        let mut exchange = mechanism.start();
+        let Some(initial) = initial else {
+            self.challenge(exchange.first_challenge());
+            self.state = State::Sasl(mechanism, exchange);
+            return;
+        };
+        // RFC 5034 §4: "=" is an empty initial response.
+        let decoded = match initial.expose().as_slice() {
+            b"=" => Ok(Vec::new()),
+            encoded => STANDARD.decode(encoded),
+        };
+        match decoded {
+            Ok(response) => {
+                let step = exchange.respond(response);
+                self.sasl_step(mechanism, exchange, step);
+            }
+            Err(_) => self.err(format_args!("invalid base64 in the initial response")),
+        }
+    }
+
+    /// A line from the client while a challenge is out.
+    pub(super) fn sasl_response(&mut self, line: Secret<Vec<u8>>) {
+        let state = std::mem::replace(&mut self.state, State::Command);
+        match state {
+            // Whatever the client answers, the refused login stands.
+            State::SaslRefused(refusal) => self.failed_login(refusal),
+            State::Sasl(..) if line.expose() == b"*" => {
+                // RFC 5034 §4: the client cancelled.
+                self.err(format_args!("authentication cancelled"));
+            }
+            State::Sasl(mechanism, mut exchange) => match STANDARD.decode(line.expose()) {
+                Ok(response) => {
+                    let step = exchange.respond(response);
+                    self.sasl_step(mechanism, exchange, step);
+                }
+                Err(_) => self.err(format_args!("invalid base64, authentication aborted")),
+            },
+            other => self.state = other,
+        }
+    }
+
+    fn sasl_step(&mut self, mechanism: Mechanism, exchange: crate::sasl::Exchange, step: Step) {
+        match step {
+            Step::Challenge(challenge) => {
+                self.challenge(challenge);
+                self.state = State::Sasl(mechanism, exchange);
+            }
+            Step::Authenticate { user, credential } => {
+                self.login = Login::Named(user.clone());
+                self.request(
+                    Pending::Authenticate(Some(mechanism)),
+                    Request::Authenticate { user, credential },
+                );
+            }
+            Step::Malformed(text) => {
+                let refusal = Refusal::auth(text);
+                self.queue.with_buf(|out| reply::refusal(out, &refusal));
+            }
+        }
+    }
+
+    /// `+ base64(challenge)` (RFC 5034 §4; `+ ` alone for an empty one).
+    pub(super) fn challenge(&mut self, challenge: &[u8]) {
+        self.queue.with_buf(|out| {
+            out.extend_from_slice(b"+ ");
+            let start = out.len();
+            out.resize(start + challenge.len().div_ceil(3) * 4, 0);
+            let n = STANDARD
+                .encode_slice(challenge, &mut out[start..])
+                .expect("room for the encoding");
+            out.truncate(start + n);
+            out.extend_from_slice(b"\r\n");
+        });
+    }
+}

@@ -38,8 +38,10 @@ pub trait Transport {
         false
     }
 
-    /// Upgrades the stream to TLS, as server, after STLS; the handshake
-    /// must finish by `deadline`.
+    /// Upgrades the stream to TLS, as server: after STLS, or first thing on
+    /// an implicit TLS listener. The handshake must finish by `deadline`
+    /// (else `TimedOut`); a failed one leaves the transport unusable. Every
+    /// later read and write goes through TLS, and flushes it.
     fn start_tls(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         let _ = deadline;
         Err(io::Error::new(
@@ -75,6 +77,33 @@ where
         } => {
             let end = drive(procedure, transport, &mut handler);
             drop(permit);
+            service.ended(info, &end);
+            Some(end)
+        }
+    }
+}
+
+/// Runs one connection of an implicit TLS listener (RFC 8314) of `service`
+/// over `transport`: the TLS handshake first, bounded by
+/// [`handshake_deadline`](crate::tls::handshake_deadline), then the
+/// session as [`serve_connection`] does, told that TLS is active. A failed
+/// or stalled handshake ends only this connection, reported to the end
+/// hook with its [`SessionEnd::tls_error`].
+pub fn serve_tls_connection<F, H, T>(
+    service: &Service<F>,
+    transport: &mut T,
+    info: &ConnectionInfo,
+) -> Option<SessionEnd>
+where
+    F: NewHandler<H>,
+    H: Handler,
+    T: Transport,
+{
+    let deadline = crate::tls::handshake_deadline(service.config(), transport.now());
+    match transport.start_tls(Some(deadline)) {
+        Ok(()) => serve_connection(service, transport, &info.with_tls()),
+        Err(e) => {
+            let end = SessionEnd::handshake_failed(&e);
             service.ended(info, &end);
             Some(end)
         }

@@ -637,3 +637,4 @@ pub fn curl_client<L: Launcher>() {
         format!("1 {s1}\r\n2 {s3}\r\n")
     );
 }
+pub use crate::tls_checks::*;

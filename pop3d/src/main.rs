@@ -15,6 +15,8 @@ mod users;
 
 use std::io::BufRead as _;
 use std::net::SocketAddr;
+#[cfg(test)]
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -440,5 +442,50 @@ impl Signals {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_listeners_only_when_none_is_named() {
+        let mut none = Settings::default();
+        default_listeners(&mut none, true);
+        assert_eq!(none.listen, [DEFAULT_LISTEN]);
+        assert_eq!(none.listen_tls, [DEFAULT_LISTEN_TLS]);
+        let mut plain_only = Settings::default();
+        default_listeners(&mut plain_only, false);
+        assert_eq!(plain_only.listen, [DEFAULT_LISTEN]);
+        assert!(plain_only.listen_tls.is_empty());
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut named = Settings {
+            listen_tls: vec![addr],
+            ..Settings::default()
+        };
+        default_listeners(&mut named, true);
+        assert!(named.listen.is_empty(), "a named listener is all there is");
+        assert_eq!(named.listen_tls, [addr]);
+    }
+
+    #[test]
+    fn tls_settings_from_the_settings_file() {
+        let file: Settings = toml::from_str(
+            "tls-cert = \"/etc/pop3d/chain.pem\"\ntls-key = \"/etc/pop3d/key.pem\"\nlisten-tls = [\"0.0.0.0:995\"]\n",
+        )
+        .unwrap();
+        let merged = Settings::default().over(file);
+        assert_eq!(
+            merged.tls_cert.as_deref(),
+            Some(std::path::Path::new("/etc/pop3d/chain.pem"))
+        );
+        assert_eq!(
+            merged.listen_tls,
+            ["0.0.0.0:995".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(tls_settings(&merged, false)
+            .unwrap_err()
+            .contains("cannot read /etc/pop3d/chain.pem"));
     }
 }

@@ -255,6 +255,7 @@ macro_rules! suite {
             implicit_tls_negotiates_alpn_pop3,
             stalled_handshakes_are_closed_while_others_are_served,
             garbage_handshake_closes_only_that_connection,
+            implicit_tls_over_the_limit_is_closed_without_a_handshake,
         );
     };
     ($launcher:ty; $($check:ident),+ $(,)?) => {

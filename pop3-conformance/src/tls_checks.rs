@@ -2,6 +2,7 @@
 //! rustls client, the injection barrier over the socket, and handshakes
 //! that stall or fail ending only their own connection.
 
+use std::net::TcpStream;
 use std::time::Duration;
 
 use pop3_driver::memory::MemoryStore;
@@ -240,4 +241,44 @@ pub fn garbage_handshake_closes_only_that_connection<L: Launcher>() {
                 .any(|e| e.reason == CloseReason::PeerClosed && e.tls_error.is_some())
         });
     }
+}
+
+/// On an implicit TLS listener a handshake holds a place under the
+/// connection limit: over the limit a connection is closed at once, with no
+/// handshake, and the server goes on serving once a place is free.
+pub fn implicit_tls_over_the_limit_is_closed_without_a_handshake<L: Launcher>() {
+    let pki = TestPki::new();
+    let mut spec = Spec::new(config().build().unwrap(), store())
+        .with_tls(pki.server_tls(), Listen::ImplicitTls);
+    spec.max_connections = Some(1);
+    let server = L::launch(spec);
+    let (mut first, greeting) = TlsClient::greeted(server.addr, pki.client(&[]));
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    let over = TcpStream::connect(server.addr).unwrap();
+    assert!(
+        TlsClient::handshake(over, pki.client(&[])).is_err(),
+        "a handshake over the connection limit"
+    );
+    server.eventually("the rejection", |s| {
+        s.connections
+            .ended()
+            .iter()
+            .any(|e| e.reason == CloseReason::Rejected)
+    });
+    first.login("alice", "wonderland");
+    retrieve_and_quit(&mut first);
+    // The place is free once the first connection is closed.
+    let mut served = None;
+    for _ in 0..200 {
+        let socket = TcpStream::connect(server.addr).unwrap();
+        if let Ok(mut c) = TlsClient::handshake(socket, pki.client(&[])) {
+            served = Some(c.line());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        served.is_some_and(|g| g.starts_with("+OK")),
+        "not served again"
+    );
 }

@@ -10,7 +10,7 @@ use pop3_proto::Request;
 
 use crate::handler::{BodySource, Handler, HandlerResult};
 use crate::procedure::{panic_error, Procedure, Step};
-use crate::service::{Admission, ConnectionInfo, NewHandler, Service};
+use crate::service::{Admission, ConnectionInfo, NewHandler, Permit, Service};
 use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
 
 /// The IO a blocking adapter provides: a byte stream with deadlines, and
@@ -64,7 +64,22 @@ where
     H: Handler,
     T: Transport,
 {
-    match service.admit(info, transport.now(), transport.can_start_tls()) {
+    serve_admitted(service, transport, info, None)
+}
+
+fn serve_admitted<F, H, T>(
+    service: &Service<F>,
+    transport: &mut T,
+    info: &ConnectionInfo,
+    reserved: Option<Permit>,
+) -> Option<SessionEnd>
+where
+    F: NewHandler<H>,
+    H: Handler,
+    T: Transport,
+{
+    let now = transport.now();
+    match service.admit_reserved(info, now, transport.can_start_tls(), reserved) {
         Admission::Reject(bytes) => {
             let _ = transport.write(&[bytes], Some(transport.now() + crate::FINAL_WRITE));
             service.ended(info, &SessionEnd::rejected());
@@ -89,6 +104,10 @@ where
 /// session as [`serve_connection`] does, told that TLS is active. A failed
 /// or stalled handshake ends only this connection, reported to the end
 /// hook with its [`SessionEnd::tls_error`].
+///
+/// The handshake holds a place under the connection limit; over the limit
+/// the connection is closed at once, without a handshake (so stalled
+/// handshakes cannot pile up), and reported as rejected (`None`).
 pub fn serve_tls_connection<F, H, T>(
     service: &Service<F>,
     transport: &mut T,
@@ -99,10 +118,15 @@ where
     H: Handler,
     T: Transport,
 {
+    let Some(permit) = service.reserve() else {
+        service.ended(info, &SessionEnd::rejected());
+        return None;
+    };
     let deadline = crate::tls::handshake_deadline(service.config(), transport.now());
     match transport.start_tls(Some(deadline)) {
-        Ok(()) => serve_connection(service, transport, &info.with_tls()),
+        Ok(()) => serve_admitted(service, transport, &info.with_tls(), Some(permit)),
         Err(e) => {
+            drop(permit);
             let end = SessionEnd::handshake_failed(&e);
             service.ended(info, &end);
             Some(end)

@@ -11,7 +11,7 @@ use pop3_proto::Request;
 
 use crate::handler::{AsyncBodySource, AsyncHandler, HandlerError, HandlerResult};
 use crate::procedure::{panic_error, Procedure, Step};
-use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Service};
+use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Permit, Service};
 use crate::shutdown::{Shutdown, Stage};
 use crate::{ReadOutcome, SessionEnd, ABORT_WAIT, READ_BUFFER};
 
@@ -96,7 +96,7 @@ pub trait Acceptor: Send {
 /// session ended, or `None` if it was rejected.
 pub async fn serve_connection<F, H, T>(
     service: &Service<F>,
-    mut transport: T,
+    transport: T,
     info: ConnectionInfo,
 ) -> Option<SessionEnd>
 where
@@ -104,7 +104,22 @@ where
     H: AsyncHandler,
     T: AsyncTransport,
 {
-    let end = match service.admit(&info, transport.now(), transport.can_start_tls()) {
+    serve_admitted(service, transport, info, None).await
+}
+
+async fn serve_admitted<F, H, T>(
+    service: &Service<F>,
+    mut transport: T,
+    info: ConnectionInfo,
+    reserved: Option<Permit>,
+) -> Option<SessionEnd>
+where
+    F: NewHandler<H>,
+    H: AsyncHandler,
+    T: AsyncTransport,
+{
+    let now = transport.now();
+    let end = match service.admit_reserved(&info, now, transport.can_start_tls(), reserved) {
         Admission::Reject(bytes) => {
             let deadline = transport.now() + crate::FINAL_WRITE;
             let _ = transport.write(&[bytes], Some(deadline)).await;
@@ -134,6 +149,10 @@ where
 /// an aborted shutdown, then the session as [`serve_connection`] does, told
 /// that TLS is active. A failed or stalled handshake ends only this
 /// connection, reported to the end hook with its [`SessionEnd::tls_error`].
+///
+/// The handshake holds a place under the connection limit; over the limit
+/// the connection is closed at once, without a handshake (so stalled
+/// handshakes cannot pile up), and reported as rejected (`None`).
 pub async fn serve_tls_connection<F, H, T>(
     service: &Service<F>,
     mut transport: T,
@@ -144,14 +163,19 @@ where
     H: AsyncHandler,
     T: AsyncTransport,
 {
+    let Some(permit) = service.reserve() else {
+        service.ended(&info, &SessionEnd::rejected());
+        return None;
+    };
     let deadline = crate::tls::handshake_deadline(service.config(), transport.now());
     let handshake = async { transport.start_tls(Some(deadline)).await };
     let result = handshake
         .or(stage(service.shutdown(), Stage::Abort, aborted_io()))
         .await;
     match result {
-        Ok(()) => serve_connection(service, transport, info.with_tls()).await,
+        Ok(()) => serve_admitted(service, transport, info.with_tls(), Some(permit)).await,
         Err(e) => {
+            drop(permit);
             let end = SessionEnd::handshake_failed(&e);
             service.ended(&info, &end);
             Some(end)

@@ -222,11 +222,29 @@ where
 
     /// Decides what to do with a new connection, at time `now`, over a
     /// transport that can (or cannot) start TLS.
+    #[cfg(test)]
     pub(crate) fn admit<B>(
         &self,
         info: &ConnectionInfo,
         now: Instant,
         tls: bool,
+    ) -> Admission<H, B> {
+        self.admit_reserved(info, now, tls, None)
+    }
+
+    /// A place under the connection limit, taken before admission (for an
+    /// implicit TLS handshake); `None` over the limit.
+    pub(crate) fn reserve(&self) -> Option<Permit> {
+        self.inner.live.try_acquire(self.inner.max_connections)
+    }
+
+    /// As `admit`, with the place under the limit already `reserved`.
+    pub(crate) fn admit_reserved<B>(
+        &self,
+        info: &ConnectionInfo,
+        now: Instant,
+        tls: bool,
+        reserved: Option<Permit>,
     ) -> Admission<H, B> {
         let inner = &*self.inner;
         let reject = |refusal: &Refusal| {
@@ -247,7 +265,8 @@ where
         if inner.shutdown.is_begun() {
             return reject(&Refusal::sys_temp("server shutting down"));
         }
-        let Some(permit) = inner.live.try_acquire(inner.max_connections) else {
+        let Some(permit) = reserved.or_else(|| inner.live.try_acquire(inner.max_connections))
+        else {
             return reject(&Refusal::sys_temp("too many connections, try again later"));
         };
         match (inner.new_handler)(info) {

@@ -15,8 +15,6 @@ mod users;
 
 use std::io::BufRead as _;
 use std::net::SocketAddr;
-#[cfg(test)]
-use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

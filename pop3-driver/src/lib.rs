@@ -33,6 +33,15 @@
 //! # Ok::<(), pop3_proto::ConfigError>(())
 //! ```
 //!
+//! # TLS
+//!
+//! [`tls`] holds what every adapter shares: a [`TlsConfig`](tls::TlsConfig)
+//! (a rustls server configuration from PEM files, replaceable while serving)
+//! given to the service with [`Service::tls`], and the handshake deadline.
+//! An adapter's transport only performs the handshake ([`Step::StartTls`]
+//! after STLS; first thing for an implicit TLS listener, see
+//! [`blocking::serve_tls_connection`] and [`nonblocking::serve_tls_connection`]).
+//!
 //! Users normally meet this crate through `pop3-std`, `pop3-tokio` or
 //! `pop3-async-std`, which re-export what they need. It reads the clock only
 //! through the transport, so tests with paused or fake time work

@@ -18,6 +18,10 @@ pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(60);
 /// RFC 2449 §4: a command line is at most 255 octets including CRLF.
 pub const RFC_MAX_COMMAND_LINE: usize = 255;
 
+/// The longest host name (a DNS name's limit): the APOP greeting and the
+/// sign-off line that carry it stay well within RFC 2449's 512 octets.
+pub const MAX_HOSTNAME: usize = 253;
+
 /// The longest SASL line by default (an `AUTH` command with its initial
 /// response, or a response to a challenge): OAuth tokens run to kilobytes.
 pub const DEFAULT_MAX_SASL_LINE: usize = 16 * 1024;
@@ -175,7 +179,9 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
-    /// Host name for the APOP timestamp and sign-off line (popart's `Hostname`).
+    /// Host name for the APOP timestamp and sign-off line (popart's
+    /// `Hostname`): printable ASCII without `<`, `>` or `@`, at most
+    /// [`MAX_HOSTNAME`] octets.
     pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
         self.config.hostname = hostname.into();
         self
@@ -322,6 +328,7 @@ impl ConfigBuilder {
             return Err(ConfigError::AuthDelayTooLong(c.auth_failure_delay));
         }
         if c.hostname.is_empty()
+            || c.hostname.len() > MAX_HOSTNAME
             || !c
                 .hostname
                 .bytes()
@@ -417,6 +424,16 @@ mod tests {
             Config::builder().hostname("a b").build(),
             Err(ConfigError::InvalidHostname(_))
         ));
+        assert!(matches!(
+            Config::builder()
+                .hostname("x".repeat(MAX_HOSTNAME + 1))
+                .build(),
+            Err(ConfigError::InvalidHostname(_))
+        ));
+        assert!(Config::builder()
+            .hostname("x".repeat(MAX_HOSTNAME))
+            .build()
+            .is_ok());
         assert!(matches!(
             Config::builder().hostname("x@y").build(),
             Err(ConfigError::InvalidHostname(_))

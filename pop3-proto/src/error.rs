@@ -48,7 +48,8 @@ pub enum ConfigError {
     /// Over a minute of tarpit per failed login.
     #[error("failed-login delay {0:?} is over the 60 seconds allowed")]
     AuthDelayTooLong(Duration),
-    /// The host name is empty or has characters that break the APOP timestamp.
+    /// The host name is empty, longer than [`MAX_HOSTNAME`](crate::MAX_HOSTNAME), or has
+    /// characters that break the APOP timestamp.
     #[error("invalid host name {0:?}")]
     InvalidHostname(String),
     /// The IMPLEMENTATION text is empty, too long, or has control characters.

@@ -175,7 +175,7 @@ pub use apop::{digest as apop_digest, ApopCredential, ApopTimestamp, Greeting};
 pub use body::{transmitted_size, BodyProgress, SizeCounter};
 pub use config::{
     Config, ConfigBuilder, Expire, PlaintextAuth, DEFAULT_MAX_SASL_LINE, MAX_AUTH_FAILURE_DELAY,
-    MAX_IDLE_TIMEOUT, MIN_IDLE_TIMEOUT, RFC_MAX_COMMAND_LINE,
+    MAX_HOSTNAME, MAX_IDLE_TIMEOUT, MIN_IDLE_TIMEOUT, RFC_MAX_COMMAND_LINE,
 };
 pub use error::{ConfigError, UsageError};
 pub use event::{CloseReason, Credential, Event, Request};

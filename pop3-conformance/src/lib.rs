@@ -212,8 +212,10 @@ macro_rules! suite {
             graceful_shutdown_finishes_commands_and_deletes_nothing,
             shutdown_aborts_stalled_sessions_after_grace,
             handler_errors_at_each_request,
+            sasl_logins,
             python_poplib_client,
             curl_client,
+            curl_sasl_client,
         );
     };
     ($launcher:ty; $($check:ident),+ $(,)?) => {

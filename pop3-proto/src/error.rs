@@ -30,6 +30,9 @@ pub enum UsageError {
     /// `handle_tls_established` was called without a `StartTls` event before it.
     #[error("no TLS negotiation was started")]
     NoTlsNegotiation,
+    /// A SCRAM server nonce that is empty or not printable ASCII without `,`.
+    #[error("invalid SCRAM server nonce")]
+    InvalidNonce,
 }
 
 /// A [`Config`](crate::Config) that cannot be used.

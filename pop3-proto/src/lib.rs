@@ -121,6 +121,9 @@
 //!             }
 //!             Event::Unlock => { /* release the maildrop lock */ }
 //!             Event::StartTls => unreachable!("STLS is not offered"),
+//!             Event::Request(Request::ScramCredentials { .. }) => {
+//!                 unreachable!("SCRAM-SHA-256 is not offered")
+//!             }
 //!             Event::Closed(reason) => {
 //!                 assert_eq!(reason, CloseReason::Quit);
 //!                 break;
@@ -165,6 +168,7 @@ pub mod memory;
 mod output;
 mod reply;
 mod sasl;
+mod scram;
 mod secret;
 mod session;
 
@@ -183,5 +187,6 @@ pub use maildrop::{Maildrop, MaildropError, MessageInfo, MessageRef, Uid};
 pub use output::{Output, Transmit, Wait};
 pub use reply::{Refusal, ResponseCode};
 pub use sasl::Mechanism;
+pub use scram::{ScramCredentials, ScramParseError, MIN_SCRAM_ITERATIONS};
 pub use secret::Secret;
 pub use session::{Channel, Phase, Session, SessionStats};

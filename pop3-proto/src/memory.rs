@@ -36,6 +36,7 @@ use crate::body::transmitted_size;
 use crate::event::Credential;
 use crate::maildrop::{Maildrop, MessageInfo, MessageRef, Uid};
 use crate::reply::Refusal;
+use crate::scram::{ScramCredentials, MIN_SCRAM_ITERATIONS};
 
 /// Octets per body chunk unless [`MemoryStore::set_chunk_size`] says otherwise.
 pub const DEFAULT_CHUNK: usize = 32 * 1024;
@@ -397,6 +398,25 @@ impl MemoryHandler {
                 "invalid user name or password",
             )))
         }
+    }
+
+    /// A user's SCRAM-SHA-256 keys, derived from the stored password (salt
+    /// `salt:<user>`, 4096 iterations), or stable decoy keys for a user who
+    /// does not exist.
+    ///
+    /// # Errors
+    /// An injected fault (at [`FaultPoint::Authenticate`]).
+    pub fn try_scram_credentials(&self, user: &str) -> Result<ScramCredentials, StoreError> {
+        self.store.strike(FaultPoint::Authenticate)?;
+        let state = self.store.state();
+        Ok(match state.boxes.get(user) {
+            Some(b) => ScramCredentials::derive(
+                b.password.as_bytes(),
+                format!("salt:{user}").as_bytes(),
+                MIN_SCRAM_ITERATIONS,
+            ),
+            None => ScramCredentials::decoy(b"memory store", user, MIN_SCRAM_ITERATIONS),
+        })
     }
 
     /// Locks a user's maildrop and lists it.

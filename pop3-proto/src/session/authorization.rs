@@ -118,6 +118,12 @@ impl Session {
         let Login::Named(user) = std::mem::take(&mut self.login) else {
             unreachable!("Authenticate is asked only for a named user");
         };
+        self.logged_in(user);
+        Ok(())
+    }
+
+    /// The client proved who it is: lock the maildrop next.
+    pub(super) fn logged_in(&mut self, user: String) {
         self.auth_failures = 0;
         self.login = Login::Authenticated(user.clone());
         self.progress();
@@ -125,7 +131,6 @@ impl Session {
             Link::Lost(reason) => self.close(reason),
             _ => self.request(Pending::Lock, Request::Lock { user }),
         }
-        Ok(())
     }
 
     /// Answers [`Request::Lock`]: the maildrop is locked and described.
@@ -156,6 +161,7 @@ impl Session {
     /// A refused `Authenticate` or `Lock` (see [`Session::refuse`]).
     pub(super) fn refuse_login(&mut self, pending: Pending, refusal: Refusal) {
         self.login = Login::Anonymous;
+        self.scram = None;
         if pending == Pending::Lock {
             let refusal = refusal.or_code(ResponseCode::InUse);
             self.queue.with_buf(|out| reply::refusal(out, &refusal));

@@ -74,6 +74,8 @@ pub struct SessionStats {
 enum Pending {
     /// A credential check; `Some` for one from a SASL exchange.
     Authenticate(Option<Mechanism>),
+    /// SCRAM keys for the client's first message (held in `scram`).
+    ScramCredentials,
     Lock,
     Retrieve {
         number: u32,
@@ -178,6 +180,8 @@ pub struct Session {
     tls: bool,
     /// The peer is local (see [`Channel::local`]).
     local: bool,
+    /// The client's first SCRAM message while its keys are looked up.
+    scram: Option<Box<crate::scram::ClientFirst>>,
     shutting_down: bool,
     bad_commands: u32,
     auth_failures: u32,
@@ -220,6 +224,7 @@ impl Session {
             apop,
             tls: channel.tls,
             local: channel.local,
+            scram: None,
             shutting_down: false,
             bad_commands: 0,
             auth_failures: 0,

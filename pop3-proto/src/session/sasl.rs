@@ -5,11 +5,15 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
+use std::time::Instant;
+
 use super::{Login, Pending, Session, State};
 use crate::config::PlaintextAuth;
+use crate::error::UsageError;
 use crate::event::Request;
 use crate::reply::{self, Refusal, ResponseCode};
-use crate::sasl::{Mechanism, Step};
+use crate::sasl::{Exchange, Mechanism, Step};
+use crate::scram::{self, ScramCredentials};
 use crate::secret::Secret;
 
 impl Session {
@@ -115,10 +119,10 @@ impl Session {
         }
     }
 
-    fn sasl_step(&mut self, mechanism: Mechanism, exchange: crate::sasl::Exchange, step: Step) {
+    fn sasl_step(&mut self, mechanism: Mechanism, exchange: Exchange, step: Step) {
         match step {
             Step::Challenge(challenge) => {
-                self.challenge(challenge);
+                self.challenge(&challenge);
                 self.state = State::Sasl(mechanism, exchange);
             }
             Step::Authenticate { user, credential } => {
@@ -132,7 +136,57 @@ impl Session {
                 let refusal = Refusal::auth(text);
                 self.queue.with_buf(|out| reply::refusal(out, &refusal));
             }
+            Step::ScramLookup(first) => {
+                let user = first.user.clone();
+                self.login = Login::Named(user.clone());
+                self.scram = Some(first);
+                self.request(
+                    Pending::ScramCredentials,
+                    Request::ScramCredentials { user },
+                );
+            }
+            Step::Verified(user) => self.logged_in(user),
+            Step::WrongProof => {
+                self.failed_login(Refusal::auth("invalid user name or password"));
+            }
         }
+    }
+
+    /// Answers [`Request::ScramCredentials`] with the user's stored keys
+    /// (or decoy keys for an unknown user) and the server's part of the
+    /// nonce: fresh for every exchange, unpredictable (at least 16 random
+    /// octets, e.g. base64-encoded), printable ASCII without `,`.
+    ///
+    /// # Errors
+    /// [`UsageError::NoPendingRequest`] if no such request is waiting,
+    /// [`UsageError::InvalidNonce`] for a nonce that cannot be sent.
+    pub fn scram_credentials(
+        &mut self,
+        now: Instant,
+        credentials: ScramCredentials,
+        server_nonce: &str,
+    ) -> Result<(), UsageError> {
+        self.enter(now)?;
+        if !matches!(self.state, State::Pending(Pending::ScramCredentials)) {
+            return self.wrong_answer("ScramCredentials");
+        }
+        if !scram::is_nonce(server_nonce) {
+            return Err(UsageError::InvalidNonce);
+        }
+        let first = self
+            .scram
+            .take()
+            .expect("held while its keys are looked up");
+        self.login = Login::Anonymous;
+        let (server_first, state) = first.server_first(credentials, server_nonce);
+        self.progress();
+        self.challenge(server_first.as_bytes());
+        self.state = State::Sasl(
+            Mechanism::ScramSha256,
+            Exchange::ScramFinal(Box::new(state)),
+        );
+        self.after_answer();
+        Ok(())
     }
 
     /// `+ base64(challenge)` (RFC 5034 §4; `+ ` alone for an empty one).

@@ -65,7 +65,9 @@ impl Session {
         };
         self.progress();
         match pending {
-            Pending::Authenticate(_) | Pending::Lock => self.refuse_login(pending, refusal),
+            Pending::Authenticate(_) | Pending::ScramCredentials | Pending::Lock => {
+                self.refuse_login(pending, refusal)
+            }
             Pending::Retrieve { .. } => {
                 self.queue.with_buf(|out| reply::refusal(out, &refusal));
                 self.resume();

@@ -764,3 +764,44 @@ pub fn curl_sasl_client<L: Launcher>() {
     assert!(!wrong.status.success(), "a wrong token logged in");
     server.eventually("unlocks", |s| s.locks().0 == s.locks().1);
 }
+
+/// Python's `poplib` in UTF-8 mode (RFC 6856): `utf8()`, then a UTF-8
+/// user name and password, and `LANG`.
+pub fn python_poplib_utf8<L: Launcher>() {
+    let store = MemoryStore::new();
+    store.add_user("jöhn", "pässwörd");
+    store.deliver(
+        "jöhn",
+        &b"Subject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\n\r\nhi\r\n"[..],
+    );
+    let server = launch::<L>(Spec::new(
+        config().utf8(true).lang(true).build().unwrap(),
+        store,
+    ));
+    let script = r#"
+import poplib, sys
+c = poplib.POP3("127.0.0.1", int(sys.argv[1]), timeout=20)
+caps = c.capa()
+print("CAPA", " ".join(sorted(caps)))
+print("UTF8", c.utf8().decode())
+c.user("jöhn")
+print("PASS", c.pass_("pässwörd").decode())
+print("LANG", c._shortcmd("LANG en").decode())
+print("STAT", *c.stat())
+c.quit()
+"#;
+    let port = server.addr.port().to_string();
+    let out = run_client("python3", &["-c", script, &port]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("UTF8") && text.contains("LANG"), "{text}");
+    let capa = text.lines().next().unwrap();
+    assert!(capa.split(' ').any(|t| t == "UTF8"), "{capa}");
+    assert!(text.contains("UTF8 +OK UTF-8 mode enabled"), "{text}");
+    assert!(
+        text.contains("PASS +OK jöhn's maildrop has 1 messages"),
+        "{text}"
+    );
+    assert!(text.contains("LANG +OK en language changed"), "{text}");
+    assert!(text.contains("STAT 1 "), "{text}");
+    server.eventually("unlocks", |s| s.locks().0 == s.locks().1);
+}

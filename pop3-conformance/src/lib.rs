@@ -214,6 +214,7 @@ macro_rules! suite {
             handler_errors_at_each_request,
             sasl_logins,
             python_poplib_client,
+            python_poplib_utf8,
             curl_client,
             curl_sasl_client,
         );

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::lang::Language;
 use crate::sasl::Mechanism;
 
 /// RFC 1939 §3: the autologout timer MUST be at least 10 minutes.
@@ -75,6 +76,10 @@ pub struct Config {
     pub(crate) plaintext: PlaintextAuth,
     pub(crate) apop_needs_tls: bool,
     pub(crate) max_sasl_line: usize,
+    pub(crate) utf8: bool,
+    pub(crate) lang: bool,
+    /// The response languages; the first is the default (`i-default`).
+    pub(crate) languages: Vec<Language>,
     pub(crate) expire: Expire,
     pub(crate) expire_per_user: bool,
     pub(crate) login_delay: Option<u32>,
@@ -100,6 +105,9 @@ impl Default for Config {
             plaintext: PlaintextAuth::UnlessTlsOffered,
             apop_needs_tls: false,
             max_sasl_line: DEFAULT_MAX_SASL_LINE,
+            utf8: false,
+            lang: false,
+            languages: vec![Language::english()],
             expire: Expire::Never,
             expire_per_user: false,
             login_delay: None,
@@ -157,6 +165,11 @@ impl Config {
     /// When passwords and tokens may cross a connection without TLS.
     pub fn plaintext_auth(&self) -> PlaintextAuth {
         self.plaintext
+    }
+
+    /// The response languages; the first is the default.
+    pub fn languages(&self) -> &[Language] {
+        &self.languages
     }
 
     /// The output high-water mark: body chunks are asked for only below it.
@@ -310,6 +323,49 @@ impl ConfigBuilder {
     pub fn max_sasl_line(mut self, octets: usize) -> Self {
         self.config.max_sasl_line = octets;
         self
+    }
+
+    /// Offers RFC 6856's `UTF8` command and the `UTF8 USER` capability
+    /// (default: off): after `UTF8`, user names and passwords may be UTF-8
+    /// (normalised with SASLprep) and maildrops that need UTF-8 can be opened.
+    pub fn utf8(mut self, on: bool) -> Self {
+        self.config.utf8 = on;
+        self
+    }
+
+    /// Offers RFC 6856's `LANG` command (default: off) over the configured
+    /// languages.
+    pub fn lang(mut self, on: bool) -> Self {
+        self.config.lang = on;
+        self
+    }
+
+    /// Adds a response language (or replaces the one with its tag). The
+    /// first language is the default; English is there from the start.
+    pub fn language(mut self, language: Language) -> Self {
+        let languages = &mut self.config.languages;
+        match languages
+            .iter_mut()
+            .find(|l| l.tag().eq_ignore_ascii_case(language.tag()))
+        {
+            Some(same) => *same = language,
+            None => languages.push(language),
+        }
+        self
+    }
+
+    /// Makes the language with this tag the default (`i-default`).
+    ///
+    /// # Errors
+    /// If no language has this tag.
+    pub fn default_language(mut self, tag: &str) -> Result<Self, ConfigError> {
+        let languages = &mut self.config.languages;
+        let i = languages
+            .iter()
+            .position(|l| l.tag().eq_ignore_ascii_case(tag))
+            .ok_or_else(|| ConfigError::InvalidLanguage(tag.to_owned()))?;
+        languages[..=i].rotate_right(1);
+        Ok(self)
     }
 
     /// Checks the settings and returns the configuration.

@@ -83,6 +83,12 @@ pub enum ConfigError {
     /// The failure limits must be positive.
     #[error("failure limits must be at least 1")]
     ZeroLimit,
+    /// A language tag or description that cannot be used.
+    #[error("invalid language {0:?}")]
+    InvalidLanguage(String),
+    /// A response text template that cannot be used.
+    #[error("invalid template for {0:?}: {1:?}")]
+    InvalidText(crate::Text, String),
     /// Neither USER/PASS, APOP nor a SASL mechanism is offered.
     #[error("no login method is offered (enable USER/PASS, APOP or SASL)")]
     NoLoginMethod,

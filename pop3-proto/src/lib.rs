@@ -162,6 +162,7 @@ mod command;
 mod config;
 mod error;
 mod event;
+mod lang;
 mod line;
 mod maildrop;
 pub mod memory;
@@ -183,6 +184,7 @@ pub use config::{
 };
 pub use error::{ConfigError, UsageError};
 pub use event::{CloseReason, Credential, Event, Request};
+pub use lang::{Language, Text, MAX_TEXT};
 pub use maildrop::{Maildrop, MaildropError, MessageInfo, MessageRef, Uid};
 pub use output::{Output, Transmit, Wait};
 pub use reply::{Refusal, ResponseCode};

@@ -99,6 +99,8 @@ struct Mailbox {
     password: String,
     messages: Vec<(Uid, Bytes)>,
     locked: bool,
+    /// Holds mail with UTF-8 headers that needs RFC 6856 UTF-8 mode.
+    utf8_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -169,6 +171,16 @@ impl MemoryStore {
             .entry(user.to_owned())
             .or_default()
             .password = password.to_owned();
+    }
+
+    /// Marks `user`'s maildrop as one that needs UTF-8 mode (see
+    /// [`Maildrop::with_utf8_only`]).
+    pub fn set_utf8_only(&self, user: &str) {
+        self.state()
+            .boxes
+            .entry(user.to_owned())
+            .or_default()
+            .utf8_only = true;
     }
 
     /// Issues an OAuth bearer token for `user` (SASL `XOAUTH2`, `OAUTHBEARER`).
@@ -439,7 +451,10 @@ impl MemoryHandler {
             size: transmitted_size(m),
             uid: uid.clone(),
         });
-        let drop = Maildrop::new(listing).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut drop = Maildrop::new(listing).map_err(|e| StoreError::Internal(e.to_string()))?;
+        if mailbox.utf8_only {
+            drop = drop.with_utf8_only();
+        }
         mailbox.locked = true;
         state.counters.locks += 1;
         self.locked = Some(user.to_owned());

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::event::Credential;
+use crate::lang::Text;
 use crate::scram::{ClientFirst, Final, ServerFirst};
 use crate::secret::Secret;
 
@@ -125,7 +126,7 @@ pub(crate) enum Step {
         credential: Credential,
     },
     /// The response is malformed: the exchange fails with this text.
-    Malformed(&'static str),
+    Malformed(Text),
     /// SCRAM: ask the store for this user's keys.
     ScramLookup(Box<ClientFirst>),
     /// SCRAM: the client proved it knows the user's password.
@@ -153,7 +154,7 @@ impl Exchange {
                     *self = Self::LoginPassword(user);
                     Step::Challenge(Cow::Borrowed(b"Password:"))
                 }
-                None => Step::Malformed("invalid user name"),
+                None => Step::Malformed(Text::InvalidUserName),
             },
             Self::LoginPassword(user) => Step::Authenticate {
                 user: std::mem::take(user),
@@ -176,7 +177,7 @@ impl Exchange {
             Self::ScramVerified(user) if response.is_empty() => {
                 Step::Verified(std::mem::take(user))
             }
-            Self::ScramVerified(_) => Step::Malformed("SCRAM expects an empty response"),
+            Self::ScramVerified(_) => Step::Malformed(Text::ScramExpectsEmpty),
         }
     }
 }
@@ -192,13 +193,13 @@ fn plain(response: &[u8]) -> Step {
     let mut parts = response.splitn(3, |&b| b == 0);
     let (Some(authzid), Some(authcid), Some(password)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Step::Malformed("PLAIN needs authzid NUL authcid NUL password");
+        return Step::Malformed(Text::PlainForm);
     };
     if password.is_empty() {
-        return Step::Malformed("PLAIN needs a password");
+        return Step::Malformed(Text::PlainNeedsPassword);
     }
     let Some(authcid) = identity(authcid) else {
-        return Step::Malformed("invalid user name");
+        return Step::Malformed(Text::InvalidUserName);
     };
     let password = Secret::new(password.to_vec());
     if authzid.is_empty() || authzid == authcid.as_bytes() {
@@ -215,7 +216,7 @@ fn plain(response: &[u8]) -> Step {
                 password,
             },
         },
-        None => Step::Malformed("invalid authorization identity"),
+        None => Step::Malformed(Text::InvalidAuthorizationIdentity),
     }
 }
 
@@ -235,7 +236,7 @@ fn xoauth2(response: &[u8]) -> Step {
             user,
             credential: Credential::Bearer(Secret::new(token)),
         },
-        _ => Step::Malformed("XOAUTH2 needs user= and auth=Bearer"),
+        _ => Step::Malformed(Text::XOAuth2Form),
     }
 }
 
@@ -247,23 +248,23 @@ fn oauthbearer(response: &[u8]) -> Step {
     // gs2-header: "n," or "y," (no channel binding here), then "a=user", then ",".
     let mut gs2 = header.splitn(3, |&b| b == b',');
     let (Some(cb), Some(authzid), Some(rest)) = (gs2.next(), gs2.next(), gs2.next()) else {
-        return Step::Malformed("OAUTHBEARER needs a GS2 header");
+        return Step::Malformed(Text::OAuthBearerNeedsGs2);
     };
     if !(cb == b"n" || cb == b"y") || !rest.is_empty() {
-        return Step::Malformed("OAUTHBEARER: unsupported GS2 header");
+        return Step::Malformed(Text::OAuthBearerGs2Unsupported);
     }
     let Some(user) = authzid
         .strip_prefix(b"a=")
         .and_then(|a| identity(&unescape_saslname(a)?))
     else {
-        return Step::Malformed("OAUTHBEARER needs the user in a=");
+        return Step::Malformed(Text::OAuthBearerNeedsUser);
     };
     match fields.find_map(bearer) {
         Some(token) => Step::Authenticate {
             user,
             credential: Credential::Bearer(Secret::new(token)),
         },
-        None => Step::Malformed("OAUTHBEARER needs auth=Bearer"),
+        None => Step::Malformed(Text::OAuthBearerNeedsToken),
     }
 }
 

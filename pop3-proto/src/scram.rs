@@ -13,6 +13,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::lang::Text;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The least iteration count accepted (RFC 7677 §4 asks for at least 4096).
@@ -149,37 +151,37 @@ pub(crate) struct ClientFirst {
 }
 
 /// Why a SCRAM message is refused.
-pub(crate) type Malformed = &'static str;
+pub(crate) type Malformed = Text;
 
 impl ClientFirst {
     pub(crate) fn parse(message: &[u8]) -> Result<Self, Malformed> {
-        let message = std::str::from_utf8(message).map_err(|_| "invalid SCRAM message")?;
-        let (flag, rest) = message.split_once(',').ok_or("invalid SCRAM message")?;
+        let message = std::str::from_utf8(message).map_err(|_| Text::ScramInvalidMessage)?;
+        let (flag, rest) = message.split_once(',').ok_or(Text::ScramInvalidMessage)?;
         match flag {
             "n" | "y" => {}
-            _ if flag.starts_with("p=") => return Err("channel binding is not supported"),
-            _ => return Err("invalid SCRAM message"),
+            _ if flag.starts_with("p=") => return Err(Text::ScramChannelBindingUnsupported),
+            _ => return Err(Text::ScramInvalidMessage),
         }
-        let (authzid, bare) = rest.split_once(',').ok_or("invalid SCRAM message")?;
+        let (authzid, bare) = rest.split_once(',').ok_or(Text::ScramInvalidMessage)?;
         let mut fields = bare.split(',');
         let user = match fields.next() {
-            Some(f) if f.starts_with("m=") => return Err("SCRAM extensions are not supported"),
-            Some(f) => f.strip_prefix("n=").ok_or("invalid SCRAM message")?,
-            None => return Err("invalid SCRAM message"),
+            Some(f) if f.starts_with("m=") => return Err(Text::ScramExtensionsUnsupported),
+            Some(f) => f.strip_prefix("n=").ok_or(Text::ScramInvalidMessage)?,
+            None => return Err(Text::ScramInvalidMessage),
         };
-        let user = unescape(user).ok_or("invalid user name")?;
+        let user = unescape(user).ok_or(Text::InvalidUserName)?;
         let client_nonce = fields
             .next()
             .and_then(|f| f.strip_prefix("r="))
             .filter(|n| is_nonce(n))
-            .ok_or("invalid SCRAM nonce")?;
+            .ok_or(Text::ScramInvalidNonce)?;
         if !authzid.is_empty() {
             let authzid = authzid
                 .strip_prefix("a=")
                 .and_then(unescape)
-                .ok_or("invalid SCRAM message")?;
+                .ok_or(Text::ScramInvalidMessage)?;
             if authzid != user {
-                return Err("authorization identity is not supported");
+                return Err(Text::ScramAuthorizationIdentityUnsupported);
             }
         }
         Ok(Self {
@@ -241,20 +243,20 @@ pub(crate) enum Final {
 impl ServerFirst {
     pub(crate) fn verify(&self, message: &[u8]) -> Final {
         let Ok(message) = std::str::from_utf8(message) else {
-            return Final::Malformed("invalid SCRAM message");
+            return Final::Malformed(Text::ScramInvalidMessage);
         };
         let Some((without_proof, proof)) = message.rsplit_once(",p=") else {
-            return Final::Malformed("invalid SCRAM message");
+            return Final::Malformed(Text::ScramInvalidMessage);
         };
         let mut fields = without_proof.split(',');
         if fields.next().and_then(|f| f.strip_prefix("c=")) != Some(&self.channel_binding) {
-            return Final::Malformed("channel binding does not match");
+            return Final::Malformed(Text::ScramChannelBindingMismatch);
         }
         if fields.next().and_then(|f| f.strip_prefix("r=")) != Some(&self.nonce) {
-            return Final::Malformed("SCRAM nonce does not match");
+            return Final::Malformed(Text::ScramNonceMismatch);
         }
         let Ok(proof) = <[u8; 32]>::try_from(STANDARD.decode(proof).unwrap_or_default()) else {
-            return Final::Malformed("invalid SCRAM proof");
+            return Final::Malformed(Text::ScramInvalidProof);
         };
         let auth_message = format!("{}{without_proof}", self.auth_prefix);
         let signature = hmac(&self.credentials.stored_key, auth_message.as_bytes());
@@ -344,12 +346,12 @@ mod tests {
         let other_nonce = CLIENT_FINAL.replace("k0,p=", "k1,p=");
         assert_eq!(
             state.verify(other_nonce.as_bytes()),
-            Final::Malformed("SCRAM nonce does not match")
+            Final::Malformed(Text::ScramNonceMismatch)
         );
         let bound = CLIENT_FINAL.replace("c=biws", "c=eSws");
         assert_eq!(
             state.verify(bound.as_bytes()),
-            Final::Malformed("channel binding does not match")
+            Final::Malformed(Text::ScramChannelBindingMismatch)
         );
     }
 
@@ -361,11 +363,11 @@ mod tests {
         assert!(ClientFirst::parse(b"n,a=user,n=user,r=abc").is_ok());
         assert_eq!(
             ClientFirst::parse(b"n,a=admin,n=user,r=abc").unwrap_err(),
-            "authorization identity is not supported"
+            Text::ScramAuthorizationIdentityUnsupported
         );
         assert_eq!(
             ClientFirst::parse(b"p=tls-unique,,n=user,r=abc").unwrap_err(),
-            "channel binding is not supported"
+            Text::ScramChannelBindingUnsupported
         );
         assert!(ClientFirst::parse(b"n,,m=x,n=user,r=abc").is_err());
         assert!(ClientFirst::parse(b"n,,n=us=2Xer,r=abc").is_err());

@@ -11,6 +11,7 @@ use super::{Login, Pending, Session, State};
 use crate::config::PlaintextAuth;
 use crate::error::UsageError;
 use crate::event::Request;
+use crate::lang::Text;
 use crate::reply::{self, Refusal, ResponseCode};
 use crate::sasl::{Exchange, Mechanism, Step};
 use crate::scram::{self, ScramCredentials};
@@ -28,17 +29,14 @@ impl Session {
 
     /// `-ERR [AUTH]`: this method needs TLS here.
     pub(super) fn tls_required(&mut self, method: &str) {
-        let hint = if self.config.stls {
-            "; use STLS first"
+        let text = if self.config.stls {
+            Text::NeedsTlsUseStls
         } else {
-            ""
+            Text::NeedsTls
         };
+        let text = self.config.languages[self.language].render(text, [("method", &method)]);
         self.queue.with_buf(|out| {
-            reply::err(
-                out,
-                Some(ResponseCode::Auth),
-                format_args!("{method} is not allowed without TLS{hint}"),
-            );
+            reply::err(out, Some(ResponseCode::Auth), format_args!("{text}"));
         });
     }
 
@@ -58,7 +56,8 @@ impl Session {
             .filter(|&m| self.usable(m))
             .collect();
         self.queue.with_buf(|out| {
-            reply::ok(out, format_args!("SASL mechanisms follow"));
+            let text = self.config.languages[self.language].render(Text::SaslMechanisms, []);
+            reply::ok(out, format_args!("{text}"));
             for m in usable {
                 out.extend_from_slice(m.name().as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -71,7 +70,7 @@ impl Session {
     pub(super) fn auth(&mut self, mechanism: Option<Mechanism>, initial: Option<Secret<Vec<u8>>>) {
         self.login = Login::Anonymous;
         let Some(mechanism) = mechanism.filter(|&m| self.config.sasl.contains(&m)) else {
-            self.err(format_args!("unsupported authentication mechanism"));
+            self.err(Text::UnsupportedMechanism, []);
             return;
         };
         if !self.usable(mechanism) {
@@ -94,7 +93,7 @@ impl Session {
                 let step = exchange.respond(response);
                 self.sasl_step(mechanism, exchange, step);
             }
-            Err(_) => self.err(format_args!("invalid base64 in the initial response")),
+            Err(_) => self.err(Text::InitialResponseNotBase64, []),
         }
     }
 
@@ -106,14 +105,14 @@ impl Session {
             State::SaslRefused(refusal) => self.failed_login(refusal),
             State::Sasl(..) if line.expose() == b"*" => {
                 // RFC 5034 §4: the client cancelled.
-                self.err(format_args!("authentication cancelled"));
+                self.err(Text::AuthenticationCancelled, []);
             }
             State::Sasl(mechanism, mut exchange) => match STANDARD.decode(line.expose()) {
                 Ok(response) => {
                     let step = exchange.respond(response);
                     self.sasl_step(mechanism, exchange, step);
                 }
-                Err(_) => self.err(format_args!("invalid base64, authentication aborted")),
+                Err(_) => self.err(Text::ResponseNotBase64, []),
             },
             other => self.state = other,
         }
@@ -133,7 +132,7 @@ impl Session {
                 );
             }
             Step::Malformed(text) => {
-                let refusal = Refusal::auth(text);
+                let refusal = Refusal::auth(self.text_string(text));
                 self.queue.with_buf(|out| reply::refusal(out, &refusal));
             }
             Step::ScramLookup(first) => {
@@ -147,7 +146,8 @@ impl Session {
             }
             Step::Verified(user) => self.logged_in(user),
             Step::WrongProof => {
-                self.failed_login(Refusal::auth("invalid user name or password"));
+                let text = self.text_string(Text::InvalidCredentials);
+                self.failed_login(Refusal::auth(text));
             }
         }
     }

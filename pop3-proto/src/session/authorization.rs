@@ -150,6 +150,7 @@ impl Session {
         let Login::Named(user) = std::mem::take(&mut self.login) else {
             unreachable!("Authenticate is asked only for a named user");
         };
+        self.check_started = None;
         self.logged_in(user);
         Ok(())
     }
@@ -205,6 +206,7 @@ impl Session {
     /// A refused `Authenticate` or `Lock` (see [`Session::refuse`]).
     pub(super) fn refuse_login(&mut self, pending: Pending, refusal: Refusal) {
         self.login = Login::Anonymous;
+        let started = self.check_started.take();
         self.scram = None;
         if pending == Pending::Lock {
             let refusal = refusal.or_code(ResponseCode::InUse);
@@ -227,20 +229,24 @@ impl Session {
                 return;
             }
         }
+        self.check_started = started;
         self.failed_login(refusal);
     }
 
-    /// A wrong credential: count it, and hold the `-ERR` for the delay.
+    /// A wrong credential: count it, and hold the `-ERR` until the delay
+    /// after the check was asked for has passed (from now if no handler
+    /// check was involved), whatever the check cost.
     pub(super) fn failed_login(&mut self, refusal: Refusal) {
         self.auth_failures += 1;
         let then_close = self.auth_failures >= self.config.max_auth_failures;
-        let delay = self.config.auth_failure_delay;
-        if delay.is_zero() {
+        let start = self.check_started.take().unwrap_or(self.now);
+        let until = start + self.config.auth_failure_delay;
+        if until <= self.now {
             self.send_auth_refusal(refusal, then_close);
         } else {
             // A tarpit: the -ERR is held, without any IO here.
             self.state = State::AuthDelay {
-                until: self.now + delay,
+                until,
                 refusal,
                 then_close,
             };

@@ -181,6 +181,10 @@ pub struct Session {
     tls: bool,
     /// The peer is local (see [`Channel::local`]).
     local: bool,
+    /// When the credential check now with the handler was asked for: the
+    /// failure delay runs from then, so the reply time does not show how
+    /// long the check took (which would tell which users exist).
+    check_started: Option<Instant>,
     /// Index of the response language in the config's languages.
     language: usize,
     /// RFC 6856 UTF-8 mode is on.
@@ -230,6 +234,7 @@ impl Session {
             tls: channel.tls,
             local: channel.local,
             scram: None,
+            check_started: None,
             language: 0,
             utf8: false,
             shutting_down: false,
@@ -555,6 +560,9 @@ impl Session {
 
     /// Asks the handler.
     fn request(&mut self, pending: Pending, request: crate::event::Request) {
+        if matches!(pending, Pending::Authenticate(_)) {
+            self.check_started = Some(self.now);
+        }
         self.state = State::Pending(pending);
         self.queue.push_event(Event::Request(request));
     }

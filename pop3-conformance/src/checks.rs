@@ -805,3 +805,4 @@ c.quit()
     assert!(text.contains("STAT 1 "), "{text}");
     server.eventually("unlocks", |s| s.locks().0 == s.locks().1);
 }
+pub use crate::tls_checks::*;

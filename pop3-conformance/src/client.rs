@@ -2,6 +2,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pop3_proto::testing::{escape_bytes, parse_script};
@@ -109,6 +110,19 @@ impl Client {
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => (true, rest),
             Err(_) => (false, rest),
         }
+    }
+
+    /// After the `+OK` to STLS: the TLS handshake over this connection.
+    /// Panics if the server sent anything after that `+OK` in plaintext, or
+    /// if the handshake fails.
+    pub fn start_tls(self, config: Arc<rustls::ClientConfig>) -> crate::tls::TlsClient {
+        assert!(
+            self.reader.buffer().is_empty(),
+            "plaintext after the STLS reply: {}",
+            escape_bytes(self.reader.buffer())
+        );
+        crate::tls::TlsClient::handshake(self.reader.into_inner(), config)
+            .expect("TLS handshake after STLS")
     }
 
     /// Runs a `C:`/`S:` script (see `pop3_proto::testing::parse_script`).

@@ -2,14 +2,18 @@
 //! sockets, with real clients (Python's `poplib`, `curl`).
 //!
 //! An adapter's test file implements [`Launcher`] (start a server from a
-//! [`Spec`] on 127.0.0.1, port 0) and invokes [`suite!`], which expands to
-//! one `#[test]` per check in [`checks`].
+//! [`Spec`] on 127.0.0.1, port 0, as a plain or an implicit TLS listener:
+//! [`Listen`]) and invokes [`suite!`], which expands to one `#[test]` per
+//! check in [`checks`]. The TLS checks use the test PKI and the rustls
+//! client in [`tls`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod checks;
 mod client;
+pub mod tls;
+mod tls_checks;
 
 pub use client::Client;
 
@@ -19,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pop3_driver::memory::{MemoryHandler, MemoryStore};
+use pop3_driver::tls::TlsConfig;
 use pop3_driver::{ConnectionInfo, Service, SessionEnd, Shutdown};
 use pop3_proto::{Config, Refusal};
 
@@ -62,6 +67,20 @@ pub struct Spec {
     pub max_connections: Option<usize>,
     /// Grace period of a graceful shutdown.
     pub shutdown_grace: Duration,
+    /// The server's TLS (for STLS and implicit TLS listeners).
+    pub tls: Option<TlsConfig>,
+    /// What kind of listener to serve.
+    pub listen: Listen,
+}
+
+/// The kind of listener a test server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listen {
+    /// Plain TCP (STLS if the config offers it): the adapter's `serve`.
+    #[default]
+    Plain,
+    /// Implicit TLS (RFC 8314): the adapter's `serve_tls`.
+    ImplicitTls,
 }
 
 impl Spec {
@@ -74,7 +93,16 @@ impl Spec {
             connections: Arc::default(),
             max_connections: None,
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
+            listen: Listen::Plain,
         }
+    }
+
+    /// The same, served with `tls` on a `listen` listener.
+    pub fn with_tls(mut self, tls: TlsConfig, listen: Listen) -> Self {
+        self.tls = Some(tls);
+        self.listen = listen;
+        self
     }
 
     /// The service to serve. Its connection hook hands out the store's
@@ -100,6 +128,9 @@ impl Spec {
         if let Some(max) = self.max_connections {
             service = service.max_connections(max);
         }
+        if let Some(tls) = &self.tls {
+            service = service.tls(tls.clone());
+        }
         service
     }
 }
@@ -109,18 +140,23 @@ type Hook = Box<dyn Fn(&ConnectionInfo) -> Result<MemoryHandler, Refusal> + Send
 /// The service type every adapter serves in the suite.
 pub type TestService = Service<Hook>;
 
-/// Starts a server on its own thread: `run` gets the service and a callback
-/// to report the address it bound (127.0.0.1, port 0), then serves until
-/// the service shuts down.
+/// Starts a server on its own thread: `run` gets the service, the kind of
+/// listener to serve and a callback to report the address it bound
+/// (127.0.0.1, port 0), then serves until the service shuts down.
 pub fn start(
     spec: Spec,
-    run: impl FnOnce(TestService, Box<dyn FnOnce(SocketAddr) + Send>) + Send + 'static,
+    run: impl FnOnce(TestService, Listen, Box<dyn FnOnce(SocketAddr) + Send>) + Send + 'static,
 ) -> Running {
     let service = spec.service();
     let shutdown = service.shutdown_handle();
+    let listen = spec.listen;
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
-        run(service, Box::new(move |addr| tx.send(addr).unwrap()));
+        run(
+            service,
+            listen,
+            Box::new(move |addr| tx.send(addr).unwrap()),
+        );
     });
     let addr = rx.recv().expect("the server reports its address");
     Running::new(addr, shutdown, &spec, thread)
@@ -217,6 +253,12 @@ macro_rules! suite {
             python_poplib_utf8,
             curl_client,
             curl_sasl_client,
+            stls_then_login_inside_tls,
+            stls_injection_is_not_executed_inside_tls,
+            implicit_tls_negotiates_alpn_pop3,
+            stalled_handshakes_are_closed_while_others_are_served,
+            garbage_handshake_closes_only_that_connection,
+            implicit_tls_over_the_limit_is_closed_without_a_handshake,
         );
     };
     ($launcher:ty; $($check:ident),+ $(,)?) => {

@@ -10,7 +10,7 @@ use pop3_proto::Request;
 
 use crate::handler::{BodySource, Handler, HandlerResult};
 use crate::procedure::{panic_error, Procedure, Step};
-use crate::service::{Admission, ConnectionInfo, NewHandler, Service};
+use crate::service::{Admission, ConnectionInfo, NewHandler, Permit, Service};
 use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
 
 /// The IO a blocking adapter provides: a byte stream with deadlines, and
@@ -38,8 +38,10 @@ pub trait Transport {
         false
     }
 
-    /// Upgrades the stream to TLS, as server, after STLS; the handshake
-    /// must finish by `deadline`.
+    /// Upgrades the stream to TLS, as server: after STLS, or first thing on
+    /// an implicit TLS listener. The handshake must finish by `deadline`
+    /// (else `TimedOut`); a failed one leaves the transport unusable. Every
+    /// later read and write goes through TLS, and flushes it.
     fn start_tls(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         let _ = deadline;
         Err(io::Error::new(
@@ -62,7 +64,22 @@ where
     H: Handler,
     T: Transport,
 {
-    match service.admit(info, transport.now(), transport.can_start_tls()) {
+    serve_admitted(service, transport, info, None)
+}
+
+fn serve_admitted<F, H, T>(
+    service: &Service<F>,
+    transport: &mut T,
+    info: &ConnectionInfo,
+    reserved: Option<Permit>,
+) -> Option<SessionEnd>
+where
+    F: NewHandler<H>,
+    H: Handler,
+    T: Transport,
+{
+    let now = transport.now();
+    match service.admit_reserved(info, now, transport.can_start_tls(), reserved) {
         Admission::Reject(bytes) => {
             let _ = transport.write(&[bytes], Some(transport.now() + crate::FINAL_WRITE));
             service.ended(info, &SessionEnd::rejected());
@@ -75,6 +92,42 @@ where
         } => {
             let end = drive(procedure, transport, &mut handler);
             drop(permit);
+            service.ended(info, &end);
+            Some(end)
+        }
+    }
+}
+
+/// Runs one connection of an implicit TLS listener (RFC 8314) of `service`
+/// over `transport`: the TLS handshake first, bounded by
+/// [`handshake_deadline`](crate::tls::handshake_deadline), then the
+/// session as [`serve_connection`] does, told that TLS is active. A failed
+/// or stalled handshake ends only this connection, reported to the end
+/// hook with its [`SessionEnd::tls_error`].
+///
+/// The handshake holds a place under the connection limit; over the limit
+/// the connection is closed at once, without a handshake (so stalled
+/// handshakes cannot pile up), and reported as rejected (`None`).
+pub fn serve_tls_connection<F, H, T>(
+    service: &Service<F>,
+    transport: &mut T,
+    info: &ConnectionInfo,
+) -> Option<SessionEnd>
+where
+    F: NewHandler<H>,
+    H: Handler,
+    T: Transport,
+{
+    let Some(permit) = service.reserve() else {
+        service.ended(info, &SessionEnd::rejected());
+        return None;
+    };
+    let deadline = crate::tls::handshake_deadline(service.config(), transport.now());
+    match transport.start_tls(Some(deadline)) {
+        Ok(()) => serve_admitted(service, transport, &info.with_tls(), Some(permit)),
+        Err(e) => {
+            drop(permit);
+            let end = SessionEnd::handshake_failed(&e);
             service.ended(info, &end);
             Some(end)
         }

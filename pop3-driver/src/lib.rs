@@ -49,6 +49,7 @@ mod procedure;
 mod segments;
 mod service;
 mod shutdown;
+pub mod tls;
 
 pub use handler::{
     AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReaderBody,
@@ -94,6 +95,9 @@ pub struct SessionEnd {
     pub user: Option<String>,
     /// Counters.
     pub stats: SessionStats,
+    /// Why the TLS handshake failed, if one did (implicit TLS or after
+    /// STLS); the session then ends as [`CloseReason::PeerClosed`].
+    pub tls_error: Option<String>,
 }
 
 impl SessionEnd {
@@ -102,6 +106,17 @@ impl SessionEnd {
             reason: CloseReason::Rejected,
             user: None,
             stats: SessionStats::default(),
+            tls_error: None,
+        }
+    }
+
+    /// A connection whose implicit TLS handshake failed: no session ran.
+    fn handshake_failed(error: &std::io::Error) -> Self {
+        Self {
+            reason: CloseReason::PeerClosed,
+            user: None,
+            stats: SessionStats::default(),
+            tls_error: Some(error.to_string()),
         }
     }
 
@@ -110,6 +125,7 @@ impl SessionEnd {
             reason,
             user: session.user().map(str::to_owned),
             stats: session.stats(),
+            tls_error: None,
         }
     }
 }

@@ -11,7 +11,7 @@ use pop3_proto::Request;
 
 use crate::handler::{AsyncBodySource, AsyncHandler, HandlerError, HandlerResult};
 use crate::procedure::{panic_error, Procedure, Step};
-use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Service};
+use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Permit, Service};
 use crate::shutdown::{Shutdown, Stage};
 use crate::{ReadOutcome, SessionEnd, ABORT_WAIT, READ_BUFFER};
 
@@ -45,8 +45,10 @@ pub trait AsyncTransport: Send {
         false
     }
 
-    /// Upgrades the stream to TLS, as server, after STLS; the handshake
-    /// must finish by `deadline`.
+    /// Upgrades the stream to TLS, as server: after STLS, or first thing on
+    /// an implicit TLS listener. The handshake must finish by `deadline`
+    /// (else `TimedOut`); a failed one leaves the transport unusable. Every
+    /// later read and write goes through TLS, and flushes it.
     fn start_tls(
         &mut self,
         deadline: Option<Instant>,
@@ -81,6 +83,12 @@ pub trait Acceptor: Send {
 
     /// Accepts the next connection.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Transport, ConnectionInfo)>> + Send;
+
+    /// True for an implicit TLS listener (RFC 8314): each connection starts
+    /// with the TLS handshake ([`serve_tls_connection`]).
+    fn implicit_tls(&self) -> bool {
+        false
+    }
 }
 
 /// Runs one connection of `service` over `transport`: a rejected connection
@@ -88,7 +96,7 @@ pub trait Acceptor: Send {
 /// session ended, or `None` if it was rejected.
 pub async fn serve_connection<F, H, T>(
     service: &Service<F>,
-    mut transport: T,
+    transport: T,
     info: ConnectionInfo,
 ) -> Option<SessionEnd>
 where
@@ -96,7 +104,22 @@ where
     H: AsyncHandler,
     T: AsyncTransport,
 {
-    let end = match service.admit(&info, transport.now(), transport.can_start_tls()) {
+    serve_admitted(service, transport, info, None).await
+}
+
+async fn serve_admitted<F, H, T>(
+    service: &Service<F>,
+    mut transport: T,
+    info: ConnectionInfo,
+    reserved: Option<Permit>,
+) -> Option<SessionEnd>
+where
+    F: NewHandler<H>,
+    H: AsyncHandler,
+    T: AsyncTransport,
+{
+    let now = transport.now();
+    let end = match service.admit_reserved(&info, now, transport.can_start_tls(), reserved) {
         Admission::Reject(bytes) => {
             let deadline = transport.now() + crate::FINAL_WRITE;
             let _ = transport.write(&[bytes], Some(deadline)).await;
@@ -118,6 +141,46 @@ where
         }
     };
     end
+}
+
+/// Runs one connection of an implicit TLS listener (RFC 8314) of `service`
+/// over `transport`: the TLS handshake first, bounded by
+/// [`handshake_deadline`](crate::tls::handshake_deadline) and cut short by
+/// an aborted shutdown, then the session as [`serve_connection`] does, told
+/// that TLS is active. A failed or stalled handshake ends only this
+/// connection, reported to the end hook with its [`SessionEnd::tls_error`].
+///
+/// The handshake holds a place under the connection limit; over the limit
+/// the connection is closed at once, without a handshake (so stalled
+/// handshakes cannot pile up), and reported as rejected (`None`).
+pub async fn serve_tls_connection<F, H, T>(
+    service: &Service<F>,
+    mut transport: T,
+    info: ConnectionInfo,
+) -> Option<SessionEnd>
+where
+    F: NewHandler<H>,
+    H: AsyncHandler,
+    T: AsyncTransport,
+{
+    let Some(permit) = service.reserve() else {
+        service.ended(&info, &SessionEnd::rejected());
+        return None;
+    };
+    let deadline = crate::tls::handshake_deadline(service.config(), transport.now());
+    let handshake = async { transport.start_tls(Some(deadline)).await };
+    let result = handshake
+        .or(stage(service.shutdown(), Stage::Abort, aborted_io()))
+        .await;
+    match result {
+        Ok(()) => serve_admitted(service, transport, info.with_tls(), Some(permit)).await,
+        Err(e) => {
+            drop(permit);
+            let end = SessionEnd::handshake_failed(&e);
+            service.ended(&info, &end);
+            Some(end)
+        }
+    }
 }
 
 /// Accepts connections from `acceptor` and serves each on its own task
@@ -144,9 +207,15 @@ where
             Some(Ok((transport, info))) => {
                 backoff.on_success();
                 let service = service.clone();
-                runtime.spawn(async move {
-                    serve_connection(&service, transport, info).await;
-                });
+                if acceptor.implicit_tls() {
+                    runtime.spawn(async move {
+                        serve_tls_connection(&service, transport, info).await;
+                    });
+                } else {
+                    runtime.spawn(async move {
+                        serve_connection(&service, transport, info).await;
+                    });
+                }
             }
             Some(Err(e)) => {
                 let pause = async {

@@ -36,7 +36,8 @@ pub enum Step<'a, B> {
     /// Run the TLS handshake as server, giving up at `deadline`; report with
     /// [`Procedure::tls_started`].
     StartTls {
-        /// When to give up.
+        /// When to give up: the session's idle deadline, at most
+        /// [`HANDSHAKE_TIMEOUT`](crate::tls::HANDSHAKE_TIMEOUT) away.
         deadline: Option<Instant>,
     },
     /// Call the handler's `unlock`; report with [`Procedure::unlocked`].
@@ -76,6 +77,8 @@ pub struct Procedure<B> {
     report: Option<HandlerError>,
     told_shutdown: bool,
     end: Option<SessionEnd>,
+    /// Why the STLS handshake failed, for the session's end.
+    tls_error: Option<String>,
 }
 
 impl<B> Procedure<B> {
@@ -88,6 +91,7 @@ impl<B> Procedure<B> {
             report: None,
             told_shutdown: false,
             end: None,
+            tls_error: None,
         }
     }
 
@@ -129,7 +133,8 @@ impl<B> Procedure<B> {
                 }
                 Output::Event(Event::Unlock) => return Step::Unlock,
                 Output::Event(Event::Closed(reason)) => {
-                    let end = SessionEnd::new(&self.session, reason);
+                    let mut end = SessionEnd::new(&self.session, reason);
+                    end.tls_error = self.tls_error.take();
                     self.end = Some(end.clone());
                     return Step::Done(end);
                 }
@@ -165,13 +170,15 @@ impl<B> Procedure<B> {
         }
     }
 
-    /// The deadline the session would wait until now (for a handshake).
+    /// The deadline of a handshake starting now: the one the session would
+    /// wait until (its idle deadline), capped at the handshake timeout.
     fn wait_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let cap = crate::tls::handshake_deadline(self.session.config(), now);
         match self.session.poll_output(now) {
-            Output::Wait(w) => w.deadline,
+            Output::Wait(w) => Some(w.deadline.map_or(cap, |d| d.min(cap))),
             other => {
                 debug_assert!(false, "output while starting TLS: {other:?}");
-                None
+                Some(cap)
             }
         }
     }
@@ -229,7 +236,10 @@ impl<B> Procedure<B> {
         match result {
             Ok(()) => expect_fits(self.session.handle_tls_established(now)),
             // A failed or stalled handshake ends this connection only.
-            Err(_) => self.session.handle_connection_lost(now),
+            Err(e) => {
+                self.tls_error = Some(e.to_string());
+                self.session.handle_connection_lost(now);
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use pop3_proto::{Channel, Config, Greeting, Output, Refusal, Session};
 
 use crate::procedure::Procedure;
 use crate::shutdown::{Shutdown, Stage};
+use crate::tls::TlsConfig;
 use crate::SessionEnd;
 
 /// What is known about a new connection when the hook is asked about it.
@@ -87,6 +88,7 @@ struct Inner<F> {
     on_end: Option<EndHook>,
     max_connections: Option<usize>,
     shutdown_grace: Duration,
+    tls: Option<TlsConfig>,
     live: Arc<Live>,
     shutdown: Shutdown,
 }
@@ -126,6 +128,7 @@ where
                 on_end: None,
                 max_connections: None,
                 shutdown_grace: Duration::from_secs(30),
+                tls: None,
                 live: Arc::default(),
                 shutdown: Shutdown::new(),
             }),
@@ -143,6 +146,15 @@ where
     /// them (default 30 s). Set before cloning or serving.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.inner_mut().shutdown_grace = grace;
+        self
+    }
+
+    /// Serves TLS with `tls`: the adapters can then start TLS after STLS
+    /// (offer it with `Config::builder().stls(true)`) and serve implicit
+    /// TLS listeners (RFC 8314). Keep a clone of `tls` to replace the
+    /// certificate while serving. Set before cloning or serving.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.inner_mut().tls = Some(tls);
         self
     }
 
@@ -167,6 +179,11 @@ where
     /// The session configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The TLS configuration, if the service has one.
+    pub fn tls_config(&self) -> Option<&TlsConfig> {
+        self.inner.tls.as_ref()
     }
 
     /// The signal that stops the service: [`Shutdown::begin`] for a graceful stop.
@@ -205,11 +222,29 @@ where
 
     /// Decides what to do with a new connection, at time `now`, over a
     /// transport that can (or cannot) start TLS.
+    #[cfg(test)]
     pub(crate) fn admit<B>(
         &self,
         info: &ConnectionInfo,
         now: Instant,
         tls: bool,
+    ) -> Admission<H, B> {
+        self.admit_reserved(info, now, tls, None)
+    }
+
+    /// A place under the connection limit, taken before admission (for an
+    /// implicit TLS handshake); `None` over the limit.
+    pub(crate) fn reserve(&self) -> Option<Permit> {
+        self.inner.live.try_acquire(self.inner.max_connections)
+    }
+
+    /// As `admit`, with the place under the limit already `reserved`.
+    pub(crate) fn admit_reserved<B>(
+        &self,
+        info: &ConnectionInfo,
+        now: Instant,
+        tls: bool,
+        reserved: Option<Permit>,
     ) -> Admission<H, B> {
         let inner = &*self.inner;
         let reject = |refusal: &Refusal| {
@@ -230,7 +265,8 @@ where
         if inner.shutdown.is_begun() {
             return reject(&Refusal::sys_temp("server shutting down"));
         }
-        let Some(permit) = inner.live.try_acquire(inner.max_connections) else {
+        let Some(permit) = reserved.or_else(|| inner.live.try_acquire(inner.max_connections))
+        else {
             return reject(&Refusal::sys_temp("too many connections, try again later"));
         };
         match (inner.new_handler)(info) {
@@ -258,6 +294,18 @@ where
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "STLS is configured, but this server has no TLS set up",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses to serve an implicit TLS listener without a TLS configuration.
+    /// Adapters call it before serving one.
+    pub fn check_implicit_tls(&self) -> std::io::Result<()> {
+        if self.inner.tls.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "implicit TLS needs a certificate: give the service one with Service::tls",
             ));
         }
         Ok(())

@@ -2,7 +2,8 @@
 //!
 //! All protocol logic lives in [`pop3_proto`]; the event loop and the
 //! [`Service`] in [`pop3_driver`]. This crate is the std glue: sockets with
-//! read and write timeouts, threads, and the accept loop.
+//! read and write timeouts, threads, the accept loop, and TLS with rustls'
+//! own `StreamOwned` (STLS, and implicit TLS listeners with [`serve_tls`]).
 //!
 //! # Serving your own store
 //!
@@ -63,7 +64,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::ToSocketAddrs;
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown as Both, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,7 +73,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pop3_driver::blocking::{self, Transport};
 use pop3_driver::{AcceptBackoff, ReadOutcome, SegmentCursor, MAX_IO_SLICES};
+use rustls::{ServerConnection, StreamOwned};
 
+pub use pop3_driver::tls::{self, TlsConfig};
 pub use pop3_driver::{
     memory, proto, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, NewHandler,
     ReaderBody, Service, SessionEnd, Shutdown,
@@ -107,13 +110,50 @@ type OpenSockets = Arc<Mutex<HashMap<u64, TcpStream>>>;
 /// Accepts connections on `listener` and serves each on its own thread
 /// until the service's shutdown begins; then lets sessions finish (aborting
 /// them after the grace period) and returns. Accept errors are retried
-/// with a back-off, never returned.
+/// with a back-off, never returned. With [`Service::tls`], STLS can start
+/// TLS (offer it with `Config::builder().stls(true)`); without, a
+/// configuration offering STLS is refused here.
 pub fn serve<F, H>(service: &Service<F>, listener: TcpListener) -> io::Result<()>
 where
     F: NewHandler<H>,
     H: Handler,
 {
-    service.check_transport(false)?;
+    service.check_transport(service.tls_config().is_some())?;
+    accept_loop(service, listener, false)
+}
+
+/// As [`serve`], for an implicit TLS listener (RFC 8314, port 995): each
+/// connection starts with the TLS handshake (bounded by
+/// [`tls::handshake_deadline`]); its session knows TLS is active, so CAPA
+/// offers no STLS and passwords are allowed. A failed or stalled handshake
+/// closes that connection only. Needs [`Service::tls`].
+pub fn serve_tls<F, H>(service: &Service<F>, listener: TcpListener) -> io::Result<()>
+where
+    F: NewHandler<H>,
+    H: Handler,
+{
+    service.check_implicit_tls()?;
+    accept_loop(service, listener, true)
+}
+
+/// Binds `addr` and [`serve_tls`]s on it.
+pub fn bind_and_serve_tls<F, H>(service: &Service<F>, addr: impl ToSocketAddrs) -> io::Result<()>
+where
+    F: NewHandler<H>,
+    H: Handler,
+{
+    serve_tls(service, TcpListener::bind(addr)?)
+}
+
+fn accept_loop<F, H>(
+    service: &Service<F>,
+    listener: TcpListener,
+    implicit_tls: bool,
+) -> io::Result<()>
+where
+    F: NewHandler<H>,
+    H: Handler,
+{
     let local = wake_address(listener.local_addr()?);
     let shutdown = service.shutdown_handle();
     let open = OpenSockets::default();
@@ -136,7 +176,7 @@ where
         match listener.accept() {
             Ok((stream, peer)) if !shutdown.is_begun() => {
                 backoff.on_success();
-                spawn_session(service, &open, next_id, stream, peer);
+                spawn_session(service, &open, next_id, stream, peer, implicit_tls);
                 next_id += 1;
             }
             Ok(_) => break,
@@ -179,8 +219,9 @@ where
     serve(service, TcpListener::bind(addr)?)
 }
 
-/// Runs one session of `service` over any [`Stream`] on the calling thread.
-/// Returns how it ended, or `None` if the connection was rejected.
+/// Runs one session of `service` over any [`Stream`] on the calling thread
+/// (STLS starts TLS with [`Service::tls`]). Returns how it ended, or `None`
+/// if the connection was rejected.
 pub fn serve_connection<F, H, S>(
     service: &Service<F>,
     stream: S,
@@ -191,13 +232,30 @@ where
     H: Handler,
     S: Stream,
 {
-    let mut transport = StdTransport {
-        stream,
-        read_timeout: None,
-        write_timeout: None,
-    };
+    let mut transport = StdTransport::new(stream, service.tls_config().cloned());
     let end = blocking::serve_connection(service, &mut transport, &info);
-    let _ = transport.stream.flush();
+    let _ = transport.link.flush();
+    end
+}
+
+/// Runs one implicit TLS connection (RFC 8314) of `service` over any
+/// [`Stream`] on the calling thread: the handshake with [`Service::tls`]
+/// first, then the session. Returns how it ended (with
+/// [`SessionEnd::tls_error`] if the handshake failed), or `None` if the
+/// connection was rejected.
+pub fn serve_tls_connection<F, H, S>(
+    service: &Service<F>,
+    stream: S,
+    info: ConnectionInfo,
+) -> Option<SessionEnd>
+where
+    F: NewHandler<H>,
+    H: Handler,
+    S: Stream,
+{
+    let mut transport = StdTransport::new(stream, service.tls_config().cloned());
+    let end = blocking::serve_tls_connection(service, &mut transport, &info);
+    let _ = transport.link.flush();
     end
 }
 
@@ -207,6 +265,7 @@ fn spawn_session<F, H>(
     id: u64,
     stream: TcpStream,
     peer: SocketAddr,
+    implicit_tls: bool,
 ) where
     F: NewHandler<H>,
     H: Handler,
@@ -220,7 +279,11 @@ fn spawn_session<F, H>(
     let spawned = std::thread::Builder::new()
         .name(format!("pop3 {peer}"))
         .spawn(move || {
-            serve_connection(&service, stream, info);
+            if implicit_tls {
+                serve_tls_connection(&service, stream, info);
+            } else {
+                serve_connection(&service, stream, info);
+            }
             lock(&registry).remove(&id);
         });
     if spawned.is_err() {
@@ -233,12 +296,86 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The byte stream under a session: plain, or rustls over it once a
+/// handshake succeeded.
+enum Link<S: Stream> {
+    Plain(S),
+    Tls(Box<StreamOwned<ServerConnection, S>>),
+    /// A failed handshake took the stream (and closed it).
+    Lost,
+}
+
+impl<S: Stream> Link<S> {
+    /// The socket, for its timeouts.
+    fn socket(&self) -> io::Result<&S> {
+        match self {
+            Self::Plain(s) => Ok(s),
+            Self::Tls(t) => Ok(&t.sock),
+            Self::Lost => Err(lost()),
+        }
+    }
+}
+
+fn lost() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection was lost in a failed TLS handshake",
+    )
+}
+
+impl<S: Stream> Read for Link<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(t) => t.read(buf),
+            Self::Lost => Err(lost()),
+        }
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read_vectored(bufs),
+            Self::Tls(t) => t.read_vectored(bufs),
+            Self::Lost => Err(lost()),
+        }
+    }
+}
+
+impl<S: Stream> Write for Link<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(t) => t.write(buf),
+            Self::Lost => Err(lost()),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write_vectored(bufs),
+            Self::Tls(t) => t.write_vectored(bufs),
+            Self::Lost => Err(lost()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            // Writes every pending TLS record to the socket, then flushes it.
+            Self::Tls(t) => t.flush(),
+            Self::Lost => Ok(()),
+        }
+    }
+}
+
 /// A std stream as the drive loop's transport. Remembers the socket
 /// timeouts it set and changes them only when they would overshoot the
 /// deadline or wake the loop more than [`TIMEOUT_SLACK`] early: not one
 /// `setsockopt` per read or write.
-struct StdTransport<S> {
-    stream: S,
+struct StdTransport<S: Stream> {
+    link: Link<S>,
+    /// Where handshakes get their certificate.
+    tls: Option<TlsConfig>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
 }
@@ -274,9 +411,18 @@ fn close_enough(set: Option<Duration>, wanted: Option<Duration>) -> bool {
 }
 
 impl<S: Stream> StdTransport<S> {
+    fn new(stream: S, tls: Option<TlsConfig>) -> Self {
+        Self {
+            link: Link::Plain(stream),
+            tls,
+            read_timeout: None,
+            write_timeout: None,
+        }
+    }
+
     fn set_read(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if !close_enough(self.read_timeout, timeout) {
-            self.stream.set_read_timeout(timeout)?;
+            self.link.socket()?.set_read_timeout(timeout)?;
             self.read_timeout = timeout;
         }
         Ok(())
@@ -284,9 +430,49 @@ impl<S: Stream> StdTransport<S> {
 
     fn set_write(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if !close_enough(self.write_timeout, timeout) {
-            self.stream.set_write_timeout(timeout)?;
+            self.link.socket()?.set_write_timeout(timeout)?;
             self.write_timeout = timeout;
         }
+        Ok(())
+    }
+
+    /// The handshake over the plain stream, by `deadline`.
+    fn handshake(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        let Some(tls) = &self.tls else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "TLS is not configured",
+            ));
+        };
+        if !matches!(self.link, Link::Plain(_)) {
+            return Err(io::Error::other("TLS is already active"));
+        }
+        let conn = ServerConnection::new(tls.current()).map_err(io::Error::other)?;
+        let Link::Plain(socket) = std::mem::replace(&mut self.link, Link::Lost) else {
+            unreachable!("checked above");
+        };
+        let mut stream = StreamOwned::new(conn, socket);
+        while stream.conn.is_handshaking() {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ));
+            }
+            let timeout = until(deadline, now);
+            stream.sock.set_read_timeout(timeout)?;
+            stream.sock.set_write_timeout(timeout)?;
+            self.read_timeout = timeout;
+            self.write_timeout = timeout;
+            match stream.conn.complete_io(&mut stream.sock) {
+                Ok(_) => {}
+                // The loop checks the deadline.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || timed_out(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.link = Link::Tls(Box::new(stream));
         Ok(())
     }
 }
@@ -299,11 +485,13 @@ impl<S: Stream> Transport for StdTransport<S> {
     fn read(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<ReadOutcome> {
         self.set_read(until(deadline, Instant::now()))?;
         loop {
-            return match self.stream.read(buf) {
+            return match self.link.read(buf) {
                 Ok(0) => Ok(ReadOutcome::Eof),
                 Ok(n) => Ok(ReadOutcome::Data(n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if timed_out(&e) => Ok(ReadOutcome::TimedOut),
+                // A TLS peer that closes without close_notify has still closed.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(ReadOutcome::Eof),
                 Err(e) => Err(e),
             };
         }
@@ -318,8 +506,13 @@ impl<S: Stream> Transport for StdTransport<S> {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            self.set_write(until(deadline, now))?;
-            match self.stream.write_vectored(cursor.io_slices(&mut slices)) {
+            let timeout = until(deadline, now);
+            self.set_write(timeout)?;
+            if matches!(self.link, Link::Tls(_)) {
+                // rustls may also read while it writes: bound that too.
+                self.set_read(timeout)?;
+            }
+            match self.link.write_vectored(cursor.io_slices(&mut slices)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => cursor.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -328,6 +521,14 @@ impl<S: Stream> Transport for StdTransport<S> {
             }
         }
         // A buffered or TLS stream must not sit on a reply.
-        self.stream.flush()
+        self.link.flush()
+    }
+
+    fn can_start_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    fn start_tls(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.handshake(deadline)
     }
 }

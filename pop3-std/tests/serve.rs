@@ -53,3 +53,11 @@ fn stls_without_tls_is_refused_before_serving() {
     let err = pop3_std::serve(&service, listener).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
 }
+
+#[test]
+fn implicit_tls_without_a_certificate_is_refused_before_serving() {
+    let service = service(Config::builder().build().unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = pop3_std::serve_tls(&service, listener).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pop3_conformance::{Launcher, Running, Spec};
+use pop3_conformance::{Launcher, Listen, Running, Spec};
 use pop3_tokio::memory::MemoryStore;
 use pop3_tokio::{ConnectionInfo, Service};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -12,7 +12,7 @@ struct Tokio;
 
 impl Launcher for Tokio {
     fn launch(spec: Spec) -> Running {
-        pop3_conformance::start(spec, |service, ready| {
+        pop3_conformance::start(spec, |service, listen, ready| {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -21,7 +21,10 @@ impl Launcher for Tokio {
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 ready(listener.local_addr().unwrap());
-                pop3_tokio::serve(&service, listener).await.unwrap();
+                match listen {
+                    Listen::Plain => pop3_tokio::serve(&service, listener).await.unwrap(),
+                    Listen::ImplicitTls => pop3_tokio::serve_tls(&service, listener).await.unwrap(),
+                }
             });
         })
     }

@@ -1,13 +1,16 @@
 //! `pop3d`: a POP3 server over Maildir.
 //!
 //! With no arguments it serves a built-in demo (a fresh Maildir in a
-//! temporary directory, user `demo`, password `demo`) on 127.0.0.1:1110.
-//! For real use give `--maildir-root` and `--users`; see `pop3d --help`.
+//! temporary directory, user `demo`, password `demo`) on 127.0.0.1:1110,
+//! and with implicit TLS on 127.0.0.1:1995 (a self-signed certificate
+//! made at start). For real use give `--maildir-root` and `--users`, and
+//! `--tls-cert`/`--tls-key` for TLS; see `pop3d --help`.
 
 #![forbid(unsafe_code)]
 
 mod demo;
 mod maildir;
+mod tls;
 mod users;
 
 use std::io::BufRead as _;
@@ -23,13 +26,20 @@ use std::io::Write as _;
 use tracing::{error, info, warn};
 
 use crate::maildir::Maildirs;
+use crate::tls::Tls;
 use crate::users::Users;
 
 /// A POP3 server over Maildir (RFC 1939, with CAPA, RESP-CODES, PIPELINING,
-/// TOP, UIDL and APOP).
+/// TOP, UIDL, APOP, SASL PLAIN and LOGIN, STLS and implicit TLS).
 ///
 /// Run with no arguments for a demo: a temporary Maildir with a few messages,
-/// user `demo`, password `demo`, on 127.0.0.1:1110.
+/// user `demo`, password `demo`, on 127.0.0.1:1110 (STLS) and 127.0.0.1:1995
+/// (implicit TLS), with a self-signed certificate made at start.
+///
+/// TLS: --tls-cert and --tls-key (PEM) offer STLS on the --listen addresses and
+/// serve implicit TLS (RFC 8314) on the --listen-tls ones; SIGHUP reloads the
+/// certificate files (a bad new certificate keeps the old one). Passwords are
+/// refused on a plain connection from another machine once STLS is offered.
 ///
 /// For real use, give --maildir-root (one Maildir per user, ROOT/USER/{new,cur,tmp})
 /// and --users, a Dovecot passwd-file: one `user:{SCHEME}data` line per user, with
@@ -64,11 +74,29 @@ struct Settings {
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
 
-    /// Address to listen on; repeat for several. Port 0 picks a free port.
-    /// [default: 127.0.0.1:1110]
+    /// Address to listen on (plain POP3, with STLS when a certificate is
+    /// configured); repeat for several. Port 0 picks a free port. [default,
+    /// when neither this nor --listen-tls is given: 127.0.0.1:1110]
     #[arg(long, value_name = "ADDR")]
     #[serde(default)]
     listen: Vec<SocketAddr>,
+
+    /// Address to listen on for implicit TLS (POP3S, RFC 8314; port 995 in
+    /// production); repeat for several. Needs a certificate. [default, with a
+    /// certificate and when neither this nor --listen is given: 127.0.0.1:1995]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(default)]
+    listen_tls: Vec<SocketAddr>,
+
+    /// PEM file with the server's certificate chain (its certificate first,
+    /// then the intermediates). Needs --tls-key. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM file with the certificate's private key (PKCS#8, RSA or EC,
+    /// unencrypted). Needs --tls-cert. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 
     /// Host name used in the APOP timestamp and the sign-off line. [default: localhost]
     #[arg(long)]
@@ -104,6 +132,13 @@ impl Settings {
             } else {
                 self.listen
             },
+            listen_tls: if self.listen_tls.is_empty() {
+                file.listen_tls
+            } else {
+                self.listen_tls
+            },
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
             hostname: self.hostname.or(file.hostname),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             max_connections: self.max_connections.or(file.max_connections),
@@ -173,14 +208,47 @@ fn passwd(user: &str) -> ExitCode {
     }
 }
 
+/// The plain listener when no listener is named.
+const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1110);
+
+/// The implicit TLS listener when no listener is named and TLS is set up.
+const DEFAULT_LISTEN_TLS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1995);
+
+/// Fills in the default listeners: only when none is named at all (so a
+/// command line that names its listeners gets exactly those).
+fn default_listeners(settings: &mut Settings, tls: bool) {
+    if settings.listen.is_empty() && settings.listen_tls.is_empty() {
+        settings.listen.push(DEFAULT_LISTEN);
+        if tls {
+            settings.listen_tls.push(DEFAULT_LISTEN_TLS);
+        }
+    }
+}
+
+/// The server's TLS: the certificate files, the demo's generated
+/// certificate, or none.
+fn tls_settings(settings: &Settings, demo: bool) -> Result<Option<Tls>, String> {
+    match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Tls::from_files(cert.clone(), key.clone()).map(Some),
+        (Some(_), None) | (None, Some(_)) => Err("--tls-cert and --tls-key go together".into()),
+        (None, None) if demo => Tls::generated().map(Some),
+        (None, None) if !settings.listen_tls.is_empty() => {
+            Err("--listen-tls needs a certificate: give --tls-cert and --tls-key".into())
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let mut cli = match &cli.config {
         Some(path) => cli.settings.over(Settings::load(path)?),
         None => cli.settings,
     };
-    if cli.listen.is_empty() {
-        cli.listen.push(SocketAddr::from(([127, 0, 0, 1], 1110)));
-    }
+    let demo = cli.maildir_root.is_none() && cli.users.is_none();
+    let tls = tls_settings(&cli, demo)?;
+    default_listeners(&mut cli, tls.is_some());
     // The demo's Maildir lives as long as the server.
     let mut demo_dir = None;
     let (root, users) = match (&cli.maildir_root, &cli.users) {
@@ -207,17 +275,25 @@ fn run(cli: Cli) -> Result<(), String> {
     };
     let config = Config::builder()
         .hostname(cli.hostname.as_deref().unwrap_or("localhost"))
+        // STLS on the plain listeners whenever there is a certificate; the
+        // plaintext policy then refuses passwords on plain connections
+        // from other machines.
+        .stls(tls.is_some())
         .apop(cli.apop)
         .idle_timeout(Duration::from_secs(cli.idle_timeout.unwrap_or(600)))
         .build()
         .map_err(|e| e.to_string())?;
     let user_count = users.len();
     let store = Maildirs::new(root.clone(), users);
-    let service = Service::new(config, move |_conn| Ok(store.handler()))
+    let mut service = Service::new(config, move |_conn| Ok(store.handler()))
         .max_connections(cli.max_connections.unwrap_or(1000))
         .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))
         .on_session_end(|conn, end| {
             let peer = conn.peer.map(|p| p.to_string()).unwrap_or_default();
+            if let Some(error) = &end.tls_error {
+                info!(peer, tls = conn.tls, error = %error, reason = %end.reason, "TLS handshake failed");
+                return;
+            }
             info!(
                 peer,
                 user = end.user.as_deref().unwrap_or("-"),
@@ -229,6 +305,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 "session ended"
             );
         });
+    if let Some(tls) = &tls {
+        service = service.tls(tls.config.clone());
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -251,37 +330,87 @@ fn run(cli: Cli) -> Result<(), String> {
             signals.next().await;
             shutdown.cancel();
         });
-        let mut servers = tokio::task::JoinSet::new();
-        for addr in &cli.listen {
+        // SIGHUP reloads the certificate; registered before the ready line too.
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+        let tls = tls.map(std::sync::Arc::new);
+        let reload = tls.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match &reload {
+                    Some(tls) => tls.reload(),
+                    None => info!("SIGHUP: no TLS certificate configured, nothing to reload"),
+                }
+            }
+        });
+        let mut listeners = Vec::new();
+        for (addr, implicit_tls) in cli
+            .listen
+            .iter()
+            .map(|a| (a, false))
+            .chain(cli.listen_tls.iter().map(|a| (a, true)))
+        {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
-            // Scripts and tests read this line to learn the port. A closed
-            // stdout is not worth failing for.
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "pop3d listening on {bound}");
-            if demo_dir.is_some() {
-                let _ = writeln!(
-                    out,
-                    "demo maildir {} (user {}, password {}); try:\n  curl -u {}:{} pop3://{bound}/1",
-                    root.display(),
-                    demo::USER,
-                    demo::PASSWORD,
-                    demo::USER,
-                    demo::PASSWORD
-                );
+            listeners.push((listener, bound, implicit_tls));
+        }
+        // Scripts and tests read these lines to learn the ports: plain
+        // listeners first. A closed stdout is not worth failing for.
+        let mut out = std::io::stdout().lock();
+        for (_, bound, implicit_tls) in &listeners {
+            let _ = if *implicit_tls {
+                writeln!(out, "pop3d listening for implicit TLS on {bound}")
+            } else {
+                writeln!(out, "pop3d listening on {bound}")
+            };
+        }
+        if demo_dir.is_some() {
+            let (user, pass) = (demo::USER, demo::PASSWORD);
+            let _ = writeln!(
+                out,
+                "demo maildir {} (user {user}, password {pass}); try:",
+                root.display()
+            );
+            for (_, bound, implicit_tls) in &listeners {
+                let _ = if *implicit_tls {
+                    writeln!(out, "  curl -k pop3s://{bound}/ -u {user}:{pass}")
+                } else {
+                    writeln!(
+                        out,
+                        "  curl -u {user}:{pass} pop3://{bound}/1\n  curl --ssl-reqd -k -u {user}:{pass} pop3://{bound}/1"
+                    )
+                };
             }
-            let _ = out.flush();
-            drop(out);
+            if tls.is_some() {
+                let _ = writeln!(out, "  (-k: the demo certificate is self-signed, made at start)");
+            }
+        }
+        let _ = out.flush();
+        drop(out);
+        let mut servers = tokio::task::JoinSet::new();
+        for (listener, _, implicit_tls) in listeners {
             let service = service.clone();
             servers.spawn(async move {
-                if let Err(e) = pop3_tokio::serve(&service, listener).await {
+                let served = if implicit_tls {
+                    pop3_tokio::serve_tls(&service, listener).await
+                } else {
+                    pop3_tokio::serve(&service, listener).await
+                };
+                if let Err(e) = served {
                     tracing::error!(error = %e, "cannot serve");
                 }
             });
         }
-        info!(maildirs = %root.display(), users = user_count, listeners = cli.listen.len(), "pop3d started");
+        info!(
+            maildirs = %root.display(),
+            users = user_count,
+            listeners = cli.listen.len(),
+            tls_listeners = cli.listen_tls.len(),
+            stls = tls.is_some(),
+            "pop3d started"
+        );
         while servers.join_next().await.is_some() {}
         info!("stopped");
         Ok::<(), String>(())
@@ -311,5 +440,50 @@ impl Signals {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_listeners_only_when_none_is_named() {
+        let mut none = Settings::default();
+        default_listeners(&mut none, true);
+        assert_eq!(none.listen, [DEFAULT_LISTEN]);
+        assert_eq!(none.listen_tls, [DEFAULT_LISTEN_TLS]);
+        let mut plain_only = Settings::default();
+        default_listeners(&mut plain_only, false);
+        assert_eq!(plain_only.listen, [DEFAULT_LISTEN]);
+        assert!(plain_only.listen_tls.is_empty());
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut named = Settings {
+            listen_tls: vec![addr],
+            ..Settings::default()
+        };
+        default_listeners(&mut named, true);
+        assert!(named.listen.is_empty(), "a named listener is all there is");
+        assert_eq!(named.listen_tls, [addr]);
+    }
+
+    #[test]
+    fn tls_settings_from_the_settings_file() {
+        let file: Settings = toml::from_str(
+            "tls-cert = \"/etc/pop3d/chain.pem\"\ntls-key = \"/etc/pop3d/key.pem\"\nlisten-tls = [\"0.0.0.0:995\"]\n",
+        )
+        .unwrap();
+        let merged = Settings::default().over(file);
+        assert_eq!(
+            merged.tls_cert.as_deref(),
+            Some(std::path::Path::new("/etc/pop3d/chain.pem"))
+        );
+        assert_eq!(
+            merged.listen_tls,
+            ["0.0.0.0:995".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(tls_settings(&merged, false)
+            .unwrap_err()
+            .contains("cannot read /etc/pop3d/chain.pem"));
     }
 }

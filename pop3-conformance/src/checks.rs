@@ -4,10 +4,14 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use md5::{Digest, Md5};
 use pop3_driver::memory::{Fault, FaultPoint, MemoryStore};
-use pop3_proto::testing::{body_script, escape_bytes, message_of_size, normalize_body};
-use pop3_proto::{Config, Refusal};
+use pop3_proto::testing::{
+    body_script, escape_bytes, message_of_size, normalize_body, ScramClient,
+};
+use pop3_proto::{Config, Mechanism, Refusal};
 
 use crate::{Client, Launcher, Running, Spec};
 
@@ -636,5 +640,169 @@ pub fn curl_client<L: Launcher>() {
         String::from_utf8(curl(&[], "")).unwrap(),
         format!("1 {s1}\r\n2 {s3}\r\n")
     );
+}
+
+/// SASL over the socket (RFC 5034): `AUTH` lists the mechanisms, PLAIN,
+/// LOGIN, XOAUTH2 and SCRAM-SHA-256, whose server nonce the driver draws
+/// fresh for every exchange.
+pub fn sasl_logins<L: Launcher>() {
+    let store = demo_store();
+    store.add_token("alice", "ya29.token");
+    let server = launch::<L>(Spec::new(
+        config().sasl(&Mechanism::ALL).build().unwrap(),
+        store,
+    ));
+    let (mut c, _) = Client::greeted(server.addr);
+    c.send(b"AUTH\r\n");
+    assert_eq!(
+        String::from_utf8(c.multiline()).unwrap(),
+        "+OK SASL mechanisms follow\r\nSCRAM-SHA-256\r\nPLAIN\r\nLOGIN\r\nXOAUTH2\r\nOAUTHBEARER\r\n.\r\n"
+    );
+    let plain = STANDARD.encode("\0alice\0wonderland");
+    assert!(c
+        .command(&format!("AUTH PLAIN {plain}"))
+        .starts_with("+OK alice's maildrop"));
+    c.command("QUIT");
+
+    let (mut c, _) = Client::greeted(server.addr);
+    assert_eq!(c.command("AUTH LOGIN"), "+ VXNlcm5hbWU6");
+    assert_eq!(c.command(&STANDARD.encode("alice")), "+ UGFzc3dvcmQ6");
+    assert!(c
+        .command(&STANDARD.encode("wonderland"))
+        .starts_with("+OK "));
+    c.command("QUIT");
+
+    let (mut c, _) = Client::greeted(server.addr);
+    let xoauth2 = STANDARD.encode("user=alice\x01auth=Bearer ya29.token\x01\x01");
+    assert!(c
+        .command(&format!("AUTH XOAUTH2 {xoauth2}"))
+        .starts_with("+OK "));
+    c.command("QUIT");
+
+    let mut nonces = Vec::new();
+    for _ in 0..2 {
+        let (mut c, _) = Client::greeted(server.addr);
+        let client = ScramClient::new("alice", "wonderland");
+        let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
+        let server_first = challenge
+            .strip_prefix("+ ")
+            .and_then(|b| STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| panic!("no SCRAM challenge: {challenge}"));
+        nonces.push(server_first.split(',').next().unwrap().to_owned());
+        let last = client.finish(&server_first);
+        assert_eq!(
+            c.command(&last.response),
+            format!("+ {}", last.server_final)
+        );
+        assert!(c.command("").starts_with("+OK alice's maildrop"));
+        c.command("QUIT");
+    }
+    assert_ne!(nonces[0], nonces[1], "SCRAM server nonces repeat");
+    server.eventually("unlocks", |s| s.locks().0 == s.locks().1);
+}
+
+/// `curl` logging in with SASL: `AUTH=PLAIN`, `AUTH=LOGIN`, and an OAuth
+/// 2.0 bearer token (`--oauth2-bearer`).
+pub fn curl_sasl_client<L: Launcher>() {
+    let store = demo_store();
+    store.add_token("alice", "ya29.token");
+    let server = launch::<L>(Spec::new(
+        config().sasl(&Mechanism::ALL).build().unwrap(),
+        store,
+    ));
+    let url = format!("pop3://127.0.0.1:{}/", server.addr.port());
+    let (s1, s2, s3) = (wire(MSG1).len(), wire(MSG2).len(), wire(MSG3).len());
+    let listing = format!("1 {s1}\r\n2 {s2}\r\n3 {s3}\r\n");
+    for mechanism in ["AUTH=PLAIN", "AUTH=LOGIN"] {
+        let out = run_client(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "20",
+                "-u",
+                "alice:wonderland",
+                "--login-options",
+                mechanism,
+                &url,
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            listing,
+            "{mechanism}"
+        );
+    }
+    let out = run_client(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "20",
+            "-u",
+            "alice:",
+            "--oauth2-bearer",
+            "ya29.token",
+            &url,
+        ],
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), listing, "bearer");
+    let wrong = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-u",
+            "alice:",
+            "--oauth2-bearer",
+            "stolen",
+            &url,
+        ])
+        .output()
+        .expect("curl runs");
+    assert!(!wrong.status.success(), "a wrong token logged in");
+    server.eventually("unlocks", |s| s.locks().0 == s.locks().1);
+}
+
+/// Python's `poplib` in UTF-8 mode (RFC 6856): `utf8()`, then a UTF-8
+/// user name and password, and `LANG`.
+pub fn python_poplib_utf8<L: Launcher>() {
+    let store = MemoryStore::new();
+    store.add_user("jöhn", "pässwörd");
+    store.deliver(
+        "jöhn",
+        &b"Subject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\n\r\nhi\r\n"[..],
+    );
+    let server = launch::<L>(Spec::new(
+        config().utf8(true).lang(true).build().unwrap(),
+        store,
+    ));
+    let script = r#"
+import poplib, sys
+c = poplib.POP3("127.0.0.1", int(sys.argv[1]), timeout=20)
+caps = c.capa()
+print("CAPA", " ".join(sorted(caps)))
+print("UTF8", c.utf8().decode())
+c.user("jöhn")
+print("PASS", c.pass_("pässwörd").decode())
+print("LANG", c._shortcmd("LANG en").decode())
+print("STAT", *c.stat())
+c.quit()
+"#;
+    let port = server.addr.port().to_string();
+    let out = run_client("python3", &["-c", script, &port]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("UTF8") && text.contains("LANG"), "{text}");
+    let capa = text.lines().next().unwrap();
+    assert!(capa.split(' ').any(|t| t == "UTF8"), "{capa}");
+    assert!(text.contains("UTF8 +OK UTF-8 mode enabled"), "{text}");
+    assert!(
+        text.contains("PASS +OK jöhn's maildrop has 1 messages"),
+        "{text}"
+    );
+    assert!(text.contains("LANG +OK en language changed"), "{text}");
+    assert!(text.contains("STAT 1 "), "{text}");
+    server.eventually("unlocks", |s| s.locks().0 == s.locks().1);
 }
 pub use crate::tls_checks::*;

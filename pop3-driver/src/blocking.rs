@@ -156,6 +156,10 @@ pub fn drive<T: Transport, H: Handler>(
                 let r = guarded(|| handler.authenticate(&user, &credential));
                 procedure.authenticated(transport.now(), r);
             }
+            Step::Call(Request::ScramCredentials { user }) => {
+                let r = guarded(|| handler.scram_credentials(&user));
+                procedure.scram_found(transport.now(), r);
+            }
             Step::Call(Request::Lock { user }) => {
                 let r = guarded(|| handler.lock(&user));
                 procedure.locked(transport.now(), r);

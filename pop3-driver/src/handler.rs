@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io::{self, Read};
 
 use bytes::{Bytes, BytesMut};
-use pop3_proto::{Credential, Maildrop, MessageRef, Refusal};
+use pop3_proto::{Credential, Maildrop, MessageRef, Refusal, ScramCredentials};
 
 /// Why a handler call did not succeed.
 ///
@@ -45,6 +45,11 @@ impl From<io::Error> for HandlerError {
 /// The result of a handler call.
 pub type HandlerResult<T> = Result<T, HandlerError>;
 
+/// The default answer of a store without SCRAM keys.
+fn no_scram() -> HandlerError {
+    Refusal::auth("SCRAM-SHA-256 is not available").into()
+}
+
 /// A blocking mail store, one value per connection (used by `pop3-std`).
 ///
 /// Every method runs on the connection's own thread. The session calls them
@@ -57,6 +62,15 @@ pub trait Handler: Send + 'static {
     /// Checks credentials. Refuse with [`Refusal::auth`] (the default code
     /// for a credential refusal), or [`Refusal::login_delay`] and the like.
     fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()>;
+
+    /// The user's SCRAM-SHA-256 keys, for SASL `SCRAM-SHA-256` (offer it
+    /// only if this is implemented). For a user who does not exist, return
+    /// [`ScramCredentials::decoy`] keys so the exchange does not tell; the
+    /// session checks the client's proof. The default refuses.
+    fn scram_credentials(&mut self, user: &str) -> HandlerResult<ScramCredentials> {
+        let _ = user;
+        Err(no_scram())
+    }
 
     /// Locks the user's maildrop and describes it. Refuse with
     /// [`Refusal::in_use`] when another session holds it.
@@ -95,6 +109,15 @@ pub trait AsyncHandler: Send + 'static {
         user: &str,
         credential: &Credential,
     ) -> impl Future<Output = HandlerResult<()>> + Send;
+
+    /// See [`Handler::scram_credentials`].
+    fn scram_credentials(
+        &mut self,
+        user: &str,
+    ) -> impl Future<Output = HandlerResult<ScramCredentials>> + Send {
+        let _ = user;
+        async { Err(no_scram()) }
+    }
 
     /// See [`Handler::lock`].
     fn lock(&mut self, user: &str) -> impl Future<Output = HandlerResult<Maildrop>> + Send;

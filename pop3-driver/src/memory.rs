@@ -27,7 +27,7 @@ pub use pop3_proto::memory::{
     message_of_size, Fault, FaultPoint, MemoryBody, MemoryHandler, MemoryStore, StoreError,
     StoredMessage,
 };
-use pop3_proto::{Credential, Maildrop, MessageRef};
+use pop3_proto::{Credential, Maildrop, MessageRef, ScramCredentials};
 
 use crate::handler::{
     AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult,
@@ -64,6 +64,10 @@ impl Handler for MemoryHandler {
         blocking(self.try_authenticate(user, credential))
     }
 
+    fn scram_credentials(&mut self, user: &str) -> HandlerResult<ScramCredentials> {
+        blocking(self.try_scram_credentials(user))
+    }
+
     fn lock(&mut self, user: &str) -> HandlerResult<Maildrop> {
         blocking(self.try_lock(user))
     }
@@ -90,6 +94,11 @@ impl AsyncHandler for MemoryHandler {
 
     async fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
         let outcome = self.try_authenticate(user, credential);
+        nonblocking(self.store(), outcome).await
+    }
+
+    async fn scram_credentials(&mut self, user: &str) -> HandlerResult<ScramCredentials> {
+        let outcome = self.try_scram_credentials(user);
         nonblocking(self.store(), outcome).await
     }
 

@@ -282,6 +282,10 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                 let r = guarded(shutdown, handler.authenticate(&user, &credential)).await;
                 procedure.authenticated(transport.now(), r);
             }
+            Step::Call(Request::ScramCredentials { user }) => {
+                let r = guarded(shutdown, handler.scram_credentials(&user)).await;
+                procedure.scram_found(transport.now(), r);
+            }
             Step::Call(Request::Lock { user }) => {
                 let r = guarded(shutdown, handler.lock(&user)).await;
                 procedure.locked(transport.now(), r);

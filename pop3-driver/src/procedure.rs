@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pop3_proto::{
-    BodyProgress, Event, Maildrop, Output, Refusal, Request, Session, Transmit, UsageError,
+    BodyProgress, Event, Maildrop, Output, Refusal, Request, ScramCredentials, Session, Transmit,
+    UsageError,
 };
 
 use crate::handler::{HandlerError, HandlerResult};
@@ -253,6 +254,15 @@ impl<B> Procedure<B> {
         }
     }
 
+    /// The handler answered `Request::ScramCredentials`; the server's part
+    /// of the nonce is drawn here, fresh for every exchange.
+    pub fn scram_found(&mut self, now: Instant, result: HandlerResult<ScramCredentials>) {
+        match result.and_then(|keys| Ok((keys, scram_nonce()?))) {
+            Ok((keys, nonce)) => expect_fits(self.session.scram_credentials(now, keys, &nonce)),
+            Err(e) => self.refuse_or_fail(now, e),
+        }
+    }
+
     /// The handler answered `Request::Lock`.
     pub fn locked(&mut self, now: Instant, result: HandlerResult<Maildrop>) {
         match result {
@@ -333,4 +343,12 @@ fn expect_fits(result: Result<(), UsageError>) {
         matches!(result, Ok(()) | Err(UsageError::Closed)),
         "the drive procedure gave a wrong answer: {result:?}"
     );
+}
+
+/// 18 random octets from the operating system, base64: a SCRAM server nonce.
+fn scram_nonce() -> HandlerResult<String> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).map_err(|e| HandlerError::internal(e.to_string()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }

@@ -46,6 +46,13 @@ pub(crate) fn write_capabilities(out: &mut BytesMut, config: &Config, ctx: &Capa
         }
         w(format_args!("{line}"));
     }
+    if config.utf8 {
+        // RFC 6856 §2: UTF-8 user names and passwords are accepted.
+        w(format_args!("UTF8 USER"));
+    }
+    if config.lang {
+        w(format_args!("LANG"));
+    }
     if config.stls && !ctx.tls {
         w(format_args!("STLS"));
     }

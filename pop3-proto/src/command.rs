@@ -1,8 +1,7 @@
 //! Command grammar (RFC 1939 §3, RFC 2449 §3): keywords, arguments and message numbers.
 
-use std::fmt;
-
 use crate::apop::parse_hex_digest;
+use crate::lang::Text;
 use crate::sasl::Mechanism;
 use crate::secret::Secret;
 
@@ -26,6 +25,10 @@ pub(crate) enum Command {
     Uidl(Option<u32>),
     Capa,
     Stls,
+    /// RFC 6856 `UTF8`.
+    Utf8,
+    /// RFC 6856 `LANG`: `None` lists, `Some(range)` selects (`*` included).
+    Lang(Option<String>),
     /// `AUTH` alone: list the mechanisms.
     AuthList,
     /// `AUTH name [initial-response]`; `None` for a name not known here.
@@ -46,20 +49,24 @@ pub(crate) enum ParseError {
     InvalidLineCount,
     InvalidUser,
     InvalidDigest,
+    InvalidLanguage,
 }
 
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Empty => f.write_str("empty command"),
-            Self::Unknown => f.write_str("unknown command"),
-            Self::MissingArgument(what) => write!(f, "missing argument: {what}"),
-            Self::TooManyArguments => f.write_str("too many arguments"),
-            Self::InvalidMessageNumber => f.write_str("invalid message number"),
-            Self::InvalidLineCount => f.write_str("invalid line count"),
-            Self::InvalidUser => f.write_str("invalid user name"),
-            Self::InvalidDigest => f.write_str("invalid APOP digest"),
-        }
+impl ParseError {
+    /// The response text, and the argument that is missing (if any).
+    pub(crate) fn text(self) -> (Text, &'static str) {
+        let text = match self {
+            Self::Empty => Text::EmptyCommand,
+            Self::Unknown => Text::UnknownCommand,
+            Self::MissingArgument(what) => return (Text::MissingArgument, what),
+            Self::TooManyArguments => Text::TooManyArguments,
+            Self::InvalidMessageNumber => Text::InvalidMessageNumber,
+            Self::InvalidLineCount => Text::InvalidLineCount,
+            Self::InvalidUser => Text::InvalidUserName,
+            Self::InvalidDigest => Text::InvalidDigest,
+            Self::InvalidLanguage => Text::InvalidLanguage,
+        };
+        (text, "")
     }
 }
 
@@ -125,6 +132,20 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
         args.finish(Command::Capa)?
     } else if is("STLS") {
         args.finish(Command::Stls)?
+    } else if is("UTF8") {
+        args.finish(Command::Utf8)?
+    } else if is("LANG") {
+        let range = match args.next_word() {
+            None => None,
+            Some(word) => Some(
+                std::str::from_utf8(word)
+                    .ok()
+                    .filter(|w| w.is_ascii())
+                    .ok_or(ParseError::InvalidLanguage)?
+                    .to_owned(),
+            ),
+        };
+        args.finish(Command::Lang(range))?
     } else if is("AUTH") {
         // RFC 5034 §4: AUTH mechanism [initial-response].
         match args.next_word() {

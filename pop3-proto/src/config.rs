@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::lang::Language;
 use crate::sasl::Mechanism;
 
 /// RFC 1939 §3: the autologout timer MUST be at least 10 minutes.
@@ -17,6 +18,10 @@ pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(60);
 
 /// RFC 2449 §4: a command line is at most 255 octets including CRLF.
 pub const RFC_MAX_COMMAND_LINE: usize = 255;
+
+/// The longest host name (a DNS name's limit): the APOP greeting and the
+/// sign-off line that carry it stay well within RFC 2449's 512 octets.
+pub const MAX_HOSTNAME: usize = 253;
 
 /// The longest SASL line by default (an `AUTH` command with its initial
 /// response, or a response to a challenge): OAuth tokens run to kilobytes.
@@ -71,6 +76,10 @@ pub struct Config {
     pub(crate) plaintext: PlaintextAuth,
     pub(crate) apop_needs_tls: bool,
     pub(crate) max_sasl_line: usize,
+    pub(crate) utf8: bool,
+    pub(crate) lang: bool,
+    /// The response languages; the first is the default (`i-default`).
+    pub(crate) languages: Vec<Language>,
     pub(crate) expire: Expire,
     pub(crate) expire_per_user: bool,
     pub(crate) login_delay: Option<u32>,
@@ -96,6 +105,9 @@ impl Default for Config {
             plaintext: PlaintextAuth::UnlessTlsOffered,
             apop_needs_tls: false,
             max_sasl_line: DEFAULT_MAX_SASL_LINE,
+            utf8: false,
+            lang: false,
+            languages: vec![Language::english()],
             expire: Expire::Never,
             expire_per_user: false,
             login_delay: None,
@@ -155,6 +167,11 @@ impl Config {
         self.plaintext
     }
 
+    /// The response languages; the first is the default.
+    pub fn languages(&self) -> &[Language] {
+        &self.languages
+    }
+
     /// The output high-water mark: body chunks are asked for only below it.
     pub fn output_high_water(&self) -> usize {
         self.output_high_water
@@ -175,7 +192,9 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
-    /// Host name for the APOP timestamp and sign-off line (popart's `Hostname`).
+    /// Host name for the APOP timestamp and sign-off line (popart's
+    /// `Hostname`): printable ASCII without `<`, `>` or `@`, at most
+    /// [`MAX_HOSTNAME`] octets.
     pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
         self.config.hostname = hostname.into();
         self
@@ -306,6 +325,49 @@ impl ConfigBuilder {
         self
     }
 
+    /// Offers RFC 6856's `UTF8` command and the `UTF8 USER` capability
+    /// (default: off): after `UTF8`, user names and passwords may be UTF-8
+    /// (normalised with SASLprep) and maildrops that need UTF-8 can be opened.
+    pub fn utf8(mut self, on: bool) -> Self {
+        self.config.utf8 = on;
+        self
+    }
+
+    /// Offers RFC 6856's `LANG` command (default: off) over the configured
+    /// languages.
+    pub fn lang(mut self, on: bool) -> Self {
+        self.config.lang = on;
+        self
+    }
+
+    /// Adds a response language (or replaces the one with its tag). The
+    /// first language is the default; English is there from the start.
+    pub fn language(mut self, language: Language) -> Self {
+        let languages = &mut self.config.languages;
+        match languages
+            .iter_mut()
+            .find(|l| l.tag().eq_ignore_ascii_case(language.tag()))
+        {
+            Some(same) => *same = language,
+            None => languages.push(language),
+        }
+        self
+    }
+
+    /// Makes the language with this tag the default (`i-default`).
+    ///
+    /// # Errors
+    /// If no language has this tag.
+    pub fn default_language(mut self, tag: &str) -> Result<Self, ConfigError> {
+        let languages = &mut self.config.languages;
+        let i = languages
+            .iter()
+            .position(|l| l.tag().eq_ignore_ascii_case(tag))
+            .ok_or_else(|| ConfigError::InvalidLanguage(tag.to_owned()))?;
+        languages[..=i].rotate_right(1);
+        Ok(self)
+    }
+
     /// Checks the settings and returns the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.config;
@@ -322,6 +384,7 @@ impl ConfigBuilder {
             return Err(ConfigError::AuthDelayTooLong(c.auth_failure_delay));
         }
         if c.hostname.is_empty()
+            || c.hostname.len() > MAX_HOSTNAME
             || !c
                 .hostname
                 .bytes()
@@ -417,6 +480,16 @@ mod tests {
             Config::builder().hostname("a b").build(),
             Err(ConfigError::InvalidHostname(_))
         ));
+        assert!(matches!(
+            Config::builder()
+                .hostname("x".repeat(MAX_HOSTNAME + 1))
+                .build(),
+            Err(ConfigError::InvalidHostname(_))
+        ));
+        assert!(Config::builder()
+            .hostname("x".repeat(MAX_HOSTNAME))
+            .build()
+            .is_ok());
         assert!(matches!(
             Config::builder().hostname("x@y").build(),
             Err(ConfigError::InvalidHostname(_))

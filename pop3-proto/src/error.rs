@@ -30,6 +30,9 @@ pub enum UsageError {
     /// `handle_tls_established` was called without a `StartTls` event before it.
     #[error("no TLS negotiation was started")]
     NoTlsNegotiation,
+    /// A SCRAM server nonce that is empty or not printable ASCII without `,`.
+    #[error("invalid SCRAM server nonce")]
+    InvalidNonce,
 }
 
 /// A [`Config`](crate::Config) that cannot be used.
@@ -48,7 +51,8 @@ pub enum ConfigError {
     /// Over a minute of tarpit per failed login.
     #[error("failed-login delay {0:?} is over the 60 seconds allowed")]
     AuthDelayTooLong(Duration),
-    /// The host name is empty or has characters that break the APOP timestamp.
+    /// The host name is empty, longer than [`MAX_HOSTNAME`](crate::MAX_HOSTNAME), or has
+    /// characters that break the APOP timestamp.
     #[error("invalid host name {0:?}")]
     InvalidHostname(String),
     /// The IMPLEMENTATION text is empty, too long, or has control characters.
@@ -79,6 +83,12 @@ pub enum ConfigError {
     /// The failure limits must be positive.
     #[error("failure limits must be at least 1")]
     ZeroLimit,
+    /// A language tag or description that cannot be used.
+    #[error("invalid language {0:?}")]
+    InvalidLanguage(String),
+    /// A response text template that cannot be used.
+    #[error("invalid template for {0:?}: {1:?}")]
+    InvalidText(crate::Text, String),
     /// Neither USER/PASS, APOP nor a SASL mechanism is offered.
     #[error("no login method is offered (enable USER/PASS, APOP or SASL)")]
     NoLoginMethod,

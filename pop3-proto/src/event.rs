@@ -39,6 +39,14 @@ pub enum Request {
         /// What the client proved.
         credential: Credential,
     },
+    /// SASL `SCRAM-SHA-256`: look up this user's stored keys. Answer
+    /// `scram_credentials`, with [`ScramCredentials::decoy`](crate::ScramCredentials::decoy)
+    /// keys for a user who does not exist (so the exchange does not tell
+    /// who does), or `refuse`. The session checks the client's proof itself.
+    ScramCredentials {
+        /// The user named in the client's first message.
+        user: String,
+    },
     /// The credentials were accepted: lock this user's maildrop and describe
     /// it. Answer `grant_maildrop` or `refuse` (without a code, `[IN-USE]`).
     Lock {

@@ -121,6 +121,9 @@
 //!             }
 //!             Event::Unlock => { /* release the maildrop lock */ }
 //!             Event::StartTls => unreachable!("STLS is not offered"),
+//!             Event::Request(Request::ScramCredentials { .. }) => {
+//!                 unreachable!("SCRAM-SHA-256 is not offered")
+//!             }
 //!             Event::Closed(reason) => {
 //!                 assert_eq!(reason, CloseReason::Quit);
 //!                 break;
@@ -159,12 +162,14 @@ mod command;
 mod config;
 mod error;
 mod event;
+mod lang;
 mod line;
 mod maildrop;
 pub mod memory;
 mod output;
 mod reply;
 mod sasl;
+mod scram;
 mod secret;
 mod session;
 
@@ -175,13 +180,15 @@ pub use apop::{digest as apop_digest, ApopCredential, ApopTimestamp, Greeting};
 pub use body::{transmitted_size, BodyProgress, SizeCounter};
 pub use config::{
     Config, ConfigBuilder, Expire, PlaintextAuth, DEFAULT_MAX_SASL_LINE, MAX_AUTH_FAILURE_DELAY,
-    MAX_IDLE_TIMEOUT, MIN_IDLE_TIMEOUT, RFC_MAX_COMMAND_LINE,
+    MAX_HOSTNAME, MAX_IDLE_TIMEOUT, MIN_IDLE_TIMEOUT, RFC_MAX_COMMAND_LINE,
 };
 pub use error::{ConfigError, UsageError};
 pub use event::{CloseReason, Credential, Event, Request};
+pub use lang::{Language, Text, MAX_TEXT};
 pub use maildrop::{Maildrop, MaildropError, MessageInfo, MessageRef, Uid};
 pub use output::{Output, Transmit, Wait};
 pub use reply::{Refusal, ResponseCode};
 pub use sasl::Mechanism;
+pub use scram::{ScramCredentials, ScramParseError, MIN_SCRAM_ITERATIONS};
 pub use secret::Secret;
 pub use session::{Channel, Phase, Session, SessionStats};

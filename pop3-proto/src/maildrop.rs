@@ -64,6 +64,7 @@ pub struct Maildrop {
     messages: Vec<MessageInfo>,
     expire: Option<Expire>,
     login_delay: Option<u32>,
+    needs_utf8: bool,
 }
 
 impl Maildrop {
@@ -83,6 +84,7 @@ impl Maildrop {
             messages,
             expire: None,
             login_delay: None,
+            needs_utf8: false,
         })
     }
 
@@ -100,6 +102,14 @@ impl Maildrop {
         self
     }
 
+    /// Marks a maildrop holding messages with UTF-8 headers that the store
+    /// cannot downgrade (RFC 6856 §2): a client that has not sent `UTF8`
+    /// is refused with `-ERR [UTF8]` instead of getting them.
+    pub fn with_utf8_only(mut self) -> Self {
+        self.needs_utf8 = true;
+        self
+    }
+
     /// The messages, message 1 first.
     pub fn messages(&self) -> &[MessageInfo] {
         &self.messages
@@ -111,6 +121,10 @@ impl Maildrop {
 
     pub(crate) fn login_delay(&self) -> Option<u32> {
         self.login_delay
+    }
+
+    pub(crate) fn needs_utf8(&self) -> bool {
+        self.needs_utf8
     }
 }
 

@@ -36,6 +36,7 @@ use crate::body::transmitted_size;
 use crate::event::Credential;
 use crate::maildrop::{Maildrop, MessageInfo, MessageRef, Uid};
 use crate::reply::Refusal;
+use crate::scram::{ScramCredentials, MIN_SCRAM_ITERATIONS};
 
 /// Octets per body chunk unless [`MemoryStore::set_chunk_size`] says otherwise.
 pub const DEFAULT_CHUNK: usize = 32 * 1024;
@@ -98,6 +99,8 @@ struct Mailbox {
     password: String,
     messages: Vec<(Uid, Bytes)>,
     locked: bool,
+    /// Holds mail with UTF-8 headers that needs RFC 6856 UTF-8 mode.
+    utf8_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +171,16 @@ impl MemoryStore {
             .entry(user.to_owned())
             .or_default()
             .password = password.to_owned();
+    }
+
+    /// Marks `user`'s maildrop as one that needs UTF-8 mode (see
+    /// [`Maildrop::with_utf8_only`]).
+    pub fn set_utf8_only(&self, user: &str) {
+        self.state()
+            .boxes
+            .entry(user.to_owned())
+            .or_default()
+            .utf8_only = true;
     }
 
     /// Issues an OAuth bearer token for `user` (SASL `XOAUTH2`, `OAUTHBEARER`).
@@ -399,6 +412,25 @@ impl MemoryHandler {
         }
     }
 
+    /// A user's SCRAM-SHA-256 keys, derived from the stored password (salt
+    /// `salt:<user>`, 4096 iterations), or stable decoy keys for a user who
+    /// does not exist.
+    ///
+    /// # Errors
+    /// An injected fault (at [`FaultPoint::Authenticate`]).
+    pub fn try_scram_credentials(&self, user: &str) -> Result<ScramCredentials, StoreError> {
+        self.store.strike(FaultPoint::Authenticate)?;
+        let state = self.store.state();
+        Ok(match state.boxes.get(user) {
+            Some(b) => ScramCredentials::derive(
+                b.password.as_bytes(),
+                format!("salt:{user}").as_bytes(),
+                MIN_SCRAM_ITERATIONS,
+            ),
+            None => ScramCredentials::decoy(b"memory store", user, MIN_SCRAM_ITERATIONS),
+        })
+    }
+
     /// Locks a user's maildrop and lists it.
     ///
     /// # Errors
@@ -419,7 +451,10 @@ impl MemoryHandler {
             size: transmitted_size(m),
             uid: uid.clone(),
         });
-        let drop = Maildrop::new(listing).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut drop = Maildrop::new(listing).map_err(|e| StoreError::Internal(e.to_string()))?;
+        if mailbox.utf8_only {
+            drop = drop.with_utf8_only();
+        }
         mailbox.locked = true;
         state.counters.locks += 1;
         self.locked = Some(user.to_owned());

@@ -22,6 +22,8 @@ pub enum ResponseCode {
     InUse,
     /// `[LOGIN-DELAY]`: the user logged in too recently (RFC 2449 §8.1.2).
     LoginDelay,
+    /// `[UTF8]`: the maildrop can be opened only in UTF-8 mode (RFC 6856 §2).
+    Utf8,
 }
 
 impl ResponseCode {
@@ -33,6 +35,7 @@ impl ResponseCode {
             Self::SysPerm => "SYS/PERM",
             Self::InUse => "IN-USE",
             Self::LoginDelay => "LOGIN-DELAY",
+            Self::Utf8 => "UTF8",
         }
     }
 }

@@ -4,9 +4,12 @@
 //! challenge or a credential for the handler; the session does the
 //! framing (`AUTH`, `+ ` lines, base64, `*`) and asks the handler.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::event::Credential;
+use crate::lang::Text;
+use crate::scram::{ClientFirst, Final, ServerFirst};
 use crate::secret::Secret;
 
 /// A SASL mechanism this crate can run.
@@ -21,11 +24,20 @@ pub enum Mechanism {
     XOAuth2,
     /// RFC 7628 `OAUTHBEARER`: an OAuth 2.0 bearer token with a GS2 header.
     OAuthBearer,
+    /// RFC 7677 `SCRAM-SHA-256` without channel binding: no password
+    /// crosses the wire, the store keeps derived keys only.
+    ScramSha256,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order they are offered.
-    pub const ALL: [Self; 4] = [Self::Plain, Self::Login, Self::XOAuth2, Self::OAuthBearer];
+    pub const ALL: [Self; 5] = [
+        Self::ScramSha256,
+        Self::Plain,
+        Self::Login,
+        Self::XOAuth2,
+        Self::OAuthBearer,
+    ];
 
     /// Its registered name, as in CAPA's `SASL` line and the `AUTH` command.
     pub fn name(self) -> &'static str {
@@ -34,6 +46,7 @@ impl Mechanism {
             Self::Login => "LOGIN",
             Self::XOAuth2 => "XOAUTH2",
             Self::OAuthBearer => "OAUTHBEARER",
+            Self::ScramSha256 => "SCRAM-SHA-256",
         }
     }
 
@@ -47,10 +60,7 @@ impl Mechanism {
     /// True if the secret crosses the wire as it is (a password or a
     /// bearer token): then the plaintext policy applies.
     pub fn is_plaintext(self) -> bool {
-        matches!(
-            self,
-            Self::Plain | Self::Login | Self::XOAuth2 | Self::OAuthBearer
-        )
+        !matches!(self, Self::ScramSha256)
     }
 
     /// True for the OAuth 2.0 mechanisms, whose failure is told in a
@@ -75,6 +85,7 @@ impl Mechanism {
             Self::Login => Exchange::LoginUser,
             Self::XOAuth2 => Exchange::XOAuth2,
             Self::OAuthBearer => Exchange::OAuthBearer,
+            Self::ScramSha256 => Exchange::ScramFirst,
         }
     }
 }
@@ -93,13 +104,20 @@ pub(crate) enum Exchange {
     LoginPassword(String),
     XOAuth2,
     OAuthBearer,
+    /// SCRAM: the client's first message is next.
+    ScramFirst,
+    /// SCRAM: the server's first message is out, the client's final is next.
+    ScramFinal(Box<ServerFirst>),
+    /// SCRAM: the proof held and the server's final message is out; the
+    /// client's empty response ends the exchange.
+    ScramVerified(String),
 }
 
 /// What an exchange does with a response.
 #[derive(Debug)]
 pub(crate) enum Step {
     /// Send this challenge (the session base64-encodes it) and wait.
-    Challenge(&'static [u8]),
+    Challenge(Cow<'static, [u8]>),
     /// The client has proved something: ask the handler.
     Authenticate {
         /// Whose maildrop the client wants.
@@ -108,7 +126,13 @@ pub(crate) enum Step {
         credential: Credential,
     },
     /// The response is malformed: the exchange fails with this text.
-    Malformed(&'static str),
+    Malformed(Text),
+    /// SCRAM: ask the store for this user's keys.
+    ScramLookup(Box<ClientFirst>),
+    /// SCRAM: the client proved it knows the user's password.
+    Verified(String),
+    /// SCRAM: the proof is wrong.
+    WrongProof,
 }
 
 impl Exchange {
@@ -128,9 +152,9 @@ impl Exchange {
             Self::LoginUser => match identity(&response) {
                 Some(user) => {
                     *self = Self::LoginPassword(user);
-                    Step::Challenge(b"Password:")
+                    Step::Challenge(Cow::Borrowed(b"Password:"))
                 }
-                None => Step::Malformed("invalid user name"),
+                None => Step::Malformed(Text::InvalidUserName),
             },
             Self::LoginPassword(user) => Step::Authenticate {
                 user: std::mem::take(user),
@@ -138,6 +162,22 @@ impl Exchange {
             },
             Self::XOAuth2 => xoauth2(&response),
             Self::OAuthBearer => oauthbearer(&response),
+            Self::ScramFirst => match ClientFirst::parse(&response) {
+                Ok(first) => Step::ScramLookup(Box::new(first)),
+                Err(text) => Step::Malformed(text),
+            },
+            Self::ScramFinal(state) => match state.verify(&response) {
+                Final::Verified(server_final) => {
+                    *self = Self::ScramVerified(std::mem::take(&mut state.user));
+                    Step::Challenge(Cow::Owned(server_final.into_bytes()))
+                }
+                Final::WrongProof => Step::WrongProof,
+                Final::Malformed(text) => Step::Malformed(text),
+            },
+            Self::ScramVerified(user) if response.is_empty() => {
+                Step::Verified(std::mem::take(user))
+            }
+            Self::ScramVerified(_) => Step::Malformed(Text::ScramExpectsEmpty),
         }
     }
 }
@@ -153,13 +193,13 @@ fn plain(response: &[u8]) -> Step {
     let mut parts = response.splitn(3, |&b| b == 0);
     let (Some(authzid), Some(authcid), Some(password)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Step::Malformed("PLAIN needs authzid NUL authcid NUL password");
+        return Step::Malformed(Text::PlainForm);
     };
     if password.is_empty() {
-        return Step::Malformed("PLAIN needs a password");
+        return Step::Malformed(Text::PlainNeedsPassword);
     }
     let Some(authcid) = identity(authcid) else {
-        return Step::Malformed("invalid user name");
+        return Step::Malformed(Text::InvalidUserName);
     };
     let password = Secret::new(password.to_vec());
     if authzid.is_empty() || authzid == authcid.as_bytes() {
@@ -176,7 +216,7 @@ fn plain(response: &[u8]) -> Step {
                 password,
             },
         },
-        None => Step::Malformed("invalid authorization identity"),
+        None => Step::Malformed(Text::InvalidAuthorizationIdentity),
     }
 }
 
@@ -196,7 +236,7 @@ fn xoauth2(response: &[u8]) -> Step {
             user,
             credential: Credential::Bearer(Secret::new(token)),
         },
-        _ => Step::Malformed("XOAUTH2 needs user= and auth=Bearer"),
+        _ => Step::Malformed(Text::XOAuth2Form),
     }
 }
 
@@ -208,23 +248,23 @@ fn oauthbearer(response: &[u8]) -> Step {
     // gs2-header: "n," or "y," (no channel binding here), then "a=user", then ",".
     let mut gs2 = header.splitn(3, |&b| b == b',');
     let (Some(cb), Some(authzid), Some(rest)) = (gs2.next(), gs2.next(), gs2.next()) else {
-        return Step::Malformed("OAUTHBEARER needs a GS2 header");
+        return Step::Malformed(Text::OAuthBearerNeedsGs2);
     };
     if !(cb == b"n" || cb == b"y") || !rest.is_empty() {
-        return Step::Malformed("OAUTHBEARER: unsupported GS2 header");
+        return Step::Malformed(Text::OAuthBearerGs2Unsupported);
     }
     let Some(user) = authzid
         .strip_prefix(b"a=")
         .and_then(|a| identity(&unescape_saslname(a)?))
     else {
-        return Step::Malformed("OAUTHBEARER needs the user in a=");
+        return Step::Malformed(Text::OAuthBearerNeedsUser);
     };
     match fields.find_map(bearer) {
         Some(token) => Step::Authenticate {
             user,
             credential: Credential::Bearer(Secret::new(token)),
         },
-        None => Step::Malformed("OAUTHBEARER needs auth=Bearer"),
+        None => Step::Malformed(Text::OAuthBearerNeedsToken),
     }
 }
 
@@ -319,7 +359,7 @@ mod tests {
         assert_eq!(e.first_challenge(), b"Username:");
         assert!(matches!(
             e.respond(b"tim".to_vec()),
-            Step::Challenge(b"Password:")
+            Step::Challenge(c) if *c == *b"Password:"
         ));
         assert_eq!(
             auth(e.respond(b"p w".to_vec())),

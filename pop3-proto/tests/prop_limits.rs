@@ -235,6 +235,9 @@ impl SlowPeer {
             }
             Event::Request(Request::Commit { .. }) => s.commit_done(now),
             Event::StartTls => unreachable!("STLS is not offered"),
+            Event::Request(Request::ScramCredentials { .. }) => {
+                unreachable!("SCRAM is not offered")
+            }
             Event::Unlock => Ok(()),
             Event::Closed(_) => {
                 self.closed = true;

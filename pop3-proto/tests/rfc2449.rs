@@ -284,3 +284,20 @@ fn list_and_uidl_of_100k_messages_are_produced_incrementally() {
         h.peak_output
     );
 }
+
+#[test]
+fn longest_host_name_keeps_replies_within_512_octets() {
+    let config = Config::builder()
+        .hostname("h".repeat(pop3_proto::MAX_HOSTNAME))
+        .apop(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, MemoryStore::rfc1939());
+    h.command("QUIT");
+    let sent = h.take_sent();
+    let lines: Vec<&str> = sent.split_inclusive("\r\n").collect();
+    assert_eq!(lines.len(), 2, "{sent}");
+    for line in lines {
+        assert!(line.len() <= 512, "{} octets: {line}", line.len());
+    }
+}

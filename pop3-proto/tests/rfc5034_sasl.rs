@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pop3_proto::testing::{run_transcript, Harness, MemoryStore};
+use pop3_proto::testing::{run_transcript, Harness, MemoryStore, ScramClient};
 use pop3_proto::{Channel, CloseReason, Config, Mechanism, PlaintextAuth};
 
 fn run(h: &mut Harness, script: &str) {
@@ -46,6 +46,7 @@ fn auth_without_argument_lists_the_mechanisms() {
         "S: +OK POP3 server ready
          C: AUTH
          S: +OK SASL mechanisms follow
+         S: SCRAM-SHA-256
          S: PLAIN
          S: LOGIN
          S: XOAUTH2
@@ -325,6 +326,7 @@ fn no_passwords_on_a_plain_connection_that_could_have_tls() {
          S: +OK capability list follows
          S: TOP
          S: UIDL
+         S: SASL SCRAM-SHA-256
          S: STLS
          S: PIPELINING
          S: RESP-CODES
@@ -333,6 +335,7 @@ fn no_passwords_on_a_plain_connection_that_could_have_tls() {
          S: .
          C: AUTH
          S: +OK SASL mechanisms follow
+         S: SCRAM-SHA-256
          S: .
          C: USER mrose
          S: -ERR [AUTH] USER/PASS is not allowed without TLS; use STLS first
@@ -352,7 +355,7 @@ fn no_passwords_on_a_plain_connection_that_could_have_tls() {
          S: TOP
          S: UIDL
          S: USER
-         S: SASL PLAIN LOGIN XOAUTH2 OAUTHBEARER
+         S: SASL SCRAM-SHA-256 PLAIN LOGIN XOAUTH2 OAUTHBEARER
          S: PIPELINING
          S: RESP-CODES
          S: AUTH-RESP-CODE
@@ -450,5 +453,119 @@ fn commands_sent_after_stls_never_reach_the_exchange() {
     h.run();
     assert_eq!(h.take_sent(), "+OK Begin TLS negotiation\r\n");
     assert_eq!(h.take_sent(), "");
+    assert_eq!(h.session.user(), None);
+}
+
+use base64::Engine as _;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Sends AUTH SCRAM-SHA-256 with the client's first message; returns the
+/// decoded server-first message.
+fn scram_start(h: &mut Harness, client: &ScramClient) -> String {
+    h.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
+    let sent = h.take_sent();
+    let challenge = sent
+        .strip_prefix("+ ")
+        .and_then(|c| c.strip_suffix("\r\n"))
+        .unwrap_or_else(|| panic!("no challenge: {sent}"));
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(challenge)
+        .unwrap();
+    String::from_utf8(decoded).unwrap()
+}
+
+#[test]
+fn scram_sha_256_exchange() {
+    let mut h = harness(all_mechanisms());
+    h.take_sent();
+    let client = ScramClient::new("mrose", "tanstaaf");
+    let server_first = scram_start(&mut h, &client);
+    assert_eq!(
+        server_first,
+        format!(
+            "r=fyko+d2lbbFgONRv9qkxdawL{},s={},i=4096",
+            pop3_proto::testing::HARNESS_SCRAM_NONCE,
+            b64(b"salt:mrose")
+        )
+    );
+    let last = client.finish(&server_first);
+    h.command(&last.response);
+    assert_eq!(h.take_sent(), format!("+ {}\r\n", last.server_final));
+    h.command("");
+    assert_eq!(
+        h.take_sent(),
+        "+OK mrose's maildrop has 2 messages (320 octets)\r\n"
+    );
+}
+
+#[test]
+fn scram_is_usable_where_passwords_are_not() {
+    let mut h = harness(stls_offered());
+    h.take_sent();
+    let client = ScramClient::new("mrose", "tanstaaf");
+    let server_first = scram_start(&mut h, &client);
+    h.command(&client.finish(&server_first).response);
+    h.take_sent();
+    h.command("");
+    assert_eq!(h.session.user(), Some("mrose"));
+}
+
+#[test]
+fn scram_wrong_password_and_unknown_user_fail_alike() {
+    let mut h = harness(all_mechanisms());
+    h.take_sent();
+    for (user, password) in [("mrose", "wrong"), ("nobody", "tanstaaf")] {
+        let client = ScramClient::new(user, password);
+        let server_first = scram_start(&mut h, &client);
+        // An unknown user gets a salt too: stable, so it tells nothing.
+        assert!(server_first.contains(",s="), "{server_first}");
+        h.command(&client.finish(&server_first).response);
+        assert_eq!(
+            h.take_sent(),
+            "-ERR [AUTH] invalid user name or password\r\n",
+            "{user}"
+        );
+    }
+    let again = scram_start(&mut h, &ScramClient::new("nobody", "x"));
+    let salt = |m: &str| m.split(',').nth(1).unwrap().to_owned();
+    let mut other = harness(all_mechanisms());
+    other.take_sent();
+    assert_eq!(
+        salt(&again),
+        salt(&scram_start(&mut other, &ScramClient::new("nobody", "y")))
+    );
+}
+
+#[test]
+fn scram_refuses_tampering_and_channel_binding() {
+    let mut h = harness(all_mechanisms());
+    h.take_sent();
+    let client = ScramClient::new("mrose", "tanstaaf");
+    scram_start(&mut h, &client);
+    // A final message for another nonce.
+    h.command(&b64(
+        b"c=biws,r=other,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+    ));
+    assert_eq!(h.take_sent(), "-ERR [AUTH] SCRAM nonce does not match\r\n");
+    h.command(&format!(
+        "AUTH SCRAM-SHA-256 {}",
+        b64(b"p=tls-unique,,n=mrose,r=abc")
+    ));
+    assert_eq!(
+        h.take_sent(),
+        "-ERR [AUTH] channel binding is not supported\r\n"
+    );
+    // After the proof, only an empty response ends the exchange.
+    let server_first = scram_start(&mut h, &client);
+    h.command(&client.finish(&server_first).response);
+    h.take_sent();
+    h.command("eA==");
+    assert_eq!(
+        h.take_sent(),
+        "-ERR [AUTH] SCRAM expects an empty response\r\n"
+    );
     assert_eq!(h.session.user(), None);
 }

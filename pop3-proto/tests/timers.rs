@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pop3_proto::testing::{Harness, MemoryStore, Step};
-use pop3_proto::{CloseReason, Config, Event, Output, Request, Wait};
+use pop3_proto::{CloseReason, Config, Event, Output, Refusal, Request, Wait};
 
 /// What a session that is over waits for: nothing.
 const DONE: Step = Step::Wait(Wait {
@@ -399,4 +399,36 @@ fn eof_before_stls_reply_is_written_still_sends_earlier_replies() {
         h.events.last(),
         Some(&Event::Closed(CloseReason::PeerClosed))
     );
+}
+
+/// The failure delay runs from when the check was asked for, so a slow
+/// check (an Argon2id hash) and a fast one (a `{PLAIN}` compare, an
+/// unknown user) answer at the same moment.
+#[test]
+fn failure_delay_does_not_show_the_check_time() {
+    let config = Config::builder().build().unwrap();
+    let mut reply_times = Vec::new();
+    for check_time in [
+        Duration::ZERO,
+        Duration::from_millis(40),
+        Duration::from_millis(900),
+    ] {
+        let mut h = Harness::new(config.clone(), MemoryStore::rfc1939());
+        h.auto_answer = false;
+        h.command("USER mrose");
+        h.command("PASS wrong");
+        h.take_sent();
+        let start = h.now;
+        // The handler takes `check_time` to refuse.
+        h.now += check_time;
+        h.session
+            .refuse(h.now, Refusal::auth("invalid user name or password"))
+            .unwrap();
+        h.run();
+        while h.take_sent().is_empty() {
+            assert!(h.advance_to_deadline());
+        }
+        reply_times.push(h.now - start);
+    }
+    assert_eq!(reply_times, [Duration::from_secs(2); 3]);
 }

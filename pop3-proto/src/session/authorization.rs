@@ -2,6 +2,7 @@
 //! QUIT before login; the answers to `Authenticate` and `Lock`; the
 //! failed-login delay; the TLS restart (RFC 2595 §4).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -12,6 +13,7 @@ use crate::capa::{write_capabilities, CapaContext};
 use crate::command::Command;
 use crate::error::UsageError;
 use crate::event::{CloseReason, Credential, Event, Request};
+use crate::lang::{Text, Value};
 use crate::maildrop::{Maildrop, Marked};
 use crate::reply::{self, Refusal, ResponseCode};
 
@@ -21,21 +23,37 @@ impl Session {
         match cmd {
             Command::User(name) => {
                 if !self.config.user_pass {
-                    self.err(format_args!("USER/PASS not offered"));
+                    self.err(Text::UserPassNotOffered, []);
                 } else if !self.plaintext_allowed() {
                     self.login = Login::Anonymous;
                     self.tls_required("USER/PASS");
                 } else {
-                    self.login = Login::Named(name);
-                    self.ok(format_args!("send PASS"));
+                    match self.user_name(name) {
+                        Ok(name) => {
+                            self.login = Login::Named(name);
+                            self.ok(Text::SendPass, []);
+                        }
+                        Err(why) => {
+                            self.login = Login::Anonymous;
+                            self.unusable(why);
+                        }
+                    }
                 }
             }
             Command::Pass(password) => {
                 let Login::Named(user) = &self.login else {
-                    self.bad_command(format_args!("send USER first"));
+                    self.bad_command(Text::SendUserFirst, []);
                     return false;
                 };
                 let user = user.clone();
+                let password = match self.password(password) {
+                    Ok(password) => password,
+                    Err(why) => {
+                        self.login = Login::Anonymous;
+                        self.unusable(why);
+                        return true;
+                    }
+                };
                 let credential = Credential::Password(password);
                 self.request(
                     Pending::Authenticate(None),
@@ -45,7 +63,7 @@ impl Session {
             Command::Apop { user, digest } => {
                 let Some(ts) = self.apop.clone() else {
                     self.login = Login::Anonymous;
-                    self.err(format_args!("APOP not offered"));
+                    self.err(Text::ApopNotOffered, []);
                     return true;
                 };
                 if self.config.apop_needs_tls && !self.plaintext_allowed() {
@@ -53,6 +71,14 @@ impl Session {
                     self.tls_required("APOP");
                     return true;
                 }
+                let user = match self.user_name(user) {
+                    Ok(user) => user,
+                    Err(why) => {
+                        self.login = Login::Anonymous;
+                        self.unusable(why);
+                        return true;
+                    }
+                };
                 self.login = Login::Named(user.clone());
                 let credential = Credential::Apop(ApopCredential::new(ts, digest));
                 self.request(
@@ -61,23 +87,28 @@ impl Session {
                 );
             }
             Command::Quit => {
-                let host = self.config.hostname.clone();
+                let config = Arc::clone(&self.config);
+                let lang = &config.languages[self.language];
+                let host = &config.hostname;
                 self.close_with(CloseReason::Quit, |out| {
-                    reply::ok(out, format_args!("{host} POP3 server signing off"))
+                    let text = lang.render(Text::SigningOff, [("host", host)]);
+                    reply::ok(out, format_args!("{text}"));
                 });
             }
             Command::Capa => self.capa(),
+            Command::Utf8 => self.enter_utf8(),
+            Command::Lang(range) => self.lang(range),
             Command::AuthList => self.list_mechanisms(),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
             Command::Stls => {
                 if !self.config.stls {
-                    self.err(format_args!("STLS not offered"));
+                    self.err(Text::StlsNotOffered, []);
                 } else if self.tls {
-                    self.err(format_args!("TLS already active"));
+                    self.err(Text::TlsAlreadyActive, []);
                 } else {
                     // RFC 2595 §4; the command-injection barrier: nothing
                     // sent after STLS and before TLS may be executed.
-                    self.ok(format_args!("Begin TLS negotiation"));
+                    self.ok(Text::BeginTls, []);
                     self.stats.discarded_at_stls += self.inbound.len() as u64;
                     self.inbound = BytesMut::new();
                     self.lines.reset();
@@ -86,7 +117,7 @@ impl Session {
                 }
             }
             _ => {
-                self.bad_command(format_args!("command not valid before login"));
+                self.bad_command(Text::NotValidBeforeLogin, []);
                 return false;
             }
         }
@@ -102,7 +133,8 @@ impl Session {
         };
         let config = &self.config;
         self.queue.with_buf(|out| {
-            reply::ok(out, format_args!("capability list follows"));
+            let text = config.languages[self.language].render(Text::CapabilityList, []);
+            reply::ok(out, format_args!("{text}"));
             write_capabilities(out, config, &ctx);
             out.extend_from_slice(b".\r\n");
         });
@@ -118,6 +150,13 @@ impl Session {
         let Login::Named(user) = std::mem::take(&mut self.login) else {
             unreachable!("Authenticate is asked only for a named user");
         };
+        self.check_started = None;
+        self.logged_in(user);
+        Ok(())
+    }
+
+    /// The client proved who it is: lock the maildrop next.
+    pub(super) fn logged_in(&mut self, user: String) {
         self.auth_failures = 0;
         self.login = Login::Authenticated(user.clone());
         self.progress();
@@ -125,7 +164,6 @@ impl Session {
             Link::Lost(reason) => self.close(reason),
             _ => self.request(Pending::Lock, Request::Lock { user }),
         }
-        Ok(())
     }
 
     /// Answers [`Request::Lock`]: the maildrop is locked and described.
@@ -135,6 +173,19 @@ impl Session {
         if !matches!(self.state, State::Pending(Pending::Lock)) {
             return self.wrong_answer("Lock");
         }
+        if maildrop.needs_utf8() && !self.utf8 {
+            // RFC 6856 §2: not without UTF-8 mode. The store locked it:
+            // give the lock back, then refuse; AUTHORIZATION goes on.
+            self.login = Login::Anonymous;
+            self.queue.push_event(Event::Unlock);
+            let text = self.config.languages[self.language].render(Text::Utf8MaildropNeedsUtf8, []);
+            self.queue.with_buf(|out| {
+                reply::err(out, Some(ResponseCode::Utf8), format_args!("{text}"));
+            });
+            self.resume();
+            self.after_answer();
+            return Ok(());
+        }
         let marked = Marked::new(maildrop);
         let (count, size) = marked.live();
         let user = match &self.login {
@@ -142,10 +193,9 @@ impl Session {
             _ => "",
         };
         self.queue.with_buf(|out| {
-            reply::ok(
-                out,
-                format_args!("{user}'s maildrop has {count} messages ({size} octets)"),
-            )
+            let values: [Value<'_>; 3] = [("user", &user), ("count", &count), ("size", &size)];
+            let text = self.config.languages[self.language].render(Text::MaildropReady, values);
+            reply::ok(out, format_args!("{text}"))
         });
         self.maildrop = Some(marked);
         self.resume();
@@ -156,6 +206,8 @@ impl Session {
     /// A refused `Authenticate` or `Lock` (see [`Session::refuse`]).
     pub(super) fn refuse_login(&mut self, pending: Pending, refusal: Refusal) {
         self.login = Login::Anonymous;
+        let started = self.check_started.take();
+        self.scram = None;
         if pending == Pending::Lock {
             let refusal = refusal.or_code(ResponseCode::InUse);
             self.queue.with_buf(|out| reply::refusal(out, &refusal));
@@ -177,20 +229,24 @@ impl Session {
                 return;
             }
         }
+        self.check_started = started;
         self.failed_login(refusal);
     }
 
-    /// A wrong credential: count it, and hold the `-ERR` for the delay.
+    /// A wrong credential: count it, and hold the `-ERR` until the delay
+    /// after the check was asked for has passed (from now if no handler
+    /// check was involved), whatever the check cost.
     pub(super) fn failed_login(&mut self, refusal: Refusal) {
         self.auth_failures += 1;
         let then_close = self.auth_failures >= self.config.max_auth_failures;
-        let delay = self.config.auth_failure_delay;
-        if delay.is_zero() {
+        let start = self.check_started.take().unwrap_or(self.now);
+        let until = start + self.config.auth_failure_delay;
+        if until <= self.now {
             self.send_auth_refusal(refusal, then_close);
         } else {
             // A tarpit: the -ERR is held, without any IO here.
             self.state = State::AuthDelay {
-                until: self.now + delay,
+                until,
                 refusal,
                 then_close,
             };

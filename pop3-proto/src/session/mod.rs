@@ -6,11 +6,11 @@
 //! `authorization`, `transaction` and `update`.
 
 mod authorization;
+mod language;
 mod sasl;
 mod transaction;
 mod update;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ use crate::command::{self, Command};
 use crate::config::Config;
 use crate::error::UsageError;
 use crate::event::{CloseReason, Event};
+use crate::lang::{Text, Value};
 use crate::line::{Line, LineReader};
 use crate::maildrop::Marked;
 use crate::output::{Output, Queue, Transmit, Wait};
@@ -74,6 +75,8 @@ pub struct SessionStats {
 enum Pending {
     /// A credential check; `Some` for one from a SASL exchange.
     Authenticate(Option<Mechanism>),
+    /// SCRAM keys for the client's first message (held in `scram`).
+    ScramCredentials,
     Lock,
     Retrieve {
         number: u32,
@@ -178,6 +181,16 @@ pub struct Session {
     tls: bool,
     /// The peer is local (see [`Channel::local`]).
     local: bool,
+    /// When the credential check now with the handler was asked for: the
+    /// failure delay runs from then, so the reply time does not show how
+    /// long the check took (which would tell which users exist).
+    check_started: Option<Instant>,
+    /// Index of the response language in the config's languages.
+    language: usize,
+    /// RFC 6856 UTF-8 mode is on.
+    utf8: bool,
+    /// The client's first SCRAM message while its keys are looked up.
+    scram: Option<Box<crate::scram::ClientFirst>>,
     shutting_down: bool,
     bad_commands: u32,
     auth_failures: u32,
@@ -220,6 +233,10 @@ impl Session {
             apop,
             tls: channel.tls,
             local: channel.local,
+            scram: None,
+            check_started: None,
+            language: 0,
+            utf8: false,
             shutting_down: false,
             bad_commands: 0,
             auth_failures: 0,
@@ -230,8 +247,8 @@ impl Session {
         let apop = session.apop.take();
         match &apop {
             // RFC 1939 §7: the timestamp goes in the greeting.
-            Some(ts) => session.ok(format_args!("POP3 server ready {ts}")),
-            None => session.ok(format_args!("POP3 server ready")),
+            Some(ts) => session.ok(Text::ReadyApop, [("timestamp", ts)]),
+            None => session.ok(Text::Ready, []),
         }
         session.apop = apop;
         session
@@ -543,6 +560,9 @@ impl Session {
 
     /// Asks the handler.
     fn request(&mut self, pending: Pending, request: crate::event::Request) {
+        if matches!(pending, Pending::Authenticate(_)) {
+            self.check_started = Some(self.now);
+        }
         self.state = State::Pending(pending);
         self.queue.push_event(Event::Request(request));
     }
@@ -629,12 +649,10 @@ impl Session {
                     self.state = State::Command;
                 }
                 State::Command | State::Sasl(..) | State::SaslRefused(_) if self.shutting_down => {
+                    let config = Arc::clone(&self.config);
+                    let text = config.languages[self.language].render(Text::ShuttingDown, []);
                     self.close_with(CloseReason::Shutdown, |out| {
-                        reply::err(
-                            out,
-                            Some(ResponseCode::SysTemp),
-                            format_args!("server shutting down"),
-                        )
+                        reply::err(out, Some(ResponseCode::SysTemp), format_args!("{text}"))
                     });
                     break;
                 }
@@ -733,11 +751,14 @@ impl Session {
         match parsed {
             Parsed::TooLong if self.in_sasl() => {
                 self.state = State::Command;
-                self.bad_command(format_args!("line too long, authentication aborted"));
+                self.bad_command(Text::SaslLineTooLong, []);
             }
-            Parsed::TooLong => self.bad_command(format_args!("line too long")),
+            Parsed::TooLong => self.bad_command(Text::LineTooLong, []),
             Parsed::Response(line) => self.sasl_response(line),
-            Parsed::Command(Err(e)) => self.bad_command(format_args!("{e}")),
+            Parsed::Command(Err(e)) => {
+                let (text, what) = e.text();
+                self.bad_command(text, [("what", &what)]);
+            }
             Parsed::Command(Ok(cmd)) => {
                 let valid = if self.maildrop.is_some() {
                     self.execute_transaction(cmd)
@@ -751,28 +772,37 @@ impl Session {
         }
     }
 
-    fn bad_command(&mut self, text: fmt::Arguments<'_>) {
+    fn bad_command<const N: usize>(&mut self, text: Text, values: [Value<'_>; N]) {
         self.bad_commands += 1;
         self.stats.bad_commands += 1;
         if self.bad_commands >= self.config.max_bad_commands {
+            let config = Arc::clone(&self.config);
+            let text = config.languages[self.language].render(Text::TooManyBadCommands, []);
             self.close_with(CloseReason::TooManyBadCommands, |out| {
-                reply::err(
-                    out,
-                    None,
-                    format_args!("too many bad commands, closing connection"),
-                )
+                reply::err(out, None, format_args!("{text}"))
             });
         } else {
-            self.queue.with_buf(|out| reply::err(out, None, text));
+            self.err(text, values);
         }
     }
 
-    fn ok(&mut self, text: fmt::Arguments<'_>) {
-        self.queue.with_buf(|out| reply::ok(out, text));
+    fn ok<const N: usize>(&mut self, text: Text, values: [Value<'_>; N]) {
+        let text = self.config.languages[self.language].render(text, values);
+        self.queue
+            .with_buf(|out| reply::ok(out, format_args!("{text}")));
     }
 
-    fn err(&mut self, text: fmt::Arguments<'_>) {
-        self.queue.with_buf(|out| reply::err(out, None, text));
+    fn err<const N: usize>(&mut self, text: Text, values: [Value<'_>; N]) {
+        let text = self.config.languages[self.language].render(text, values);
+        self.queue
+            .with_buf(|out| reply::err(out, None, format_args!("{text}")));
+    }
+
+    /// A text in the session's language, as a string (for a [`Refusal`]).
+    fn text_string(&self, text: Text) -> String {
+        self.config.languages[self.language]
+            .render(text, [])
+            .to_string()
     }
 }
 

@@ -5,11 +5,16 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
+use std::time::Instant;
+
 use super::{Login, Pending, Session, State};
 use crate::config::PlaintextAuth;
+use crate::error::UsageError;
 use crate::event::Request;
+use crate::lang::Text;
 use crate::reply::{self, Refusal, ResponseCode};
-use crate::sasl::{Mechanism, Step};
+use crate::sasl::{Exchange, Mechanism, Step};
+use crate::scram::{self, ScramCredentials};
 use crate::secret::Secret;
 
 impl Session {
@@ -24,17 +29,14 @@ impl Session {
 
     /// `-ERR [AUTH]`: this method needs TLS here.
     pub(super) fn tls_required(&mut self, method: &str) {
-        let hint = if self.config.stls {
-            "; use STLS first"
+        let text = if self.config.stls {
+            Text::NeedsTlsUseStls
         } else {
-            ""
+            Text::NeedsTls
         };
+        let text = self.config.languages[self.language].render(text, [("method", &method)]);
         self.queue.with_buf(|out| {
-            reply::err(
-                out,
-                Some(ResponseCode::Auth),
-                format_args!("{method} is not allowed without TLS{hint}"),
-            );
+            reply::err(out, Some(ResponseCode::Auth), format_args!("{text}"));
         });
     }
 
@@ -54,7 +56,8 @@ impl Session {
             .filter(|&m| self.usable(m))
             .collect();
         self.queue.with_buf(|out| {
-            reply::ok(out, format_args!("SASL mechanisms follow"));
+            let text = self.config.languages[self.language].render(Text::SaslMechanisms, []);
+            reply::ok(out, format_args!("{text}"));
             for m in usable {
                 out.extend_from_slice(m.name().as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -67,7 +70,7 @@ impl Session {
     pub(super) fn auth(&mut self, mechanism: Option<Mechanism>, initial: Option<Secret<Vec<u8>>>) {
         self.login = Login::Anonymous;
         let Some(mechanism) = mechanism.filter(|&m| self.config.sasl.contains(&m)) else {
-            self.err(format_args!("unsupported authentication mechanism"));
+            self.err(Text::UnsupportedMechanism, []);
             return;
         };
         if !self.usable(mechanism) {
@@ -90,7 +93,7 @@ impl Session {
                 let step = exchange.respond(response);
                 self.sasl_step(mechanism, exchange, step);
             }
-            Err(_) => self.err(format_args!("invalid base64 in the initial response")),
+            Err(_) => self.err(Text::InitialResponseNotBase64, []),
         }
     }
 
@@ -102,23 +105,23 @@ impl Session {
             State::SaslRefused(refusal) => self.failed_login(refusal),
             State::Sasl(..) if line.expose() == b"*" => {
                 // RFC 5034 §4: the client cancelled.
-                self.err(format_args!("authentication cancelled"));
+                self.err(Text::AuthenticationCancelled, []);
             }
             State::Sasl(mechanism, mut exchange) => match STANDARD.decode(line.expose()) {
                 Ok(response) => {
                     let step = exchange.respond(response);
                     self.sasl_step(mechanism, exchange, step);
                 }
-                Err(_) => self.err(format_args!("invalid base64, authentication aborted")),
+                Err(_) => self.err(Text::ResponseNotBase64, []),
             },
             other => self.state = other,
         }
     }
 
-    fn sasl_step(&mut self, mechanism: Mechanism, exchange: crate::sasl::Exchange, step: Step) {
+    fn sasl_step(&mut self, mechanism: Mechanism, exchange: Exchange, step: Step) {
         match step {
             Step::Challenge(challenge) => {
-                self.challenge(challenge);
+                self.challenge(&challenge);
                 self.state = State::Sasl(mechanism, exchange);
             }
             Step::Authenticate { user, credential } => {
@@ -129,10 +132,61 @@ impl Session {
                 );
             }
             Step::Malformed(text) => {
-                let refusal = Refusal::auth(text);
+                let refusal = Refusal::auth(self.text_string(text));
                 self.queue.with_buf(|out| reply::refusal(out, &refusal));
             }
+            Step::ScramLookup(first) => {
+                let user = first.user.clone();
+                self.login = Login::Named(user.clone());
+                self.scram = Some(first);
+                self.request(
+                    Pending::ScramCredentials,
+                    Request::ScramCredentials { user },
+                );
+            }
+            Step::Verified(user) => self.logged_in(user),
+            Step::WrongProof => {
+                let text = self.text_string(Text::InvalidCredentials);
+                self.failed_login(Refusal::auth(text));
+            }
         }
+    }
+
+    /// Answers [`Request::ScramCredentials`] with the user's stored keys
+    /// (or decoy keys for an unknown user) and the server's part of the
+    /// nonce: fresh for every exchange, unpredictable (at least 16 random
+    /// octets, e.g. base64-encoded), printable ASCII without `,`.
+    ///
+    /// # Errors
+    /// [`UsageError::NoPendingRequest`] if no such request is waiting,
+    /// [`UsageError::InvalidNonce`] for a nonce that cannot be sent.
+    pub fn scram_credentials(
+        &mut self,
+        now: Instant,
+        credentials: ScramCredentials,
+        server_nonce: &str,
+    ) -> Result<(), UsageError> {
+        self.enter(now)?;
+        if !matches!(self.state, State::Pending(Pending::ScramCredentials)) {
+            return self.wrong_answer("ScramCredentials");
+        }
+        if !scram::is_nonce(server_nonce) {
+            return Err(UsageError::InvalidNonce);
+        }
+        let first = self
+            .scram
+            .take()
+            .expect("held while its keys are looked up");
+        self.login = Login::Anonymous;
+        let (server_first, state) = first.server_first(credentials, server_nonce);
+        self.progress();
+        self.challenge(server_first.as_bytes());
+        self.state = State::Sasl(
+            Mechanism::ScramSha256,
+            Exchange::ScramFinal(Box::new(state)),
+        );
+        self.after_answer();
+        Ok(())
     }
 
     /// `+ base64(challenge)` (RFC 5034 §4; `+ ` alone for an empty one).

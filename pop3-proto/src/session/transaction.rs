@@ -3,6 +3,7 @@
 //! streamed through the dot-stuffer.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +13,7 @@ use crate::body::{BodyEncoder, BodyProgress};
 use crate::command::Command;
 use crate::error::UsageError;
 use crate::event::{CloseReason, Request};
+use crate::lang::{Language, Text};
 use crate::maildrop::{Lookup, Marked};
 use crate::output::Queue;
 use crate::reply::{self, ResponseCode};
@@ -55,6 +57,7 @@ impl Session {
     pub(super) fn execute_transaction(&mut self, cmd: Command) -> bool {
         let drop = self.maildrop.as_mut().expect("TRANSACTION has a maildrop");
         let out = &mut self.queue;
+        let lang = &self.config.languages[self.language];
         match cmd {
             Command::Stat => {
                 let (count, size) = drop.live();
@@ -62,7 +65,8 @@ impl Session {
             }
             Command::List(None) => {
                 let (count, size) = drop.live();
-                out.with_buf(|o| reply::ok(o, format_args!("{count} messages ({size} octets)")));
+                let text = lang.render(Text::ScanListing, [("count", &count), ("size", &size)]);
+                out.with_buf(|o| reply::ok(o, format_args!("{text}")));
                 self.state = State::Listing(Listing {
                     uids: false,
                     next: 0,
@@ -70,10 +74,11 @@ impl Session {
             }
             Command::List(Some(n)) => match drop.get(n) {
                 Ok(m) => out.with_buf(|o| reply::ok(o, format_args!("{n} {}", m.size))),
-                Err(e) => out.with_buf(|o| lookup_error(o, n, e)),
+                Err(e) => out.with_buf(|o| lookup_error(o, lang, n, e)),
             },
             Command::Uidl(None) => {
-                out.with_buf(|o| reply::ok(o, format_args!("unique-id listing follows")));
+                let text = lang.render(Text::UidListing, []);
+                out.with_buf(|o| reply::ok(o, format_args!("{text}")));
                 self.state = State::Listing(Listing {
                     uids: true,
                     next: 0,
@@ -81,7 +86,7 @@ impl Session {
             }
             Command::Uidl(Some(n)) => match drop.get(n) {
                 Ok(m) => out.with_buf(|o| reply::ok(o, format_args!("{n} {}", m.uid))),
-                Err(e) => out.with_buf(|o| lookup_error(o, n, e)),
+                Err(e) => out.with_buf(|o| lookup_error(o, lang, n, e)),
             },
             Command::Retr(n) | Command::Top(n, _) => {
                 let top = match cmd {
@@ -96,33 +101,34 @@ impl Session {
                             top_lines: top,
                         },
                     ),
-                    Err(e) => out.with_buf(|o| lookup_error(o, n, e)),
+                    Err(e) => out.with_buf(|o| lookup_error(o, lang, n, e)),
                 }
             }
             Command::Dele(n) => match drop.delete(n) {
-                Ok(()) => out.with_buf(|o| reply::ok(o, format_args!("message {n} deleted"))),
-                Err(e) => out.with_buf(|o| lookup_error(o, n, e)),
+                Ok(()) => {
+                    let text = lang.render(Text::MessageDeleted, [("n", &n)]);
+                    out.with_buf(|o| reply::ok(o, format_args!("{text}")));
+                }
+                Err(e) => out.with_buf(|o| lookup_error(o, lang, n, e)),
             },
             Command::Noop => out.with_buf(|o| reply::ok(o, format_args!(""))),
             Command::Rset => {
                 drop.reset();
                 let (count, size) = drop.live();
-                out.with_buf(|o| {
-                    reply::ok(
-                        o,
-                        format_args!("maildrop has {count} messages ({size} octets)"),
-                    )
-                });
+                let text = lang.render(Text::MaildropReset, [("count", &count), ("size", &size)]);
+                out.with_buf(|o| reply::ok(o, format_args!("{text}")));
             }
             Command::Quit => self.quit_transaction(),
             Command::Capa => self.capa(),
+            Command::Lang(range) => self.lang(range),
             Command::User(_)
             | Command::Pass(_)
             | Command::Apop { .. }
             | Command::Stls
+            | Command::Utf8
             | Command::AuthList
             | Command::Auth { .. } => {
-                self.bad_command(format_args!("command not valid after login"));
+                self.bad_command(Text::NotValidAfterLogin, []);
                 return false;
             }
         }
@@ -141,10 +147,13 @@ impl Session {
             .as_ref()
             .and_then(|d| d.get(number).ok())
             .map_or(0, |m| m.size);
-        self.queue.with_buf(|out| match top {
-            None => reply::ok(out, format_args!("{size} octets")),
-            Some(_) => reply::ok(out, format_args!("top of message follows")),
-        });
+        let lang = &self.config.languages[self.language];
+        let text = match top {
+            None => lang.render(Text::MessageOctets, [("size", &size)]),
+            Some(_) => lang.render(Text::TopFollows, [("size", &size)]),
+        };
+        self.queue
+            .with_buf(|out| reply::ok(out, format_args!("{text}")));
         self.stats.bodies_sent += 1;
         self.state = State::Body(BodyEncoder::new(top));
         self.after_answer();
@@ -197,21 +206,20 @@ impl Session {
         if mid_response {
             self.close(CloseReason::HandlerFailed);
         } else {
+            let config = Arc::clone(&self.config);
+            let text = config.languages[self.language].render(Text::InternalError, []);
             self.close_with(CloseReason::HandlerFailed, |out| {
-                reply::err(
-                    out,
-                    Some(ResponseCode::SysTemp),
-                    format_args!("internal server error, closing connection"),
-                )
+                reply::err(out, Some(ResponseCode::SysTemp), format_args!("{text}"))
             });
         }
         Ok(())
     }
 }
 
-fn lookup_error(out: &mut BytesMut, n: u32, e: Lookup) {
-    match e {
-        Lookup::NoSuchMessage => reply::err(out, None, format_args!("no such message")),
-        Lookup::Deleted => reply::err(out, None, format_args!("message {n} already deleted")),
-    }
+fn lookup_error(out: &mut BytesMut, lang: &Language, n: u32, e: Lookup) {
+    let text = match e {
+        Lookup::NoSuchMessage => lang.render(Text::NoSuchMessage, [("n", &n)]),
+        Lookup::Deleted => lang.render(Text::AlreadyDeleted, [("n", &n)]),
+    };
+    reply::err(out, None, format_args!("{text}"));
 }

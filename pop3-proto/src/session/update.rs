@@ -2,11 +2,13 @@
 //! remove the marked messages; its answer decides the farewell. Also the
 //! refusal of any pending request, which each phase words its own way.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Pending, Session, State};
 use crate::error::UsageError;
 use crate::event::{CloseReason, Request};
+use crate::lang::Text;
 use crate::reply::{self, Refusal, ResponseCode};
 
 impl Session {
@@ -30,21 +32,18 @@ impl Session {
         }
         self.progress();
         let left = self.maildrop.as_ref().map_or(0, |m| m.live().0);
-        let host = self.config.hostname.clone();
+        let config = Arc::clone(&self.config);
+        let lang = &config.languages[self.language];
+        let host = &config.hostname;
+        let text = if left == 0 {
+            lang.render(Text::SigningOffEmpty, [("host", host), ("left", &left)])
+        } else {
+            lang.render(Text::SigningOffLeft, [("host", host), ("left", &left)])
+        };
         // The farewell follows the Unlock in the queue: a client that
         // reconnects at once finds its maildrop free.
         self.close_with(CloseReason::Quit, |out| {
-            if left == 0 {
-                reply::ok(
-                    out,
-                    format_args!("{host} POP3 server signing off (maildrop empty)"),
-                );
-            } else {
-                reply::ok(
-                    out,
-                    format_args!("{host} POP3 server signing off ({left} messages left)"),
-                );
-            }
+            reply::ok(out, format_args!("{text}"))
         });
         Ok(())
     }
@@ -65,21 +64,21 @@ impl Session {
         };
         self.progress();
         match pending {
-            Pending::Authenticate(_) | Pending::Lock => self.refuse_login(pending, refusal),
+            Pending::Authenticate(_) | Pending::ScramCredentials | Pending::Lock => {
+                self.refuse_login(pending, refusal)
+            }
             Pending::Retrieve { .. } => {
                 self.queue.with_buf(|out| reply::refusal(out, &refusal));
                 self.resume();
             }
             Pending::Commit => {
                 let refusal = refusal.or_code(ResponseCode::SysTemp);
+                let config = Arc::clone(&self.config);
+                let text = config.languages[self.language].render(Text::NotAllRemoved, []);
                 self.close_with(CloseReason::UpdateFailed, |out| {
                     if refusal.text().is_empty() {
                         // RFC 1939 §6's wording for a failed UPDATE.
-                        reply::err(
-                            out,
-                            refusal.code(),
-                            format_args!("some deleted messages not removed"),
-                        );
+                        reply::err(out, refusal.code(), format_args!("{text}"));
                     } else {
                         reply::refusal(out, &refusal);
                     }

@@ -7,12 +7,14 @@
 //! rule can be checked in microseconds of simulated time.
 
 mod invariants;
+mod scram_client;
 mod transcript;
 
 pub use crate::memory::{message_of_size, Fault, FaultPoint, MemoryStore, StoredMessage};
 pub use invariants::{
     check_stuffed, check_top, expected_top, normalize_body, unstuff, InvariantError,
 };
+pub use scram_client::{ScramClient, ScramFinal};
 pub use transcript::{
     body_script, escape_bytes, parse_script, run_transcript, ScriptStep, TranscriptError,
 };
@@ -76,6 +78,10 @@ pub struct Harness {
     wait: Option<Wait>,
     start: Instant,
 }
+
+/// The server's part of every SCRAM nonce in the harness (a real driver
+/// makes a fresh random one per exchange).
+pub const HARNESS_SCRAM_NONCE: &str = "3rfcNHYJY1ZVvWVs7j";
 
 impl Harness {
     /// A session with this config over `store`, greeting nonce 1896 and
@@ -276,6 +282,11 @@ impl Harness {
             Event::Request(Request::Authenticate { user, credential }) => {
                 settle(s, now, h.try_authenticate(&user, &credential), |s, ()| {
                     s.accept_login(now)
+                })
+            }
+            Event::Request(Request::ScramCredentials { user }) => {
+                settle(s, now, h.try_scram_credentials(&user), |s, keys| {
+                    s.scram_credentials(now, keys, HARNESS_SCRAM_NONCE)
                 })
             }
             Event::Request(Request::Lock { user }) => {

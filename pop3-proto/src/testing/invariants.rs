@@ -745,4 +745,98 @@ mod tests {
         assert_eq!(expected_top(m, 9), m);
         assert_eq!(expected_top(b"H: 1\r\nG: 2", 3), b"H: 1\r\nG: 2\r\n");
     }
+
+    fn conversation(client: &[u8], server: &[u8]) -> Result<ReplyChecker, InvariantError> {
+        let mut c = ReplyChecker::new();
+        c.server(b"+OK ready\r\n")?;
+        c.client(client);
+        c.server(server)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn reply_checker_follows_a_conversation() {
+        let c = conversation(
+            b"USER a\r\nPASS b\r\nLIST\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n",
+            b"+OK\r\n+OK in\r\n+OK\r\n1 4\r\n.\r\n+OK 4 octets\r\n..a\r\n.\r\n+OK\r\n+OK bye\r\n",
+        )
+        .unwrap();
+        c.finish(false).unwrap();
+        assert_eq!(c.marked(), [1]);
+        assert!(c.quit_after_login());
+        c.check_bodies(&[b".a"]).unwrap();
+        assert!(c.check_bodies(&[b"a"]).is_err());
+        let commit = |n: u32| {
+            vec![Event::Request(Request::Commit {
+                deleted: vec![MessageRef {
+                    number: n,
+                    uid: crate::Uid::new("u").unwrap(),
+                    size: 4,
+                }],
+            })]
+        };
+        c.check_commits(&commit(1)).unwrap();
+        assert!(c.check_commits(&commit(2)).is_err());
+    }
+
+    #[test]
+    fn reply_checker_catches_framing_bugs() {
+        // A bare LF, a stray dot line, a body line after the terminator.
+        assert!(conversation(b"NOOP\r\n", b"+OK\n").is_err());
+        assert!(conversation(b"CAPA\r\n", b"+OK\r\n.x\r\n.\r\n").is_err());
+        assert!(conversation(b"CAPA\r\n", b"+OK\r\n.\r\nTOP\r\n").is_err());
+        // Output after the farewell; a challenge to a command that is not AUTH.
+        assert!(conversation(b"QUIT\r\n", b"+OK bye\r\n-ERR\r\n").is_err());
+        assert!(conversation(b"STAT\r\n", b"+ \r\n").is_err());
+        // STLS throws away what followed it.
+        let c = conversation(b"STLS\r\nUSER x\r\n", b"+OK begin\r\n").unwrap();
+        c.finish(false).unwrap();
+        // A body cut short, a line cut short.
+        let c = conversation(b"RETR 1\r\n", b"+OK 3 octets\r\na\r\n").unwrap();
+        assert!(c.finish(false).is_err());
+        assert!(c.finish(true).is_ok());
+        let c = conversation(b"NOOP\r\n", b"+OK").unwrap();
+        assert!(c.finish(false).is_err());
+        // A commit without QUIT.
+        let c = conversation(b"USER a\r\nPASS b\r\n", b"+OK\r\n+OK\r\n").unwrap();
+        let commit = [Event::Request(Request::Commit { deleted: vec![] })];
+        assert!(c.check_commits(&commit).is_err());
+    }
+
+    #[test]
+    fn lock_and_store_checks() {
+        let closed = [Event::Unlock, Event::Closed(crate::CloseReason::Quit)];
+        check_locks(&closed, 1, 1, true).unwrap();
+        assert!(check_locks(&closed, 2, 1, true).is_err());
+        assert!(check_locks(&closed[..1], 1, 1, true).is_err());
+        assert!(check_locks(
+            &[Event::Closed(crate::CloseReason::Quit), Event::Unlock],
+            1,
+            1,
+            true
+        )
+        .is_err());
+        check_locks(&[], 1, 0, false).unwrap();
+        let m = |uid: &str| super::super::StoredMessage {
+            uid: uid.into(),
+            body: vec![],
+        };
+        check_store_after(&[m("a"), m("b")], &[m("b")], &[vec!["a".into()]]).unwrap();
+        assert!(check_store_after(&[m("a"), m("b")], &[m("b")], &[]).is_err());
+    }
+
+    #[test]
+    fn command_lines_print_back() {
+        for line in [
+            &b"USER  two words"[..],
+            b"PASS \xff x ",
+            b"APOP a b c4c9334bac560ecc979e58001b3e22fb",
+            b"top 007 00",
+            b"AUTH X-NEW abc",
+            b"LANG \t",
+            b"junk",
+        ] {
+            check_command_line(line).unwrap();
+        }
+    }
 }

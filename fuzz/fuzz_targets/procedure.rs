@@ -119,6 +119,7 @@ struct Script {
 }
 
 struct Fake<'a> {
+    start: Instant,
     now: Instant,
     stream: Stream<'a>,
     reads: VecDeque<ReadAct>,
@@ -136,6 +137,15 @@ struct Fake<'a> {
 
 impl Fake<'_> {
     fn count_io(&mut self) {
+        if std::env::var_os("FUZZ_DEBUG").is_some() {
+            eprintln!(
+                "io {} at {:?}: reads {:?} writes {:?}",
+                self.io_calls,
+                self.now - self.start,
+                self.reads.front(),
+                self.writes.front()
+            );
+        }
         self.io_calls += 1;
         assert!(self.io_calls < MAX_IO, "the drive loop does not end");
         while self
@@ -319,6 +329,7 @@ fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let shutdown = Shutdown::new();
     let mut fake = Fake {
+        start,
         now: start,
         stream: Stream(stream),
         reads: script.reads.into(),

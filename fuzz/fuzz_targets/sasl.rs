@@ -110,6 +110,23 @@ struct Said {
     scram_finals: Vec<(String, bool)>,
 }
 
+impl Said {
+    /// Raw client bytes: as they are, and each line and word base64-decoded.
+    fn raw(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+        self.bytes.push(0);
+        for line in bytes.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            for word in std::iter::once(line).chain(line.split(|&b| b == b' ')) {
+                if let Ok(decoded) = STANDARD.decode(word) {
+                    self.bytes.extend(decoded);
+                    self.bytes.push(0);
+                }
+            }
+        }
+    }
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -142,8 +159,7 @@ fn encode(run: &Run, said: &mut Said, resp: Resp) -> Vec<u8> {
     let decoded: Vec<u8> = match resp {
         Resp::Raw(mut bytes) => {
             bytes.retain(|&b| b != b'\n');
-            said.bytes.extend_from_slice(&bytes);
-            said.bytes.push(0);
+            said.raw(&bytes);
             return bytes;
         }
         Resp::Cancel => return b"*".to_vec(),
@@ -317,8 +333,7 @@ fuzz_target!(|data: &[u8]| {
             Op::Respond(r) => Some(encode(&run, &mut said, r)),
             Op::Raw(n) => {
                 let bytes = stream.take(usize::from(n) % 2048);
-                said.bytes.extend_from_slice(bytes);
-                said.bytes.push(0);
+                said.raw(bytes);
                 run.feed(bytes);
                 None
             }
@@ -353,25 +368,15 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Some(mut line) = line {
             line.retain(|&b| b != b'\n');
-            if matches!(op_is_user_pass(&line), Some(())) {
-                said.bytes.extend_from_slice(&line);
-                said.bytes.push(0);
-            }
+            said.raw(&line);
             run.line(&line);
         }
     }
     let rest = stream.rest();
-    said.bytes.extend_from_slice(rest);
+    said.raw(rest);
     run.feed(rest);
     run.settle();
     check_challenges(&run.h.sent);
     check_logins(&run, &said);
     run.check();
 });
-
-/// USER and PASS lines count as what the client said.
-fn op_is_user_pass(line: &[u8]) -> Option<()> {
-    (line.len() >= 5
-        && (line[..5].eq_ignore_ascii_case(b"USER ") || line[..5].eq_ignore_ascii_case(b"PASS ")))
-    .then_some(())
-}

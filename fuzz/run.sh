@@ -19,7 +19,7 @@ run() {
   shift 2
   mkdir -p "corpus/$target"
   cargo +nightly fuzz run "${FLAGS[@]}" "$target" "corpus/$target" "seeds/$target" -- \
-    -dict=pop3.dict -max_total_time="$seconds" -print_final_stats=1 "$@"
+    -dict=pop3.dict -timeout=10 -max_total_time="$seconds" -print_final_stats=1 "$@"
 }
 
 case "${1:-}" in

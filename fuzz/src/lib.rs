@@ -213,6 +213,17 @@ impl Run {
     /// The client sends `bytes` (in reads of at most [`HARNESS_READ`] octets).
     pub fn feed(&mut self, bytes: &[u8]) {
         for read in bytes.chunks(HARNESS_READ) {
+            // Wait (on the clock, as the harness would) until the session
+            // wants input, so that the checker learns of the read only when
+            // the session gets it: what STLS throws away depends on that.
+            while !self.h.session.is_closed() && !self.h.session.wants_input() {
+                let before = self.h.now;
+                let mut moved = false;
+                self.guarded(|h| moved = h.advance_to_deadline() && h.now != before);
+                if !moved {
+                    break;
+                }
+            }
             self.checker.client(read);
             self.guarded(|h| h.feed(read));
         }

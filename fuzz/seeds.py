@@ -6,13 +6,13 @@ every run of h.command("...") calls in one test function becomes one
 session seed (also a variant that logs in as the fuzz store's alice first);
 every command line becomes a command_line seed. Targets whose input starts
 with an operations part get it empty (two zero octets), so the seed is the
-client byte stream alone. Run from anywhere: python3 fuzz/seeds.py
+client byte stream alone. Inputs that once broke a target are kept beside them as found-<sha1>.
+Run from anywhere: python3 fuzz/seeds.py
 """
 import base64
 import hashlib
 import pathlib
 import re
-import shutil
 
 ROOT = pathlib.Path(__file__).resolve().parent
 TESTS = ROOT.parent / "pop3-proto" / "tests"
@@ -70,8 +70,10 @@ def write(target, data):
 
 
 def main():
-    if OUT.exists():
-        shutil.rmtree(OUT)
+    # Inputs the fuzzers found (named found-*) are kept; the rest is remade.
+    for f in OUT.rglob("*"):
+        if f.is_file() and not f.name.startswith("found-"):
+            f.unlink()
     sessions = set()
     lines = set()
     for block in transcripts():

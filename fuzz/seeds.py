@@ -6,7 +6,9 @@ every run of h.command("...") calls in one test function becomes one
 session seed (also a variant that logs in as the fuzz store's alice first);
 every command line becomes a command_line seed. Targets whose input starts
 with an operations part get it empty (two zero octets), so the seed is the
-client byte stream alone. Inputs that once broke a target are kept beside them as found-<sha1>.
+client byte stream alone. Inputs that once broke a target are kept beside them as found-<sha1>, and
+hand-made structured inputs as hand-<name> (sasl: a SCRAM-SHA-256 login
+with the right and with a wrong password, in the operations encoding).
 Run from anywhere: python3 fuzz/seeds.py
 """
 import base64
@@ -70,9 +72,10 @@ def write(target, data):
 
 
 def main():
-    # Inputs the fuzzers found (named found-*) are kept; the rest is remade.
+    # Inputs the fuzzers found (found-*) and hand-made ones (hand-*) are
+    # kept; the rest is remade.
     for f in OUT.rglob("*"):
-        if f.is_file() and not f.name.startswith("found-"):
+        if f.is_file() and not f.name.startswith(("found-", "hand-")):
             f.unlink()
     sessions = set()
     lines = set()

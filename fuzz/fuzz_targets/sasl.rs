@@ -376,6 +376,9 @@ fuzz_target!(|data: &[u8]| {
     said.raw(rest);
     run.feed(rest);
     run.settle();
+    if std::env::var_os("FUZZ_DEBUG").is_some() {
+        eprintln!("sent: {}\nevents: {:?}", escape_bytes(&run.h.sent), run.h.events);
+    }
     check_challenges(&run.h.sent);
     check_logins(&run, &said);
     run.check();

@@ -224,6 +224,11 @@ impl Run {
                     break;
                 }
             }
+            if !self.h.session.wants_input() {
+                // Closed, or backpressure with a request that hangs: the
+                // harness would drop the read, so the client never sent it.
+                continue;
+            }
             self.checker.client(read);
             self.guarded(|h| h.feed(read));
         }
@@ -338,9 +343,10 @@ impl Run {
         let h = &self.h;
         let fail = |what: String| -> ! {
             panic!(
-                "invariant broken: {what}\nsent: {}\nevents: {:?}",
+                "invariant broken: {what}\nsent: {}\nevents: {:?}\nclient view: {:?}",
                 escape_bytes(&h.sent),
-                h.events
+                h.events,
+                self.checker
             )
         };
         let reason = h.session.close_reason();

@@ -377,7 +377,11 @@ fuzz_target!(|data: &[u8]| {
     run.feed(rest);
     run.settle();
     if std::env::var_os("FUZZ_DEBUG").is_some() {
-        eprintln!("sent: {}\nevents: {:?}", escape_bytes(&run.h.sent), run.h.events);
+        eprintln!(
+            "sent: {}\nevents: {:?}",
+            escape_bytes(&run.h.sent),
+            run.h.events
+        );
     }
     check_challenges(&run.h.sent);
     check_logins(&run, &said);

@@ -277,8 +277,9 @@ fn lock_maildir(store: &Maildirs, dir: PathBuf) -> HandlerResult<(Locked, Maildr
 }
 
 /// The UIDL value of a message: its unique name if valid and not taken,
-/// otherwise a digest of its base name (stable while the file keeps its
-/// name), distinguished by a counter if even that repeats.
+/// otherwise a digest of its unique part (which no rename changes: flags
+/// and size fields come after it), distinguished by the base name and a
+/// counter if even that repeats.
 fn uid_for(unique: &str, base: &str, seen: &mut HashSet<String>) -> Uid {
     let digest = |text: &str| -> Uid {
         let hex: String = Md5::digest(text.as_bytes())
@@ -287,10 +288,10 @@ fn uid_for(unique: &str, base: &str, seen: &mut HashSet<String>) -> Uid {
             .collect();
         Uid::new(format!("md5-{hex}")).expect("hex is a valid uid")
     };
-    let mut uid = Uid::new(unique)
-        .ok()
-        .filter(|u| !seen.contains(u.as_str()))
-        .unwrap_or_else(|| digest(base));
+    let mut uid = Uid::new(unique).unwrap_or_else(|_| digest(unique));
+    if seen.contains(uid.as_str()) {
+        uid = digest(base);
+    }
     let mut n = 0;
     while seen.contains(uid.as_str()) {
         n += 1;
@@ -490,6 +491,120 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A maildir root with user `u` (password `pw`), and a runtime to drive
+    /// the handler with.
+    pub(super) struct Fixture {
+        pub(super) root: tempfile::TempDir,
+        pub(super) store: Arc<Maildirs>,
+        pub(super) rt: tokio::runtime::Runtime,
+    }
+
+    impl Fixture {
+        pub(super) fn new() -> Self {
+            let root = tempfile::tempdir().unwrap();
+            for sub in ["new", "cur", "tmp"] {
+                fs::create_dir_all(root.path().join("u").join(sub)).unwrap();
+            }
+            let users = Users::single("u", Stored::Plain("pw".to_owned().into()));
+            let store = Maildirs::new(root.path().to_owned(), users);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            Self { root, store, rt }
+        }
+
+        pub(super) fn dir(&self) -> PathBuf {
+            self.root.path().join("u")
+        }
+
+        pub(super) fn write(&self, rel: &str, body: &[u8]) {
+            fs::write(self.dir().join(rel), body).unwrap();
+        }
+
+        /// Names in `new/` and `cur/`, as `sub/name`, sorted.
+        pub(super) fn files(&self) -> Vec<String> {
+            let mut names = Vec::new();
+            for sub in ["new", "cur"] {
+                for e in fs::read_dir(self.dir().join(sub)).unwrap() {
+                    names.push(format!(
+                        "{sub}/{}",
+                        e.unwrap().file_name().to_string_lossy()
+                    ));
+                }
+            }
+            names.sort();
+            names
+        }
+
+        /// A locked session.
+        pub(super) fn session(&self) -> (MaildirHandler, Maildrop) {
+            let mut h = self.store.handler();
+            let drop = self.rt.block_on(h.lock("u")).unwrap();
+            (h, drop)
+        }
+
+        pub(super) fn uids(&self) -> Vec<String> {
+            let (mut h, drop) = self.session();
+            self.rt.block_on(h.unlock());
+            drop.messages().iter().map(|m| m.uid.to_string()).collect()
+        }
+
+        /// The raw bytes `open` serves for message `n` (RETR if `top` is None).
+        pub(super) fn read(
+            &self,
+            h: &mut MaildirHandler,
+            drop: &Maildrop,
+            n: u32,
+            top: Option<u64>,
+        ) -> HandlerResult<Vec<u8>> {
+            use pop3_tokio::AsyncBodySource as _;
+            let m = reference(drop, n);
+            self.rt.block_on(async {
+                let mut body = h.open(&m, top).await?;
+                let mut all = Vec::new();
+                while let Some(chunk) = body.next_chunk().await? {
+                    all.extend_from_slice(&chunk);
+                }
+                Ok(all)
+            })
+        }
+    }
+
+    pub(super) fn reference(drop: &Maildrop, n: u32) -> MessageRef {
+        let m = &drop.messages()[n as usize - 1];
+        MessageRef {
+            number: n,
+            uid: m.uid.clone(),
+            size: m.size,
+        }
+    }
+
+    #[test]
+    fn a_long_unique_part_keeps_its_uidl_after_retr() {
+        let fx = Fixture::new();
+        let long =
+            "1700000001.M123456P12345Q1R0123456789abcdef.mx01.mail-cluster-frontend.example.com";
+        assert!(long.len() > 70);
+        fx.write(&format!("new/{long}"), b"Subject: a\r\n\r\nlong\r\n");
+        fx.write(
+            "new/1700000002.M1P1.with space",
+            b"Subject: b\r\n\r\nspace\r\n",
+        );
+        let before = fx.uids();
+        assert_eq!(before.len(), 2);
+        let (mut h, drop) = fx.session();
+        fx.read(&mut h, &drop, 1, None).unwrap();
+        fx.read(&mut h, &drop, 2, None).unwrap();
+        fx.rt.block_on(h.unlock());
+        assert!(
+            fx.files().iter().all(|f| f.starts_with("cur/")),
+            "{:?}",
+            fx.files()
+        );
+        assert_eq!(fx.uids(), before, "RETR's rename must not change a UIDL");
+    }
 
     #[test]
     fn name_parts() {

@@ -57,6 +57,8 @@ mod names;
 mod uids;
 
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;
 
 pub(crate) use uids::UidlSource;

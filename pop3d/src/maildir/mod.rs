@@ -297,6 +297,7 @@ impl AsyncHandler for MaildirHandler {
             .as_ref()
             .ok_or_else(|| internal("commit without a lock"))?;
         let mut doomed = Vec::new();
+        let mut uids = Vec::new();
         let mut messages = 0;
         for m in deleted {
             let Some(e) = (m.number as usize)
@@ -306,6 +307,7 @@ impl AsyncHandler for MaildirHandler {
                 return Err(internal("message number out of range"));
             };
             messages += 1;
+            uids.push((m.uid.clone(), e.id));
             doomed.push(Doomed {
                 sub: e.sub,
                 name: e.name.clone(),
@@ -323,7 +325,7 @@ impl AsyncHandler for MaildirHandler {
             return Ok(());
         }
         let (dirs, maildir) = (locked.dirs.clone(), locked.maildir.clone());
-        blocking(move || delete(&dirs, doomed, messages, &maildir)).await?
+        blocking(move || delete(&dirs, doomed, &uids, messages, &maildir)).await?
     }
 
     async fn unlock(&mut self) {
@@ -499,7 +501,13 @@ fn open_entry(
 /// one (each only if it is still that file); the reply says exactly what
 /// happened, and the journal is removed either way, so that a failure
 /// reported now is not undone silently at the next login.
-fn delete(dirs: &Dirs, doomed: Vec<Doomed>, messages: usize, maildir: &str) -> HandlerResult<()> {
+fn delete(
+    dirs: &Dirs,
+    doomed: Vec<Doomed>,
+    marked_ids: &[(pop3_proto::Uid, Identity)],
+    messages: usize,
+    maildir: &str,
+) -> HandlerResult<()> {
     // Where each file is now (another program may have renamed it).
     let mut resolved = Vec::with_capacity(doomed.len());
     for d in doomed {
@@ -512,6 +520,10 @@ fn delete(dirs: &Dirs, doomed: Vec<Doomed>, messages: usize, maildir: &str) -> H
         }
     }
     if resolved.is_empty() {
+        let gone: Vec<_> = marked_ids.iter().map(|(uid, _)| uid.clone()).collect();
+        if let Err(e) = uids::retire(dirs, &gone) {
+            tracing::warn!(maildir, error = %e, "cannot retire the removed messages' ids now; the next login does");
+        }
         return Ok(());
     }
     if let Err(e) = journal::write(dirs, &resolved) {
@@ -533,6 +545,14 @@ fn delete(dirs: &Dirs, doomed: Vec<Doomed>, messages: usize, maildir: &str) -> H
         if let Err(e) = dirs.sync(Some(sub)) {
             tracing::warn!(maildir, error = %e, "cannot sync a folder after deletion");
         }
+    }
+    let removed: Vec<pop3_proto::Uid> = marked_ids
+        .iter()
+        .filter(|(_, id)| !failed.contains(id))
+        .map(|(uid, _)| uid.clone())
+        .collect();
+    if let Err(e) = uids::retire(dirs, &removed) {
+        tracing::warn!(maildir, error = %e, "cannot retire the removed messages' ids now; the next login does");
     }
     let cleared = journal::clear(dirs);
     if let Err(e) = &cleared {

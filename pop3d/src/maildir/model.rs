@@ -394,23 +394,37 @@ impl World {
                 if let Some((serial, sub, name)) = self.pick(i)? {
                     if sub == "new" {
                         // Honest about its size: the name's `,W=` is this
-                        // body's CRLF size too; the raw length differs from
-                        // the victim's (other line ends), so it is another
-                        // message, not a copy.
+                        // body's CRLF size too; its raw length differs from
+                        // every message of that unique part, so it is
+                        // another message, not a copy of one.
                         let victim = &self.bodies[serial];
                         let size = crlf_size(victim);
                         let target = names::cur_name(&name, size);
                         let unique = names::unique_part(&target).to_vec();
-                        let lf = !victim.windows(2).any(|w| w == b"\n\n");
                         let planted = self.bodies.len();
-                        let eol = if lf { "\n" } else { "\r\n" };
                         let header = format!("Subject: m{planted}");
-                        let filler = (size as usize).checked_sub(header.len() + 6);
-                        if let Some(filler) = filler {
+                        // Raw lengths already taken by messages of this unique part.
+                        let taken: Vec<usize> = (0..self.bodies.len())
+                            .filter(|&s| self.uniques[s] == unique)
+                            .map(|s| self.bodies[s].len())
+                            .collect();
+                        // CRLF size fixed at `size`; each extra bare-LF line
+                        // shortens the raw length by one.
+                        let body = (0..16).find_map(|extra: usize| {
+                            let lf = extra > 0;
+                            let eol = if lf { "\n" } else { "\r\n" };
+                            let filler =
+                                (size as usize).checked_sub(header.len() + 6 + 3 * extra)?;
                             let mut body = format!("{header}{eol}{eol}").into_bytes();
                             body.extend(std::iter::repeat_n(b'y', filler));
                             body.extend_from_slice(eol.as_bytes());
-                            debug_assert_eq!(crlf_size(&body), size);
+                            for _ in 0..extra {
+                                body.extend_from_slice(b"y\n");
+                            }
+                            (crlf_size(&body) == size && !taken.contains(&body.len()))
+                                .then_some(body)
+                        });
+                        if let Some(body) = body {
                             self.deliver_body_at("cur", &target, unique, planted, body);
                         }
                     }

@@ -15,7 +15,8 @@
 //!   with the same unique part and length, when there is exactly one: that
 //!   is the same message, copied or restored (a Maildir moved to another
 //!   disk changes every inode); otherwise the id is retired;
-//! - retired ids are kept in the file and never given again;
+//! - retired ids (those of messages pop3d removed at QUIT, at once) are
+//!   kept in the file and never given again;
 //! - a new file gets, in delivery order, the id another server promised
 //!   for it (see [`UidlSource`]) or else its unique part as is (a digest
 //!   of it when it is not a valid UIDL); if that id is taken (held, retired
@@ -336,6 +337,27 @@ fn set_aside(dirs: &Dirs, name: &str, maildir: &str, why: &str) -> io::Result<()
     let aside = format!("{name}.rejected-{secs}");
     tracing::error!(maildir, file = name, aside, why, "set aside");
     dirs.rename_file(name, &aside)
+}
+
+/// Retires the ids of messages pop3d has just removed, at once: a file of
+/// the same unique part and length appearing later is then a new message,
+/// never taken for one of these restored.
+pub(crate) fn retire(dirs: &Dirs, removed: &[Uid]) -> io::Result<()> {
+    let Some(data) = dirs.read_file(STATE, STATE_MAX)? else {
+        return Ok(());
+    };
+    let Some(mut state) = State::parse(&data) else {
+        return Ok(()); // set aside at the next login
+    };
+    let before = state.held.len();
+    state.held.retain(|h| !removed.contains(&h.uid));
+    if state.held.len() == before {
+        return Ok(());
+    }
+    state.retired.extend(removed.iter().cloned());
+    state.retired.sort();
+    state.retired.dedup();
+    dirs.write_file(STATE, state.render().as_bytes())
 }
 
 /// The ids of these messages (in delivery order), recorded. `served_before`:

@@ -302,7 +302,8 @@ impl Dirs {
         let fd = rfs::openat(
             &self.root,
             name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            // Not blocking on a FIFO planted at that name.
+            OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
             Mode::from_raw_mode(0o600),
         )?;
         Ok(File::from(fd))

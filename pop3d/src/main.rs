@@ -119,6 +119,16 @@ struct Settings {
     /// Seconds a shutdown (SIGTERM, SIGINT) waits for sessions to finish. [default: 30]
     #[arg(long, value_name = "SECONDS")]
     shutdown_grace: Option<u64>,
+
+    /// Where the UIDLs of messages pop3d has not listed before come from:
+    /// `dovecot` (dovecot-uidlist: P<uidl> entries, else %08Xu%08Xv),
+    /// `courier` (courierpop3dsizelist: UID<uid>-<uidvalidity>), `maildir`
+    /// (the Maildir unique names), or `auto`: the other server's ids if its
+    /// file is there and pop3d has never served that Maildir, else the
+    /// names (decided once per Maildir). Ids already given never change.
+    /// [default: auto]
+    #[arg(long, value_name = "SOURCE")]
+    uidl_source: Option<crate::maildir::UidlSource>,
 }
 
 impl Settings {
@@ -144,6 +154,7 @@ impl Settings {
             max_connections: self.max_connections.or(file.max_connections),
             apop: self.apop || file.apop,
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+            uidl_source: self.uidl_source.or(file.uidl_source),
         }
     }
 
@@ -284,7 +295,7 @@ fn run(cli: Cli) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let user_count = users.len();
-    let store = Maildirs::new(root.clone(), users);
+    let store = Maildirs::new(root.clone(), users, cli.uidl_source.unwrap_or_default());
     let mut service = Service::new(config, move |_conn| Ok(store.handler()))
         .max_connections(cli.max_connections.unwrap_or(1000))
         .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))

@@ -74,6 +74,19 @@ impl Stored {
         }
     }
 
+    /// True if checking a password against this costs what checking one
+    /// against `other` does: both Argon2id, with the same version,
+    /// memory, time, parallelism and output length.
+    pub(crate) fn same_argon2_cost(&self, other: &Self) -> bool {
+        let params = |s: &Self| -> Option<(String, Option<u32>, argon2::Params)> {
+            let Self::Argon2id(phc) = s else { return None };
+            let hash = PasswordHash::new(phc).ok()?;
+            let params = argon2::Params::try_from(&hash).ok()?;
+            Some((hash.algorithm.to_string(), hash.version, params))
+        };
+        matches!((params(self), params(other)), (Some(a), Some(b)) if a == b)
+    }
+
     /// True if the APOP digest matches; only a `{PLAIN}` secret can tell.
     pub(crate) fn verify_apop(&self, credential: &ApopCredential) -> bool {
         match self {

@@ -590,3 +590,30 @@ fn users_with_unknown_schemes_are_skipped_not_fatal() {
     let mut c = Client::login(server.addr, "bob", "bobpw");
     assert!(c.command("QUIT").starts_with("+OK"));
 }
+
+#[test]
+fn dovecot_uidls_are_served_after_a_migration() {
+    let site = Site::new();
+    let bob = site.root().join("bob");
+    std::fs::write(
+        bob.join("dovecot-uidlist"),
+        "3 V1275660208 N3 G3085f01b7f11094c501100008c4a11c1\n\
+         1 :1275660001.M1P1.mx,S=13\n\
+         2 W14 Pkept-from-dovecot :1275660002.M2P1.mx,S=13\n",
+    )
+    .unwrap();
+    std::fs::write(
+        bob.join("cur/1275660001.M1P1.mx,S=13:2,S"),
+        "Subject: a\n\n.\n",
+    )
+    .unwrap();
+    std::fs::write(bob.join("new/1275660002.M2P1.mx,S=13"), "Subject: b\n\n.\n").unwrap();
+    let expected = "1 000000014C0907B0\r\n2 kept-from-dovecot\r\n.\r\n";
+    for source in [&[][..], &["--uidl-source", "dovecot"][..]] {
+        let server = Pop3d::with_maildir(&site.root(), &site.users(), source);
+        assert_eq!(
+            String::from_utf8(uidl(server.addr, "bob", "bobpw")).unwrap(),
+            expected
+        );
+    }
+}

@@ -10,6 +10,7 @@
 
 mod demo;
 mod maildir;
+mod oauth;
 mod tls;
 mod users;
 
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use pop3_proto::Mechanism;
 use pop3_tokio::{Config, Service};
 use std::io::Write as _;
 
@@ -121,14 +123,32 @@ struct Settings {
     shutdown_grace: Option<u64>,
 
     /// Where the UIDLs of messages pop3d has not listed before come from:
-    /// `dovecot` (dovecot-uidlist: P<uidl> entries, else %08Xu%08Xv),
-    /// `courier` (courierpop3dsizelist: UID<uid>-<uidvalidity>), `maildir`
+    /// `dovecot` (dovecot-uidlist: `P<uidl>` entries, else `%08Xu%08Xv`),
+    /// `courier` (courierpop3dsizelist: `UID<uid>-<uidvalidity>`), `maildir`
     /// (the Maildir unique names), or `auto`: the other server's ids if its
     /// file is there and pop3d has never served that Maildir, else the
     /// names (decided once per Maildir). Ids already given never change.
     /// [default: auto]
     #[arg(long, value_name = "SOURCE")]
     uidl_source: Option<crate::maildir::UidlSource>,
+
+    /// Public keys of the OAuth 2.0 issuer whose JWT access tokens log users
+    /// in with SASL XOAUTH2 and OAUTHBEARER: a JWKS file or a PEM public key.
+    /// Needs --oauth-issuer and --oauth-audience.
+    #[arg(long, value_name = "FILE")]
+    oauth_keys: Option<PathBuf>,
+
+    /// The `iss` a token must carry.
+    #[arg(long, value_name = "URL")]
+    oauth_issuer: Option<String>,
+
+    /// The `aud` a token must carry.
+    #[arg(long, value_name = "AUDIENCE")]
+    oauth_audience: Option<String>,
+
+    /// The token claim that names the user. [default: email]
+    #[arg(long, value_name = "CLAIM")]
+    oauth_claim: Option<String>,
 }
 
 impl Settings {
@@ -155,6 +175,10 @@ impl Settings {
             apop: self.apop || file.apop,
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             uidl_source: self.uidl_source.or(file.uidl_source),
+            oauth_keys: self.oauth_keys.or(file.oauth_keys),
+            oauth_issuer: self.oauth_issuer.or(file.oauth_issuer),
+            oauth_audience: self.oauth_audience.or(file.oauth_audience),
+            oauth_claim: self.oauth_claim.or(file.oauth_claim),
         }
     }
 
@@ -168,17 +192,22 @@ impl Settings {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Read a password on standard input and print the users-file line for
-    /// USER, hashed with Argon2id (like `doveadm pw -s ARGON2ID`).
+    /// USER, hashed with Argon2id (like `doveadm pw -s ARGON2ID`) or stored
+    /// as SCRAM-SHA-256 keys.
     Passwd {
         /// The user name.
         user: String,
+        /// How to store it: `argon2id`, or `scram-sha-256` (then SASL
+        /// SCRAM-SHA-256 works too; USER/PASS and PLAIN work either way).
+        #[arg(long, value_enum, default_value_t)]
+        scheme: users::Scheme,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Passwd { user }) = &cli.command {
-        return passwd(user);
+    if let Some(Command::Passwd { user, scheme }) = &cli.command {
+        return passwd(user, *scheme);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -196,7 +225,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn passwd(user: &str) -> ExitCode {
+fn passwd(user: &str, scheme: users::Scheme) -> ExitCode {
     let mut password = String::new();
     if let Err(e) = std::io::stdin().lock().read_line(&mut password) {
         eprintln!("pop3d passwd: cannot read the password: {e}");
@@ -207,7 +236,7 @@ fn passwd(user: &str) -> ExitCode {
         eprintln!("pop3d passwd: empty password");
         return ExitCode::FAILURE;
     }
-    match users::passwd_line(user, password) {
+    match users::passwd_line(user, password, scheme) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -252,6 +281,36 @@ fn tls_settings(settings: &Settings, demo: bool) -> Result<Option<Tls>, String> 
     }
 }
 
+/// The token validator the OAuth settings describe, if any.
+fn oauth_settings(cli: &Settings) -> Result<Option<oauth::TokenValidator>, String> {
+    let Some(keys) = &cli.oauth_keys else {
+        if cli.oauth_issuer.is_some() || cli.oauth_audience.is_some() {
+            return Err("--oauth-issuer and --oauth-audience need --oauth-keys".into());
+        }
+        return Ok(None);
+    };
+    let (Some(issuer), Some(audience)) = (&cli.oauth_issuer, &cli.oauth_audience) else {
+        return Err("--oauth-keys needs --oauth-issuer and --oauth-audience".into());
+    };
+    let claim = cli.oauth_claim.as_deref().unwrap_or("email");
+    oauth::TokenValidator::load(keys, issuer, audience, claim).map(Some)
+}
+
+/// The SASL mechanisms pop3d offers: SCRAM-SHA-256 when some user has
+/// SCRAM keys (a client that prefers it would fail for the others),
+/// PLAIN and LOGIN, and the OAuth ones when tokens can be checked.
+fn mechanisms(users: &Users, oauth: bool) -> Vec<Mechanism> {
+    let mut list = Vec::new();
+    if users.any_scram() {
+        list.push(Mechanism::ScramSha256);
+    }
+    list.extend([Mechanism::Plain, Mechanism::Login]);
+    if oauth {
+        list.extend([Mechanism::OAuthBearer, Mechanism::XOAuth2]);
+    }
+    list
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let mut cli = match &cli.config {
         Some(path) => cli.settings.over(Settings::load(path)?),
@@ -259,6 +318,7 @@ fn run(cli: Cli) -> Result<(), String> {
     };
     let demo = cli.maildir_root.is_none() && cli.users.is_none();
     let tls = tls_settings(&cli, demo)?;
+    let oauth = oauth_settings(&cli)?;
     default_listeners(&mut cli, tls.is_some());
     // The demo's Maildir lives as long as the server.
     let mut demo_dir = None;
@@ -291,11 +351,19 @@ fn run(cli: Cli) -> Result<(), String> {
         // from other machines.
         .stls(tls.is_some())
         .apop(cli.apop)
+        .sasl(&mechanisms(&users, oauth.is_some()))
+        .utf8(true)
+        .lang(true)
         .idle_timeout(Duration::from_secs(cli.idle_timeout.unwrap_or(600)))
         .build()
         .map_err(|e| e.to_string())?;
     let user_count = users.len();
-    let store = Maildirs::new(root.clone(), users, cli.uidl_source.unwrap_or_default());
+    let store = Maildirs::new(
+        root.clone(),
+        users,
+        cli.uidl_source.unwrap_or_default(),
+        oauth,
+    );
     let mut service = Service::new(config, move |_conn| Ok(store.handler()))
         .max_connections(cli.max_connections.unwrap_or(1000))
         .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))

@@ -3,8 +3,11 @@
 //!
 //! One user per line, `user:{SCHEME}data`, more `:`-separated fields
 //! (uid, gid, home, ...) allowed and ignored. Schemes: `ARGON2ID`,
-//! `SHA512-CRYPT`, `BLF-CRYPT` and `PLAIN`. Only users with a `{PLAIN}`
-//! secret can log in with APOP, which needs the secret itself.
+//! `SHA512-CRYPT`, `BLF-CRYPT`, `SCRAM-SHA-256` (Dovecot's form:
+//! `iterations,salt,StoredKey,ServerKey`) and `PLAIN`. Only users with a
+//! `{PLAIN}` secret can log in with APOP, which needs the secret itself;
+//! only `{SCRAM-SHA-256}` users can use SASL SCRAM-SHA-256 (and their
+//! password works with USER/PASS and PLAIN too).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,7 +16,7 @@ use std::path::Path;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use pop3_proto::{ApopCredential, Secret};
+use pop3_proto::{ApopCredential, ScramCredentials, Secret};
 
 /// A stored password.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,6 +29,8 @@ pub(crate) enum Stored {
     Sha512Crypt(String),
     /// `{BLF-CRYPT}`: bcrypt, `$2y$...`.
     BlfCrypt(String),
+    /// `{SCRAM-SHA-256}`: salt, iterations and the derived keys.
+    Scram(ScramCredentials),
 }
 
 impl fmt::Debug for Stored {
@@ -35,6 +40,7 @@ impl fmt::Debug for Stored {
             Self::Argon2id(_) => "{ARGON2ID}..",
             Self::Sha512Crypt(_) => "{SHA512-CRYPT}..",
             Self::BlfCrypt(_) => "{BLF-CRYPT}..",
+            Self::Scram(_) => "{SCRAM-SHA-256}..",
         })
     }
 }
@@ -55,6 +61,10 @@ impl Stored {
             }
             "SHA512-CRYPT" if data.starts_with("$6$") => Self::Sha512Crypt(data),
             "BLF-CRYPT" if data.starts_with("$2") => Self::BlfCrypt(data),
+            "SCRAM-SHA-256" => Self::Scram(
+                data.parse()
+                    .map_err(|_| UsersError::BadHash("SCRAM-SHA-256"))?,
+            ),
             "SHA512-CRYPT" => return Err(UsersError::BadHash("SHA512-CRYPT")),
             "BLF-CRYPT" => return Err(UsersError::BadHash("BLF-CRYPT")),
             other => return Err(UsersError::UnknownScheme(other.to_owned())),
@@ -71,6 +81,17 @@ impl Stored {
             Self::Sha512Crypt(hash) => std::str::from_utf8(password)
                 .is_ok_and(|p| sha_crypt::sha512_check(p, hash).is_ok()),
             Self::BlfCrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            Self::Scram(keys) => {
+                ScramCredentials::derive(password, keys.salt(), keys.iterations()) == *keys
+            }
+        }
+    }
+
+    /// The SCRAM-SHA-256 keys, for a `{SCRAM-SHA-256}` user.
+    pub(crate) fn scram(&self) -> Option<&ScramCredentials> {
+        match self {
+            Self::Scram(keys) => Some(keys),
+            _ => None,
         }
     }
 
@@ -107,7 +128,7 @@ pub(crate) enum UsersError {
     #[error("password field has no {{SCHEME}} prefix")]
     NoScheme,
     /// A scheme this server does not know.
-    #[error("unknown password scheme {0:?} (known: ARGON2ID, SHA512-CRYPT, BLF-CRYPT, PLAIN)")]
+    #[error("unknown password scheme {0:?} (known: ARGON2ID, SHA512-CRYPT, BLF-CRYPT, SCRAM-SHA-256, PLAIN)")]
     UnknownScheme(String),
     /// A hash that does not parse for its scheme.
     #[error("malformed {0} hash")]
@@ -195,6 +216,11 @@ impl Users {
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// True if some user can log in with SCRAM-SHA-256.
+    pub(crate) fn any_scram(&self) -> bool {
+        self.0.values().any(|s| s.scram().is_some())
+    }
 }
 
 /// A user name is also a directory name under the maildir root, and a
@@ -207,17 +233,42 @@ pub(crate) fn valid_user(user: &str) -> bool {
         && user.len() <= 255
 }
 
-/// The users-file line for `user` with `password`, hashed with Argon2id
-/// (as `doveadm pw -s ARGON2ID` would).
-pub(crate) fn passwd_line(user: &str, password: &str) -> Result<String, String> {
+/// How `pop3d passwd` stores a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum Scheme {
+    /// Argon2id (as `doveadm pw -s ARGON2ID` would).
+    #[default]
+    Argon2id,
+    /// SCRAM-SHA-256 keys (as `doveadm pw -s SCRAM-SHA-256` would): also
+    /// usable with SASL SCRAM-SHA-256, where no password crosses the wire.
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+}
+
+/// SCRAM-SHA-256 iterations for new passwords (Dovecot's default).
+const SCRAM_ITERATIONS: u32 = pop3_proto::MIN_SCRAM_ITERATIONS;
+
+/// The users-file line for `user` with `password`, stored with `scheme`.
+pub(crate) fn passwd_line(user: &str, password: &str, scheme: Scheme) -> Result<String, String> {
     if !valid_user(user) {
         return Err(UsersError::BadUser(user.to_owned()).to_string());
     }
-    let salt = SaltString::generate(&mut OsRng);
-    let hash = Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| format!("hashing failed: {e}"))?;
-    Ok(format!("{user}:{{ARGON2ID}}{hash}"))
+    match scheme {
+        Scheme::Argon2id => {
+            let salt = SaltString::generate(&mut OsRng);
+            let hash = Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map_err(|e| format!("hashing failed: {e}"))?;
+            Ok(format!("{user}:{{ARGON2ID}}{hash}"))
+        }
+        Scheme::ScramSha256 => {
+            use argon2::password_hash::rand_core::RngCore as _;
+            let mut salt = [0u8; 16];
+            OsRng.fill_bytes(&mut salt);
+            let keys = ScramCredentials::derive(password.as_bytes(), &salt, SCRAM_ITERATIONS);
+            Ok(format!("{user}:{{SCRAM-SHA-256}}{keys}"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -225,8 +276,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scram_users() {
+        let line = passwd_line("eve", "pencil", Scheme::ScramSha256).unwrap();
+        assert!(line.starts_with("eve:{SCRAM-SHA-256}4096,"), "{line}");
+        let users = Users::parse(&line).unwrap().users;
+        let eve = users.get("eve").unwrap();
+        assert!(eve.verify(b"pencil") && !eve.verify(b"pencil2"));
+        assert!(eve.scram().is_some() && users.any_scram());
+        // A line as Dovecot writes it (RFC 7677's example keys).
+        let dovecot = "user:{SCRAM-SHA-256}4096,W22ZaJ0SNY7soEsUEjb6gQ==,WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+        let users = Users::parse(dovecot).unwrap().users;
+        assert!(users.get("user").unwrap().verify(b"pencil"));
+        assert!(Users::parse("x:{SCRAM-SHA-256}4096,bad").is_err());
+    }
+
+    #[test]
     fn schemes_verify() {
-        let line = passwd_line("ann", "correct horse").unwrap();
+        let line = passwd_line("ann", "correct horse", Scheme::Argon2id).unwrap();
         let users = Users::parse(&line).unwrap().users;
         let ann = users.get("ann").unwrap();
         assert!(matches!(ann, Stored::Argon2id(_)));
@@ -261,7 +327,7 @@ mod tests {
                 (3, UsersError::UnknownScheme("MD5-CRYPT".into()))
             ]
         );
-        assert!(passwd_line("a:b", "pw").is_err());
+        assert!(passwd_line("a:b", "pw", Scheme::Argon2id).is_err());
         assert_eq!(Users::parse("a:{PLAIN}x\na:{PLAIN}y").unwrap_err().0, 2);
         assert!(matches!(
             Users::parse("../x:{PLAIN}y").unwrap_err().1,

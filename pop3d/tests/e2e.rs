@@ -617,3 +617,174 @@ fn dovecot_uidls_are_served_after_a_migration() {
         );
     }
 }
+
+/// `pop3d passwd --scheme scram-sha-256` for `user`: the users-file line.
+fn scram_line(user: &str, password: &str) -> String {
+    let mut passwd = Command::new(BIN)
+        .args(["passwd", "--scheme", "scram-sha-256", user])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    passwd
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = passwd.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn scram_users_log_in_with_scram_and_with_their_password() {
+    use base64::Engine as _;
+    let site = Site::new();
+    let line = scram_line("carol", "pencil sharpener");
+    assert!(line.starts_with("carol:{SCRAM-SHA-256}4096,"), "{line}");
+    let mut users = std::fs::read_to_string(site.users()).unwrap();
+    users.push_str(&line);
+    std::fs::write(site.users(), users).unwrap();
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(site.root().join("carol").join(sub)).unwrap();
+    }
+    site.deliver("carol", "new", 1, b"Subject: scram\r\n\r\nhi\r\n");
+    let server = site.serve();
+
+    let (mut c, _) = Client::greeted(server.addr);
+    c.send(b"CAPA\r\n");
+    let capa = String::from_utf8(c.multiline()).unwrap();
+    assert!(
+        capa.contains("\r\nSASL SCRAM-SHA-256 PLAIN LOGIN\r\n"),
+        "{capa}"
+    );
+    // A wrong password fails at the proof, like an unknown user.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (user, password) in [("carol", "wrong"), ("nobody", "pencil sharpener")] {
+        let client = pop3_proto::testing::ScramClient::new(user, password);
+        let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
+        let first = String::from_utf8(b64.decode(&challenge[2..]).unwrap()).unwrap();
+        let last = client.finish(&first);
+        assert!(
+            c.command(&last.response).starts_with("-ERR [AUTH]"),
+            "{user}"
+        );
+    }
+    let client = pop3_proto::testing::ScramClient::new("carol", "pencil sharpener");
+    let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
+    let first = String::from_utf8(b64.decode(&challenge[2..]).unwrap()).unwrap();
+    let last = client.finish(&first);
+    assert_eq!(
+        c.command(&last.response),
+        format!("+ {}", last.server_final)
+    );
+    assert_eq!(
+        c.command(""),
+        "+OK carol's maildrop has 1 messages (22 octets)"
+    );
+    c.command("QUIT");
+
+    // The same user with its password: curl's AUTH PLAIN and USER/PASS.
+    let url = format!("pop3://{}/", server.addr);
+    for extra in [&["--login-options", "AUTH=PLAIN"][..], &[]] {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-u",
+                "carol:pencil sharpener",
+                &url,
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"1 22\r\n");
+    }
+}
+
+#[test]
+fn oauth_access_tokens_log_in_with_curl() {
+    let site = Site::new();
+    site.deliver("alice", "new", 1, b"Subject: token\r\n\r\nhi\r\n");
+    let idp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let keys = site.dir.path().join("idp.pem");
+    std::fs::write(&keys, idp.public_key_pem()).unwrap();
+    let server = Pop3d::with_maildir(
+        &site.root(),
+        &site.users(),
+        &[
+            "--oauth-keys",
+            keys.to_str().unwrap(),
+            "--oauth-issuer",
+            "https://idp.test",
+            "--oauth-audience",
+            "pop3",
+            "--oauth-claim",
+            "sub",
+        ],
+    );
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(idp.serialize_pem().as_bytes()).unwrap();
+    let token = |sub: &str, aud: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let claims =
+            serde_json::json!({"iss": "https://idp.test", "aud": aud, "exp": exp, "sub": sub});
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        jsonwebtoken::encode(&header, &claims, &signing).unwrap()
+    };
+    let url = format!("pop3://{}/", server.addr);
+    let curl = |token: &str| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-u",
+                "alice:",
+                "--oauth2-bearer",
+                token,
+                &url,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = curl(&token("alice", "pop3"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"1 22\r\n");
+    // Another user's token, another audience, a token signed by someone else.
+    assert!(!curl(&token("bob", "pop3")).status.success());
+    assert!(!curl(&token("alice", "imap")).status.success());
+    let forged = {
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
+        let claims = serde_json::json!({"iss": "https://idp.test", "aud": "pop3", "exp": 4_000_000_000u64, "sub": "alice"});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &key,
+        )
+        .unwrap()
+    };
+    assert!(!curl(&forged).status.success());
+    let (mut c, _) = Client::greeted(server.addr);
+    c.send(b"CAPA\r\n");
+    let capa = String::from_utf8(c.multiline()).unwrap();
+    assert!(
+        capa.contains("\r\nSASL PLAIN LOGIN OAUTHBEARER XOAUTH2\r\n"),
+        "{capa}"
+    );
+}

@@ -72,9 +72,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, SizeCounter};
+use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, ScramCredentials, SizeCounter};
 use pop3_tokio::{AsyncHandler, Credential, HandlerError, HandlerResult};
 
+use crate::oauth::TokenValidator;
 use crate::users::{Stored, Users};
 use fsx::{Dirs, Identity, Sub};
 use journal::Doomed;
@@ -113,22 +114,43 @@ pub(crate) struct Maildirs {
     decoys_run: AtomicU64,
     /// No failed check is answered sooner than this after it began.
     failure_floor: Duration,
+    /// Checks OAuth bearer tokens (SASL XOAUTH2, OAUTHBEARER), if configured.
+    oauth: Option<TokenValidator>,
+    /// Makes the SCRAM decoy keys of unknown users: random, for the life of
+    /// the process, so one unknown user always gets the same salt.
+    scram_secret: [u8; 32],
 }
 
 impl Maildirs {
-    pub(crate) fn new(root: PathBuf, users: Users, uidl_source: UidlSource) -> Arc<Self> {
-        Self::build(root, users, uidl_source, 2)
+    pub(crate) fn new(
+        root: PathBuf,
+        users: Users,
+        uidl_source: UidlSource,
+        oauth: Option<TokenValidator>,
+    ) -> Arc<Self> {
+        let mut store = Self::build(root, users, uidl_source, 2);
+        Arc::get_mut(&mut store).expect("not shared yet").oauth = oauth;
+        store
     }
 
     /// `floor_factor`: the failure floor in multiples of the decoy's cost.
     fn build(root: PathBuf, users: Users, uidl_source: UidlSource, floor_factor: u32) -> Arc<Self> {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let started = Instant::now();
-        let decoy = crate::users::passwd_line("decoy", "no password matches this")
-            .ok()
-            .and_then(|line| Stored::parse(line.split_once(':')?.1).ok())
-            .expect("an Argon2id decoy hash");
+        let decoy = crate::users::passwd_line(
+            "decoy",
+            "no password matches this",
+            crate::users::Scheme::Argon2id,
+        )
+        .ok()
+        .and_then(|line| Stored::parse(line.split_once(':')?.1).ok())
+        .expect("an Argon2id decoy hash");
         let cost = started.elapsed();
+        let mut scram_secret = [0u8; 32];
+        argon2::password_hash::rand_core::RngCore::fill_bytes(
+            &mut argon2::password_hash::rand_core::OsRng,
+            &mut scram_secret,
+        );
         Arc::new(Self {
             root,
             users,
@@ -139,6 +161,8 @@ impl Maildirs {
             decoy,
             decoys_run: AtomicU64::new(0),
             failure_floor: cost * floor_factor,
+            oauth: None,
+            scram_secret,
         })
     }
 
@@ -161,6 +185,9 @@ impl Maildirs {
                 (s.verify(p.expose()), s.same_argon2_cost(&self.decoy))
             }
             (Some(s), Credential::Apop(a)) => (s.verify_apop(a), false),
+            // A token names its user; whether that user exists is not
+            // learned from a refusal, so no decoy is needed.
+            (_, Credential::Bearer(token)) => (self.token_opens(user, token.expose()), true),
             (None, _) => (false, false),
             (Some(_), _) => (false, false),
         };
@@ -173,6 +200,39 @@ impl Maildirs {
             self.decoys_run.fetch_add(1, Ordering::Relaxed);
         }
         ok
+    }
+
+    /// True if `token` is a valid access token issued for `user`, and
+    /// `user` has a Maildir here (token users need no users-file entry).
+    fn token_opens(&self, user: &str, token: &str) -> bool {
+        let Some(validator) = &self.oauth else {
+            return false;
+        };
+        match validator.user_of(token) {
+            Ok(named) if named == user => {
+                crate::users::valid_user(user) && self.root.join(user).is_dir()
+            }
+            Ok(named) => {
+                tracing::info!(user, token_user = %named, "OAuth token issued for another user");
+                false
+            }
+            Err(why) => {
+                tracing::info!(user, %why, "OAuth token refused");
+                false
+            }
+        }
+    }
+
+    /// The user's SCRAM-SHA-256 keys, or decoy keys (stable per user) for a
+    /// user who has none, so that the exchange does not tell who exists.
+    fn scram_keys(&self, user: &str) -> ScramCredentials {
+        self.users
+            .get(user)
+            .and_then(Stored::scram)
+            .cloned()
+            .unwrap_or_else(|| {
+                ScramCredentials::decoy(&self.scram_secret, user, pop3_proto::MIN_SCRAM_ITERATIONS)
+            })
     }
 
     fn size_of(
@@ -263,6 +323,10 @@ impl AsyncHandler for MaildirHandler {
             tokio::time::sleep_until(started + self.store.failure_floor).await;
             Err(Refusal::auth("invalid user name or password").into())
         }
+    }
+
+    async fn scram_credentials(&mut self, user: &str) -> HandlerResult<ScramCredentials> {
+        Ok(self.store.scram_keys(user))
     }
 
     async fn lock(&mut self, user: &str) -> HandlerResult<Maildrop> {

@@ -398,7 +398,7 @@ fn every_failed_password_check_computes_one_argon2id_of_the_decoys_cost() {
     use pop3_proto::{Credential, Secret};
     let sha = sha_crypt::sha512_simple("pw", &sha_crypt::Sha512Params::new(5000).unwrap()).unwrap();
     let blf = bcrypt::hash("pw", 4).unwrap();
-    let argon = crate::users::passwd_line("a", "pw").unwrap();
+    let argon = crate::users::passwd_line("a", "pw", crate::users::Scheme::Argon2id).unwrap();
     let cheap_argon = {
         use argon2::password_hash::{rand_core::OsRng, PasswordHasher as _, SaltString};
         let params = argon2::Params::new(1024, 1, 1, None).unwrap();

@@ -408,6 +408,14 @@ pub fn shutdown_aborts_stalled_sessions_after_grace<L: Launcher>() {
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(server.locks(), (1, 1));
     assert_eq!(server.store.messages("bob").len(), 1);
+    // Ended by the shutdown, and said so (not "peer closed").
+    let reasons: Vec<_> = server
+        .connections
+        .ended()
+        .iter()
+        .map(|e| e.reason)
+        .collect();
+    assert_eq!(reasons, [pop3_proto::CloseReason::Shutdown]);
 }
 
 /// Async servers only: a handler call that never returns is abandoned at
@@ -427,6 +435,13 @@ pub fn stuck_handler_is_abandoned_at_shutdown<L: Launcher>() {
     assert_eq!(server.locks(), (1, 1));
     assert_eq!(server.store.session_errors(), 1);
     assert_eq!(server.store.messages("alice").len(), 3);
+    let reasons: Vec<_> = server
+        .connections
+        .ended()
+        .iter()
+        .map(|e| e.reason)
+        .collect();
+    assert_eq!(reasons, [pop3_proto::CloseReason::Shutdown]);
 }
 
 /// Reportable errors reach the client and the session goes on; internal

@@ -107,6 +107,9 @@ pub struct SessionEnd {
     /// Why the TLS handshake failed, if one did (implicit TLS or after
     /// STLS); the session then ends as [`CloseReason::PeerClosed`].
     pub tls_error: Option<String>,
+    /// The internal handler error that ended it, with its causes (what the
+    /// `session_error` hook was given), for [`CloseReason::HandlerFailed`].
+    pub error: Option<String>,
 }
 
 impl SessionEnd {
@@ -116,6 +119,7 @@ impl SessionEnd {
             user: None,
             stats: SessionStats::default(),
             tls_error: None,
+            error: None,
         }
     }
 
@@ -126,6 +130,7 @@ impl SessionEnd {
             user: None,
             stats: SessionStats::default(),
             tls_error: Some(error.to_string()),
+            error: None,
         }
     }
 
@@ -135,6 +140,7 @@ impl SessionEnd {
             user: session.user().map(str::to_owned),
             stats: session.stats(),
             tls_error: None,
+            error: None,
         }
     }
 }

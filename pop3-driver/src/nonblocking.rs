@@ -218,6 +218,7 @@ where
                 }
             }
             Some(Err(e)) => {
+                service.accept_failed(&e);
                 let pause = async {
                     runtime.sleep(backoff.on_error(&e)).await;
                     Some(())

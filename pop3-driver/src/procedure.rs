@@ -79,6 +79,8 @@ pub struct Procedure<B> {
     end: Option<SessionEnd>,
     /// Why the STLS handshake failed, for the session's end.
     tls_error: Option<String>,
+    /// The internal error that ended the session, for its end.
+    error: Option<String>,
 }
 
 impl<B> Procedure<B> {
@@ -92,6 +94,7 @@ impl<B> Procedure<B> {
             told_shutdown: false,
             end: None,
             tls_error: None,
+            error: None,
         }
     }
 
@@ -135,6 +138,7 @@ impl<B> Procedure<B> {
                 Output::Event(Event::Closed(reason)) => {
                     let mut end = SessionEnd::new(&self.session, reason);
                     end.tls_error = self.tls_error.take();
+                    end.error = self.error.take();
                     self.end = Some(end.clone());
                     return Step::Done(end);
                 }
@@ -186,7 +190,7 @@ impl<B> Procedure<B> {
     /// Applies the shutdown stages the session has not heard of yet.
     fn watch_shutdown(&mut self, now: Instant) {
         if self.shutdown.is_aborted() {
-            self.session.handle_connection_lost(now);
+            self.session.handle_abort(now);
         } else if self.shutdown.is_begun() && !self.told_shutdown {
             self.told_shutdown = true;
             self.session.handle_shutdown(now);
@@ -202,7 +206,7 @@ impl<B> Procedure<B> {
                 if e.kind() == io::ErrorKind::TimedOut {
                     self.session.handle_timeout(now);
                 }
-                self.session.handle_connection_lost(now);
+                self.lost(now);
             }
         }
     }
@@ -217,7 +221,16 @@ impl<B> Procedure<B> {
             }
             Ok(ReadOutcome::Eof) => self.session.handle_eof(now),
             Ok(ReadOutcome::TimedOut) => self.session.handle_timeout(now),
-            Err(_) => self.session.handle_connection_lost(now),
+            Err(_) => self.lost(now),
+        }
+    }
+
+    /// The IO failed: the connection is lost, or the shutdown aborted it.
+    fn lost(&mut self, now: Instant) {
+        if self.shutdown.is_aborted() {
+            self.session.handle_abort(now);
+        } else {
+            self.session.handle_connection_lost(now);
         }
     }
 
@@ -321,9 +334,29 @@ impl<B> Procedure<B> {
     /// the `session_error` hook hears of it.
     fn fail(&mut self, now: Instant, error: HandlerError) {
         self.body = None;
+        if self.shutdown.is_aborted() {
+            // A call abandoned (or failing) after the grace: a shutdown.
+            self.session.handle_abort(now);
+        }
         let _ = self.session.fail(now);
+        self.error = Some(with_causes(&error));
         self.report = Some(error);
     }
+}
+
+/// An error and its chain of sources: `open failed: Too many open files`.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A panic payload as an internal error.

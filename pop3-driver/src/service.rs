@@ -81,11 +81,13 @@ pub struct Service<F> {
 }
 
 type EndHook = Box<dyn Fn(&ConnectionInfo, &SessionEnd) + Send + Sync>;
+type AcceptErrorHook = Box<dyn Fn(&io::Error) + Send + Sync>;
 
 struct Inner<F> {
     config: Arc<Config>,
     new_handler: F,
     on_end: Option<EndHook>,
+    on_accept_error: Option<AcceptErrorHook>,
     max_connections: Option<usize>,
     shutdown_grace: Duration,
     tls: Option<TlsConfig>,
@@ -126,6 +128,7 @@ where
                 config: Arc::new(config),
                 new_handler,
                 on_end: None,
+                on_accept_error: None,
                 max_connections: None,
                 shutdown_grace: Duration::from_secs(30),
                 tls: None,
@@ -168,6 +171,22 @@ where
     ) -> Self {
         self.inner_mut().on_end = Some(Box::new(hook));
         self
+    }
+
+    /// Calls `hook` when accepting a connection fails (out of descriptors,
+    /// out of memory, a network error); the accept loop backs off and goes
+    /// on. The place for a log line. Set before cloning or serving.
+    pub fn on_accept_error(mut self, hook: impl Fn(&io::Error) + Send + Sync + 'static) -> Self {
+        self.inner_mut().on_accept_error = Some(Box::new(hook));
+        self
+    }
+
+    /// Tells the accept-error hook; adapters call this for every failed
+    /// accept, before backing off.
+    pub fn accept_failed(&self, error: &io::Error) {
+        if let Some(hook) = &self.inner.on_accept_error {
+            hook(error);
+        }
     }
 
     pub(crate) fn ended(&self, info: &ConnectionInfo, end: &SessionEnd) {

@@ -180,7 +180,10 @@ where
                 next_id += 1;
             }
             Ok(_) => break,
-            Err(e) => std::thread::sleep(backoff.on_error(&e)),
+            Err(e) => {
+                service.accept_failed(&e);
+                std::thread::sleep(backoff.on_error(&e));
+            }
         }
     }
     drop(listener);

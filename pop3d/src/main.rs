@@ -373,9 +373,13 @@ fn run(cli: Cli) -> Result<(), String> {
                 info!(peer, tls = conn.tls, error = %error, reason = %end.reason, "TLS handshake failed");
                 return;
             }
+            let user = end.user.as_deref().unwrap_or("-");
+            if let Some(error) = &end.error {
+                warn!(peer, user, error = %error, reason = %end.reason, "session failed");
+            }
             info!(
                 peer,
-                user = end.user.as_deref().unwrap_or("-"),
+                user,
                 commands = end.stats.commands,
                 bad_commands = end.stats.bad_commands,
                 bodies = end.stats.bodies_sent,
@@ -383,7 +387,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 reason = %end.reason,
                 "session ended"
             );
-        });
+        })
+        .on_accept_error(|error| warn!(error = %error, "accepting a connection failed"));
     if let Some(tls) = &tls {
         service = service.tls(tls.config.clone());
     }

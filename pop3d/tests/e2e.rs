@@ -788,3 +788,76 @@ fn oauth_access_tokens_log_in_with_curl() {
         "{capa}"
     );
 }
+
+#[test]
+fn accept_failures_are_logged_and_serving_goes_on() {
+    let site = Site::new();
+    // Few descriptors: accepting fails (EMFILE) once some clients are held.
+    let command = format!(
+        "ulimit -n 40 && exec {BIN} --listen 127.0.0.1:0 --maildir-root {} --users {}",
+        site.root().display(),
+        site.users().display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &command])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("pop3d listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(std::net::TcpStream::connect(addr).unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !log
+        .lock()
+        .unwrap()
+        .contains("accepting a connection failed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = log.lock().unwrap().clone();
+    assert!(text.contains("Too many open files"), "{text}");
+    drop(held);
+    // Descriptors come back: a fresh client is served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = std::net::TcpStream::connect(addr) {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut greeting = String::new();
+            if BufReader::new(&mut c).read_line(&mut greeting).is_ok()
+                && greeting.starts_with("+OK")
+            {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "not serving again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

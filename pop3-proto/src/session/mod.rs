@@ -422,6 +422,15 @@ impl Session {
         self.lose(CloseReason::PeerClosed);
     }
 
+    /// The server drops the connection because its shutdown grace is over
+    /// (or it was told to stop at once): like a lost connection, nothing
+    /// more is sent and nothing is deleted, but it ends as
+    /// [`CloseReason::Shutdown`].
+    pub fn handle_abort(&mut self, now: Instant) {
+        self.enter_even_closed(now);
+        self.lose(CloseReason::Shutdown);
+    }
+
     /// Fires what is due at `now`. A call before any deadline does nothing.
     ///
     /// When the idle deadline passes (no command, or a write not completed,

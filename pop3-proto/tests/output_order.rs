@@ -544,9 +544,9 @@ fn a_large_body_leaves_in_writes_of_about_the_high_water_mark() {
     assert!(*last <= HIGH_WATER + CHUNK + CHUNK / 8, "{writes:?}");
 }
 
-/// A client that pipelines without reading holds at most one high-water
-/// mark of replies (plus the reply that crossed it) and one input buffer
-/// (plus the read that filled it):
+/// A client that pipelines without reading holds at most
+/// [`REPLY_HIGH_WATER`](pop3_proto::REPLY_HIGH_WATER) of replies (plus the
+/// reply that crossed it) and one input buffer (plus the read that filled it):
 /// commands stop being executed, then input stops being read, until the
 /// client reads. Then every reply comes, in order.
 #[test]
@@ -554,7 +554,7 @@ fn a_pipelining_client_that_never_reads_holds_a_bounded_buffer() {
     use pop3_proto::{Greeting, Session};
     const COMMANDS: usize = 20_000;
     let config = Config::default();
-    let bound_out = config.output_high_water() + 512;
+    let bound_out = pop3_proto::REPLY_HIGH_WATER + 512;
     let now = std::time::Instant::now();
     let mut s = Session::new(
         std::sync::Arc::new(config),

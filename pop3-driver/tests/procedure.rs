@@ -583,3 +583,28 @@ fn failed_login_is_delayed_by_the_fake_clock() {
     assert_eq!(end.reason, CloseReason::Quit);
     assert_eq!(store.locks(), 0);
 }
+
+/// Found by the `procedure` fuzz target: the write of STLS's `+OK` times
+/// out (the peer stopped reading). The session closes at the idle deadline
+/// without asking for a TLS handshake (before the fix the drive procedure
+/// was handed `StartTls` for a `+OK` never written, and its debug
+/// assertion fired).
+#[test]
+fn stls_reply_write_timeout_closes_without_a_handshake() {
+    let store = small_store();
+    let mut fake = Fake::new(vec![
+        Peer::WaitFor("ready"),
+        Peer::StopReading,
+        send("STLS\r\n"),
+    ]);
+    let config = Config::builder()
+        .hostname("pop.test")
+        .stls(true)
+        .build()
+        .unwrap();
+    let end = serve(&mut fake, config, &mut store.handler());
+    assert_eq!(end.reason, CloseReason::IdleTimeout);
+    assert_eq!(end.tls_error, None);
+    assert_eq!(fake.written, "+OK POP3 server ready\r\n");
+    assert_unlocked_intact(&store, 2);
+}

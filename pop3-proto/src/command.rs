@@ -164,6 +164,54 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     Ok(command)
 }
 
+#[cfg(feature = "testing")]
+impl Command {
+    /// The command as a line (without its line end) that parses back to it.
+    pub(crate) fn to_line(&self) -> Vec<u8> {
+        let text = |s: &str| s.as_bytes().to_vec();
+        let with = |keyword: &str, arg: &[u8]| {
+            let mut line = format!("{keyword} ").into_bytes();
+            line.extend_from_slice(arg);
+            line
+        };
+        match self {
+            Self::User(name) => with("USER", name.as_bytes()),
+            Self::Pass(password) => with("PASS", password.expose()),
+            Self::Apop { user, digest } => {
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                text(&format!("APOP {user} {hex}"))
+            }
+            Self::Quit => text("QUIT"),
+            Self::Stat => text("STAT"),
+            Self::List(None) => text("LIST"),
+            Self::List(Some(n)) => text(&format!("LIST {n}")),
+            Self::Retr(n) => text(&format!("RETR {n}")),
+            Self::Dele(n) => text(&format!("DELE {n}")),
+            Self::Noop => text("NOOP"),
+            Self::Rset => text("RSET"),
+            Self::Top(n, k) => text(&format!("TOP {n} {k}")),
+            Self::Uidl(None) => text("UIDL"),
+            Self::Uidl(Some(n)) => text(&format!("UIDL {n}")),
+            Self::Capa => text("CAPA"),
+            Self::Stls => text("STLS"),
+            Self::Utf8 => text("UTF8"),
+            Self::Lang(None) => text("LANG"),
+            Self::Lang(Some(range)) => with("LANG", range.as_bytes()),
+            Self::AuthList => text("AUTH"),
+            Self::Auth { mechanism, initial } => {
+                // A name no mechanism has stands for any unknown one.
+                let name = mechanism.map_or("X-UNKNOWN-MECHANISM", Mechanism::name);
+                let mut line = with("AUTH", name.as_bytes());
+                if let Some(initial) = initial {
+                    line.push(b' ');
+                    line.extend_from_slice(initial.expose());
+                }
+                line
+            }
+        }
+    }
+}
+
 fn trim_end(s: &[u8]) -> &[u8] {
     let end = s.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
     &s[..end]

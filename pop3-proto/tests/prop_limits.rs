@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pop3_proto::testing::{
-    escape_bytes, message_of_size, Harness, MemoryStore, Step, StoredMessage,
+    check_buffer_bounds, check_locks, escape_bytes, message_of_size, Harness, MemoryStore,
+    ReplyChecker, Step, StoredMessage, HARNESS_READ,
 };
 use pop3_proto::{
     CloseReason, Config, Event, Greeting, Maildrop, MessageInfo, Output, Refusal, Request, Session,
@@ -297,20 +298,16 @@ proptest! {
         h.feed(&input);
         h.eof();
         prop_assert!(h.session.is_closed());
-        prop_assert!(
-            h.peak_input <= input_buffer + 4096,
-            "peak input {} > {} + 4096",
+        let bounds = check_buffer_bounds(
+            h.session.config(),
+            HARNESS_READ,
+            chunk,
             h.peak_input,
-            input_buffer
-        );
-        prop_assert!(
-            h.peak_output <= high_water + 2 * chunk + 1024,
-            "peak output {} > {} + 2 * {} + 1024",
             h.peak_output,
-            high_water,
-            chunk
         );
-        prop_assert_eq!(h.store.locks(), h.store.unlocks());
+        prop_assert!(bounds.is_ok(), "{}", bounds.unwrap_err());
+        let locks = check_locks(&h.events, h.store.locks(), h.store.unlocks(), true);
+        prop_assert!(locks.is_ok(), "{}", locks.unwrap_err());
     }
 
     /// With a peer that reads its replies slowly and floods commands meanwhile, the session's buffers stay within the same bounds.
@@ -349,20 +346,43 @@ proptest! {
         cuts in prop::collection::vec(1usize..300, 0..10),
     ) {
         let mut h = Harness::new(limits_config(8192, 1024), store(64));
+        // The client's view of every read and reply (the fuzz targets' checks).
+        let mut client = ReplyChecker::new();
+        let mut seen = 0;
+        let mut read = |h: &mut Harness, bytes: &[u8]| -> Result<(), TestCaseError> {
+            for piece in bytes.chunks(HARNESS_READ) {
+                client.client(piece);
+                h.feed(piece);
+                let sent = client.server(&h.sent[seen..]);
+                seen = h.sent.len();
+                prop_assert!(sent.is_ok(), "{}", sent.unwrap_err());
+            }
+            Ok(())
+        };
         if login {
-            h.command(&format!("USER {USER}"));
-            h.command(&format!("PASS {PASSWORD}"));
+            read(&mut h, format!("USER {USER}\r\nPASS {PASSWORD}\r\n").as_bytes())?;
         }
         let mut rest = &input[..];
         for n in cuts {
             let n = n.min(rest.len());
-            h.feed(&rest[..n]);
+            read(&mut h, &rest[..n])?;
             rest = &rest[n..];
         }
-        h.feed(rest);
+        read(&mut h, rest)?;
         h.eof();
+        let sent = client.server(&h.sent[seen..]);
+        prop_assert!(sent.is_ok(), "{}", sent.unwrap_err());
         prop_assert!(h.session.is_closed());
-        prop_assert_eq!(h.store.locks(), h.store.unlocks());
+        let end = client.finish(false);
+        prop_assert!(end.is_ok(), "{}", end.unwrap_err());
+        let locks = check_locks(&h.events, h.store.locks(), h.store.unlocks(), true);
+        prop_assert!(locks.is_ok(), "{}", locks.unwrap_err());
+        let commits = client.check_commits(&h.events);
+        prop_assert!(commits.is_ok(), "{}", commits.unwrap_err());
+        let stored = messages();
+        let bodies: Vec<&[u8]> = stored.iter().map(|m| m.body.as_slice()).collect();
+        let checked = client.check_bodies(&bodies);
+        prop_assert!(checked.is_ok(), "{}", checked.unwrap_err());
     }
 }
 

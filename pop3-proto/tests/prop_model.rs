@@ -5,8 +5,8 @@
 //! and that the lock is released exactly once.
 
 use pop3_proto::testing::{
-    check_stuffed, check_top, encode_body, escape_bytes, normalize_body, Harness, MemoryStore,
-    StoredMessage,
+    check_locks, check_store_after, check_stuffed, check_top, encode_body, escape_bytes,
+    normalize_body, Harness, MemoryStore, StoredMessage,
 };
 use pop3_proto::{CloseReason, Config, Event, Request};
 use proptest::prelude::*;
@@ -398,10 +398,14 @@ proptest! {
             }
         }
 
+        let kept = check_store_after(&stored, &h.store.messages(USER), &h.store.commits());
+        prop_assert!(kept.is_ok(), "{}", kept.unwrap_err());
         let unlocks = count(&h.events, |e| *e == Event::Unlock);
         let closes = count(&h.events, |e| matches!(e, Event::Closed(_)));
         if h.session.is_closed() {
             prop_assert_eq!((h.store.locks(), h.store.unlocks()), (1, 1));
+            let locks = check_locks(&h.events, h.store.locks(), h.store.unlocks(), true);
+            prop_assert!(locks.is_ok(), "{}", locks.unwrap_err());
             prop_assert_eq!(unlocks, 1, "events: {:?}", tail);
             prop_assert_eq!(closes, 1);
             prop_assert!(matches!(h.events.last(), Some(Event::Closed(_))), "events: {:?}", tail);
@@ -416,6 +420,8 @@ proptest! {
             prop_assert!(!h.store.is_locked(USER));
         } else {
             prop_assert_eq!((h.store.locks(), h.store.unlocks()), (1, 0));
+            let locks = check_locks(&h.events, h.store.locks(), h.store.unlocks(), false);
+            prop_assert!(locks.is_ok(), "{}", locks.unwrap_err());
             prop_assert_eq!(unlocks, 0);
             prop_assert_eq!(closes, 0);
         }

@@ -141,3 +141,51 @@ fn eof_during_handshake_closes() {
         Some(&Event::Closed(pop3_proto::CloseReason::PeerClosed))
     );
 }
+
+/// Found by the `procedure` fuzz target: when the write of STLS's `+OK`
+/// fails (its deadline passes, or the connection is lost), the `StartTls`
+/// queued behind it must not come out: the `+OK` was never written, and a
+/// handshake on a dead connection makes no sense. Only `Closed` follows.
+#[test]
+fn no_start_tls_when_the_ok_was_never_written() {
+    for timed_out in [true, false] {
+        let start = std::time::Instant::now();
+        let config = std::sync::Arc::new(stls_config());
+        let greeting = pop3_proto::Greeting {
+            nonce: 1,
+            unix_time: 0,
+        };
+        let mut s = pop3_proto::Session::new(config.clone(), greeting, start);
+        let Output::Transmit(t) = s.poll_output(start) else {
+            panic!("the greeting first");
+        };
+        s.handle_written(start, t).unwrap();
+        s.handle_input(start, b"STLS\r\n").unwrap();
+        let Output::Transmit(t) = s.poll_output(start) else {
+            panic!("the +OK to STLS");
+        };
+        assert_eq!(t.to_vec(), b"+OK Begin TLS negotiation\r\n");
+        // The write never completes.
+        let later = start + config.idle_timeout();
+        if timed_out {
+            s.handle_timeout(later);
+        } else {
+            s.handle_connection_lost(later);
+        }
+        let mut events = Vec::new();
+        for _ in 0..4 {
+            match s.poll_output(later) {
+                Output::Event(e) => events.push(e),
+                Output::Wait(_) => break,
+                Output::Transmit(t) => panic!("a transmit after the loss: {:?}", t.to_vec()),
+            }
+        }
+        let reason = if timed_out {
+            pop3_proto::CloseReason::IdleTimeout
+        } else {
+            pop3_proto::CloseReason::PeerClosed
+        };
+        assert_eq!(events, [Event::Closed(reason)], "timed out: {timed_out}");
+        drop(t);
+    }
+}

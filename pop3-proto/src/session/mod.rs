@@ -639,6 +639,9 @@ impl Session {
         self.link = Link::Lost(reason);
         self.inbound = BytesMut::new();
         self.queue.drop_data();
+        // A `StartTls` not taken yet follows a `+OK` that was never
+        // written: no handshake on a dead connection.
+        self.queue.remove_event(&Event::StartTls);
         if !matches!(self.state, State::Pending(_)) {
             self.close(reason);
         }

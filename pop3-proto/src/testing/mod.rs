@@ -12,7 +12,9 @@ mod transcript;
 
 pub use crate::memory::{message_of_size, Fault, FaultPoint, MemoryStore, StoredMessage};
 pub use invariants::{
-    check_stuffed, check_top, expected_top, normalize_body, unstuff, InvariantError,
+    check_buffer_bounds, check_command_line, check_locks, check_store_after, check_stuffed,
+    check_top, expected_top, normalize_body, unstuff, InvariantError, MultiLine, ReplyChecker,
+    MAX_RESPONSE_LINE,
 };
 pub use scram_client::{ScramClient, ScramFinal};
 pub use transcript::{
@@ -36,6 +38,18 @@ pub fn encode_body(chunks: &[&[u8]], top: Option<u64>) -> Vec<u8> {
 pub fn parses(line: &[u8]) -> bool {
     crate::command::parse(line).is_ok()
 }
+
+/// Parses `line` (without CRLF) as the session does: the command printed
+/// back as a line (one that parses to the same command), or why it does
+/// not parse.
+pub fn parse_command(line: &[u8]) -> Result<Vec<u8>, String> {
+    crate::command::parse(line)
+        .map(|c| c.to_line())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// The most the harness hands the session in one read.
+pub const HARNESS_READ: usize = 4096;
 
 /// One [`Output`], simplified so that a sequence of them can be compared
 /// with `assert_eq!` (see [`Harness::step`]).
@@ -131,7 +145,7 @@ impl Harness {
                 }
                 continue;
             }
-            let n = bytes.len().min(4096);
+            let n = bytes.len().min(HARNESS_READ);
             self.session
                 .handle_input(self.now, &bytes[..n])
                 .expect("input wanted");
@@ -275,6 +289,18 @@ impl Harness {
     /// If the session refuses the answer (the event was not the current one),
     /// or at an injected [`Fault::Panic`].
     pub fn answer(&mut self, event: Event) {
+        self.try_answer(event)
+            .expect("the harness answers only what was asked");
+    }
+
+    /// Like [`Harness::answer`], but an answer the session refuses (the
+    /// event is not the one it waits for) comes back as its usage error,
+    /// leaving the harness as it was: a lock taken for a refused grant is
+    /// given back, a body opened for a refused `begin_body` is dropped.
+    ///
+    /// # Panics
+    /// At an injected [`Fault::Panic`].
+    pub fn try_answer(&mut self, event: Event) -> Result<(), UsageError> {
         let now = self.now;
         let s = &mut self.session;
         let h = &mut self.handler;
@@ -290,19 +316,27 @@ impl Harness {
                 })
             }
             Event::Request(Request::Lock { user }) => {
-                settle(s, now, h.try_lock(&user), |s, drop| {
-                    s.grant_maildrop(now, drop)
-                })
+                let locked = h.try_lock(&user);
+                let granted = locked.is_ok();
+                let result = settle(s, now, locked, |s, drop| s.grant_maildrop(now, drop));
+                if granted && result.is_err() {
+                    h.release();
+                }
+                result
             }
             Event::Request(Request::Retrieve { message, .. }) => {
                 let body = &mut self.body;
                 settle(s, now, h.try_open(&message), |s, opened| {
+                    s.begin_body(now)?;
                     *body = Some(opened);
-                    s.begin_body(now)
+                    Ok(())
                 })
             }
             Event::NeedBody => {
-                let chunk = self.body.as_mut().expect("a body is open").try_next_chunk();
+                let Some(open) = self.body.as_mut() else {
+                    return Err(UsageError::NotSendingBody);
+                };
+                let chunk = open.try_next_chunk();
                 let body = &mut self.body;
                 settle(s, now, chunk, |s, chunk| match chunk {
                     None => {
@@ -327,7 +361,7 @@ impl Harness {
             }
             Event::Closed(_) => Ok(()),
         };
-        result.expect("the harness answers only what was asked");
+        result
     }
 }
 

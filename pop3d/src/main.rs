@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod hashing;
 mod maildir;
 mod oauth;
 mod tls;

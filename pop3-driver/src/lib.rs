@@ -58,6 +58,7 @@ mod procedure;
 mod segments;
 mod service;
 mod shutdown;
+mod slots;
 pub mod tls;
 
 pub use handler::{
@@ -69,6 +70,7 @@ pub use procedure::{Procedure, Step};
 pub use segments::{write_all_vectored, SegmentCursor, MAX_IO_SLICES};
 pub use service::{fresh_greeting, AcceptBackoff, ConnectionInfo, NewHandler, Service};
 pub use shutdown::{Shutdown, Stage};
+pub use slots::Interrupter;
 
 use pop3_proto::{CloseReason, Session, SessionStats};
 
@@ -107,6 +109,12 @@ pub struct SessionEnd {
     /// Why the TLS handshake failed, if one did (implicit TLS or after
     /// STLS); the session then ends as [`CloseReason::PeerClosed`].
     pub tls_error: Option<String>,
+    /// The connection had not logged in and was closed early, while idle,
+    /// to make room for a new one when the server was full (see
+    /// [`Service::max_connections`] and [`Service::max_unauthenticated`]).
+    /// It ends as [`CloseReason::IdleTimeout`]: closed as the idle timer
+    /// closes, without a reply, nothing deleted.
+    pub evicted: bool,
 }
 
 impl SessionEnd {
@@ -116,6 +124,7 @@ impl SessionEnd {
             user: None,
             stats: SessionStats::default(),
             tls_error: None,
+            evicted: false,
         }
     }
 
@@ -126,6 +135,7 @@ impl SessionEnd {
             user: None,
             stats: SessionStats::default(),
             tls_error: Some(error.to_string()),
+            evicted: false,
         }
     }
 
@@ -135,6 +145,7 @@ impl SessionEnd {
             user: session.user().map(str::to_owned),
             stats: session.stats(),
             tls_error: None,
+            evicted: false,
         }
     }
 }

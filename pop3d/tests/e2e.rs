@@ -894,3 +894,89 @@ fn argon2id_checks_run_in_bounded_reused_memory() {
         "peak RSS {peak} KiB over {bound} KiB for {threads} hashing threads"
     );
 }
+
+/// Connects until greeted, retrying while the server says it is busy (a
+/// slot given up is released a moment after its client sees the close).
+fn greeted_when_admitted(addr: SocketAddr) -> Client {
+    for _ in 0..200 {
+        let (c, greeting) = Client::greeted(addr);
+        if greeting.starts_with("+OK") {
+            return c;
+        }
+        assert!(greeting.starts_with("-ERR [SYS/TEMP]"), "{greeting}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("never admitted");
+}
+
+/// Issue 10, defect 3: 50 silent (or one-byte-every-2-s) connections kept a
+/// `--max-connections 50` server full for the whole 601 s idle timeout.
+/// Now those that have not logged in hold at most half the slots, and a
+/// new client closes the one idle longest: a real user gets in while the
+/// server is "full" of them, and a user logged in before keeps working.
+#[test]
+fn silent_pre_login_connections_do_not_lock_out_a_real_client() {
+    let site = Site::new();
+    site.deliver("bob", "new", 1, b"Subject: hi\r\n\r\nhello\r\n");
+    let server = Pop3d::with_maildir(&site.root(), &site.users(), &["--max-connections", "10"]);
+    let mut alice = Client::login(server.addr, "alice", PASSWORD);
+    // Silent connections, and some that trickle a byte of a command.
+    let mut idle: Vec<Client> = (0..12)
+        .map(|i| {
+            let mut c = greeted_when_admitted(server.addr);
+            if i % 3 == 0 {
+                c.send(b"U");
+            }
+            c
+        })
+        .collect();
+    let mut bob = greeted_when_admitted(server.addr);
+    assert!(bob.command("USER bob").starts_with("+OK"));
+    assert!(bob.command("PASS bobpw").starts_with("+OK"));
+    assert!(bob.command("STAT").starts_with("+OK 1 "));
+    assert!(alice.command("STAT").starts_with("+OK"));
+    assert!(bob.command("QUIT").starts_with("+OK"));
+    assert!(alice.command("QUIT").starts_with("+OK"));
+    // At most half the slots stayed with connections that never logged
+    // in; the others were closed without a reply.
+    let mut open = 0;
+    for c in &mut idle {
+        let (closed, rest) = c.closed_within(Duration::from_millis(200));
+        assert!(rest.is_empty(), "{}", escape_bytes(&rest));
+        open += usize::from(!closed);
+    }
+    assert!(open <= 5, "{open} of 12 pre-login connections still open");
+}
+
+/// Issue 10, defect 3: per-address limit. The fourth connection from
+/// 127.0.0.1 is refused with `-ERR [SYS/TEMP]`, and closing one lets the
+/// next in.
+#[test]
+fn per_ip_limit_refuses_with_sys_temp() {
+    let site = Site::new();
+    let server = Pop3d::with_maildir(
+        &site.root(),
+        &site.users(),
+        &[
+            "--max-connections-per-ip",
+            "3",
+            "--max-unauthenticated",
+            "3",
+        ],
+    );
+    let mut bob = Client::login(server.addr, "bob", "bobpw");
+    let (_b, gb) = Client::greeted(server.addr);
+    let (mut c, gc) = Client::greeted(server.addr);
+    assert!(gb.starts_with("+OK") && gc.starts_with("+OK"));
+    let (mut d, gd) = Client::greeted(server.addr);
+    assert_eq!(
+        gd,
+        "-ERR [SYS/TEMP] too many connections from your address, try again later"
+    );
+    assert!(d.closed().0);
+    assert!(bob.command("STAT").starts_with("+OK"));
+    assert!(c.command("QUIT").starts_with("+OK"));
+    assert!(c.closed().0);
+    let mut e = greeted_when_admitted(server.addr);
+    assert!(e.command("QUIT").starts_with("+OK"));
+}

@@ -58,6 +58,7 @@ mod procedure;
 mod segments;
 mod service;
 mod shutdown;
+mod slots;
 pub mod tls;
 
 pub use handler::{
@@ -69,6 +70,7 @@ pub use procedure::{Procedure, Step};
 pub use segments::{write_all_vectored, SegmentCursor, MAX_IO_SLICES};
 pub use service::{fresh_greeting, AcceptBackoff, ConnectionInfo, NewHandler, Service};
 pub use shutdown::{Shutdown, Stage};
+pub use slots::Interrupter;
 
 use pop3_proto::{CloseReason, Session, SessionStats};
 
@@ -110,6 +112,12 @@ pub struct SessionEnd {
     /// The internal handler error that ended it, with its causes (what the
     /// `session_error` hook was given), for [`CloseReason::HandlerFailed`].
     pub error: Option<String>,
+    /// The connection had not logged in and was closed early, while idle,
+    /// to make room for a new one when the server was full (see
+    /// [`Service::max_connections`] and [`Service::max_unauthenticated`]).
+    /// It ends as [`CloseReason::IdleTimeout`]: closed as the idle timer
+    /// closes, without a reply, nothing deleted.
+    pub evicted: bool,
 }
 
 impl SessionEnd {
@@ -120,6 +128,7 @@ impl SessionEnd {
             stats: SessionStats::default(),
             tls_error: None,
             error: None,
+            evicted: false,
         }
     }
 
@@ -131,6 +140,7 @@ impl SessionEnd {
             stats: SessionStats::default(),
             tls_error: Some(error.to_string()),
             error: None,
+            evicted: false,
         }
     }
 
@@ -141,6 +151,7 @@ impl SessionEnd {
             stats: session.stats(),
             tls_error: None,
             error: None,
+            evicted: false,
         }
     }
 }

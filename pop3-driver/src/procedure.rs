@@ -12,12 +12,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pop3_proto::{
-    BodyProgress, Event, Maildrop, Output, Refusal, Request, ScramCredentials, Session, Transmit,
-    UsageError,
+    BodyProgress, CloseReason, Event, Maildrop, Output, Phase, Refusal, Request, ScramCredentials,
+    Session, Transmit, UsageError,
 };
 
 use crate::handler::{HandlerError, HandlerResult};
 use crate::shutdown::{Shutdown, Stage};
+use crate::slots::{Slot, Tenant};
 use crate::{ReadOutcome, SessionEnd};
 
 /// One IO action for the loop to perform.
@@ -81,6 +82,15 @@ pub struct Procedure<B> {
     tls_error: Option<String>,
     /// The internal error that ended the session, for its end.
     error: Option<String>,
+    /// The connection's place under the service's limits, if it has one:
+    /// told when the session waits for its client, completes a command and
+    /// logs in; it may be evicted to make room (see [`crate::slots`]).
+    slot: Option<Slot>,
+    /// Commands the slot has heard of.
+    commands: u64,
+    logged_in: bool,
+    /// The slot was evicted and the session closed for it.
+    evicted: bool,
 }
 
 impl<B> Procedure<B> {
@@ -95,7 +105,23 @@ impl<B> Procedure<B> {
             end: None,
             tls_error: None,
             error: None,
+            slot: None,
+            commands: 0,
+            logged_in: false,
+            evicted: false,
         }
+    }
+
+    /// The same, holding `slot` (the service's admission).
+    pub(crate) fn with_slot(mut self, slot: Slot) -> Self {
+        self.slot = Some(slot);
+        self
+    }
+
+    /// The slot's shared entry, for a loop that must wake when the
+    /// connection is evicted while it waits for the client.
+    pub(crate) fn tenant(&self) -> Option<std::sync::Arc<Tenant>> {
+        self.slot.as_ref().map(Slot::tenant)
     }
 
     /// The session (for its getters).
@@ -112,6 +138,7 @@ impl<B> Procedure<B> {
             return Step::Done(end.clone());
         }
         self.watch_shutdown(now);
+        self.watch_slot(now);
         loop {
             match self.session.poll_output(now) {
                 Output::Transmit(t) => return Step::Write(t),
@@ -139,14 +166,24 @@ impl<B> Procedure<B> {
                     let mut end = SessionEnd::new(&self.session, reason);
                     end.tls_error = self.tls_error.take();
                     end.error = self.error.take();
+                    if self.evicted {
+                        // Closed as the idle timer closes: early, to make room.
+                        end.reason = CloseReason::IdleTimeout;
+                        end.evicted = true;
+                    }
+                    self.slot = None;
                     self.end = Some(end.clone());
                     return Step::Done(end);
                 }
                 Output::Wait(wait) if wait.read => {
+                    if let Some(slot) = &self.slot {
+                        // Idle until the read returns: it may be evicted meanwhile.
+                        slot.waiting();
+                    }
                     return Step::Read {
                         deadline: wait.deadline,
                         wake_on: self.wake_on(),
-                    }
+                    };
                 }
                 Output::Wait(wait) => match wait.deadline {
                     Some(until) => {
@@ -187,6 +224,39 @@ impl<B> Procedure<B> {
         }
     }
 
+    /// Tells the slot what the session did (a command, a login), and
+    /// closes the session if the slot was evicted: without a reply and
+    /// without UPDATE (only a session that has not logged in is evicted).
+    fn watch_slot(&mut self, now: Instant) {
+        let Some(slot) = &self.slot else { return };
+        if slot.is_evicted() {
+            if !self.evicted {
+                self.evicted = true;
+                self.session.handle_connection_lost(now);
+            }
+            return;
+        }
+        let commands = self.session.stats().commands;
+        if commands != self.commands {
+            self.commands = commands;
+            slot.command(now);
+        }
+        if !self.logged_in && matches!(self.session.phase(), Phase::Transaction | Phase::Update) {
+            self.logged_in = true;
+            slot.logged_in();
+        }
+    }
+
+    /// A wait for the client ended: false if the slot was evicted meanwhile
+    /// (the session is then closed, and what was read is dropped).
+    fn end_wait(&mut self, now: Instant) -> bool {
+        if self.slot.as_ref().is_some_and(Slot::busy) {
+            self.watch_slot(now);
+            return false;
+        }
+        true
+    }
+
     /// Applies the shutdown stages the session has not heard of yet.
     fn watch_shutdown(&mut self, now: Instant) {
         if self.shutdown.is_aborted() {
@@ -213,8 +283,12 @@ impl<B> Procedure<B> {
 
     /// A [`Step::Read`] finished; `buf` holds what was read.
     pub fn read(&mut self, now: Instant, outcome: io::Result<ReadOutcome>, buf: &[u8]) {
-        // A shutdown that woke the read (or came meanwhile) goes first.
+        // A shutdown that woke the read (or came meanwhile) goes first,
+        // then an eviction.
         self.watch_shutdown(now);
+        if !self.end_wait(now) {
+            return;
+        }
         match outcome {
             Ok(ReadOutcome::Data(n)) => {
                 let _ = self.session.handle_input(now, &buf[..n]);
@@ -234,9 +308,11 @@ impl<B> Procedure<B> {
         }
     }
 
-    /// A [`Step::Read`] or [`Step::Sleep`] was cut short by a shutdown stage.
+    /// A [`Step::Read`] or [`Step::Sleep`] was cut short by a shutdown
+    /// stage (or, in this crate's loops, by an eviction).
     pub fn interrupted(&mut self, now: Instant) {
         self.watch_shutdown(now);
+        self.end_wait(now);
     }
 
     /// A [`Step::Sleep`] ended.

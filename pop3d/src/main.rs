@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod hashing;
 mod maildir;
 mod oauth;
 mod tls;
@@ -108,9 +109,25 @@ struct Settings {
     #[arg(long, value_name = "SECONDS")]
     idle_timeout: Option<u64>,
 
-    /// Most sessions at once; more get "-ERR [SYS/TEMP]". [default: 1000]
+    /// Most sessions at once. When all are taken, a new connection closes
+    /// the connection that has not logged in and has been idle longest (as
+    /// the idle timer would); if every session is logged in or busy, it
+    /// gets "-ERR [SYS/TEMP]". [default: 1000]
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+
+    /// Most connections at once that have not logged in (the rest of
+    /// --max-connections is kept for sessions that have); beyond it a new
+    /// connection closes the one idle longest, or gets "-ERR [SYS/TEMP]".
+    /// [default: half of --max-connections]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_unauthenticated: Option<u64>,
+
+    /// Most connections at once from one IP address, logged in or not;
+    /// more get "-ERR [SYS/TEMP]". Behind a proxy that does not pass the
+    /// client's address, set it to --max-connections. [default: 50]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_ip: Option<u64>,
 
     /// Offer APOP. The greeting then carries a timestamp, and clients such as
     /// curl switch to APOP, which works only for users with a {PLAIN} secret.
@@ -172,6 +189,8 @@ impl Settings {
             hostname: self.hostname.or(file.hostname),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             max_connections: self.max_connections.or(file.max_connections),
+            max_unauthenticated: self.max_unauthenticated.or(file.max_unauthenticated),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
             apop: self.apop || file.apop,
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             uidl_source: self.uidl_source.or(file.uidl_source),
@@ -246,6 +265,17 @@ fn passwd(user: &str, scheme: users::Scheme) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--max-connections` when not given.
+const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+
+/// `--max-connections-per-ip` when not given (as Postfix's anvil allows
+/// one client by default).
+const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 50;
+
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// The plain listener when no listener is named.
@@ -364,13 +394,26 @@ fn run(cli: Cli) -> Result<(), String> {
         cli.uidl_source.unwrap_or_default(),
         oauth,
     );
+    let max_connections = cli.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    // The command line refuses 0; a settings file is checked here.
+    if cli.max_unauthenticated == Some(0) || cli.max_connections_per_ip == Some(0) {
+        return Err("max-unauthenticated and max-connections-per-ip must be at least 1".into());
+    }
     let mut service = Service::new(config, move |_conn| Ok(store.handler()))
-        .max_connections(cli.max_connections.unwrap_or(1000))
+        .max_connections(max_connections)
+        .max_unauthenticated(
+            cli.max_unauthenticated
+                .map_or(max_connections.div_ceil(2), saturating_usize),
+        )
+        .max_connections_per_ip(
+            cli.max_connections_per_ip
+                .map_or(DEFAULT_MAX_CONNECTIONS_PER_IP, saturating_usize),
+        )
         .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))
         .on_session_end(|conn, end| {
             let peer = conn.peer.map(|p| p.to_string()).unwrap_or_default();
             if let Some(error) = &end.tls_error {
-                info!(peer, tls = conn.tls, error = %error, reason = %end.reason, "TLS handshake failed");
+                info!(peer, tls = conn.tls, error = %error, reason = %end.reason, evicted = end.evicted, "TLS handshake failed");
                 return;
             }
             let user = end.user.as_deref().unwrap_or("-");
@@ -380,6 +423,7 @@ fn run(cli: Cli) -> Result<(), String> {
             info!(
                 peer,
                 user,
+                evicted = end.evicted,
                 commands = end.stats.commands,
                 bad_commands = end.stats.bad_commands,
                 bodies = end.stats.bodies_sent,

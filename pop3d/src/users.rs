@@ -14,9 +14,11 @@ use std::fmt;
 use std::path::Path;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use pop3_proto::{ApopCredential, ScramCredentials, Secret};
+
+use crate::hashing::Scratch;
 
 /// A stored password.
 #[derive(Clone, PartialEq, Eq)]
@@ -72,12 +74,22 @@ impl Stored {
         Ok(stored)
     }
 
-    /// True if `password` matches. Slow by design for the hashed schemes.
-    pub(crate) fn verify(&self, password: &[u8]) -> bool {
+    /// Whether `password` matches, for a scheme that costs nothing to
+    /// check (`{PLAIN}`); `None` for a hashed one, which must go to
+    /// [`verify`](Self::verify) on a hashing thread.
+    pub(crate) fn verify_cheap(&self, password: &[u8]) -> Option<bool> {
+        match self {
+            Self::Plain(secret) => Some(constant_time_eq(secret.expose().as_bytes(), password)),
+            _ => None,
+        }
+    }
+
+    /// True if `password` matches. Slow by design for the hashed schemes;
+    /// Argon2 runs in `scratch`, the hashing thread's reused memory.
+    pub(crate) fn verify(&self, password: &[u8], scratch: &mut Scratch) -> bool {
         match self {
             Self::Plain(secret) => constant_time_eq(secret.expose().as_bytes(), password),
-            Self::Argon2id(phc) => PasswordHash::new(phc)
-                .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok()),
+            Self::Argon2id(phc) => scratch.verify_argon2(phc, password),
             Self::Sha512Crypt(hash) => std::str::from_utf8(password)
                 .is_ok_and(|p| sha_crypt::sha512_check(p, hash).is_ok()),
             Self::BlfCrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
@@ -93,6 +105,16 @@ impl Stored {
             Self::Scram(keys) => Some(keys),
             _ => None,
         }
+    }
+
+    /// The Argon2 memory a check against this needs, in 1 KiB blocks
+    /// (`None` if it is not Argon2).
+    pub(crate) fn argon2_blocks(&self) -> Option<usize> {
+        let Self::Argon2id(phc) = self else {
+            return None;
+        };
+        let hash = PasswordHash::new(phc).ok()?;
+        Some(argon2::Params::try_from(&hash).ok()?.block_count())
     }
 
     /// True if checking a password against this costs what checking one
@@ -277,27 +299,29 @@ mod tests {
 
     #[test]
     fn scram_users() {
+        let scratch = &mut Scratch::standalone();
         let line = passwd_line("eve", "pencil", Scheme::ScramSha256).unwrap();
         assert!(line.starts_with("eve:{SCRAM-SHA-256}4096,"), "{line}");
         let users = Users::parse(&line).unwrap().users;
         let eve = users.get("eve").unwrap();
-        assert!(eve.verify(b"pencil") && !eve.verify(b"pencil2"));
+        assert!(eve.verify(b"pencil", scratch) && !eve.verify(b"pencil2", scratch));
         assert!(eve.scram().is_some() && users.any_scram());
         // A line as Dovecot writes it (RFC 7677's example keys).
         let dovecot = "user:{SCRAM-SHA-256}4096,W22ZaJ0SNY7soEsUEjb6gQ==,WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
         let users = Users::parse(dovecot).unwrap().users;
-        assert!(users.get("user").unwrap().verify(b"pencil"));
+        assert!(users.get("user").unwrap().verify(b"pencil", scratch));
         assert!(Users::parse("x:{SCRAM-SHA-256}4096,bad").is_err());
     }
 
     #[test]
     fn schemes_verify() {
+        let scratch = &mut Scratch::standalone();
         let line = passwd_line("ann", "correct horse", Scheme::Argon2id).unwrap();
         let users = Users::parse(&line).unwrap().users;
         let ann = users.get("ann").unwrap();
         assert!(matches!(ann, Stored::Argon2id(_)));
-        assert!(ann.verify(b"correct horse"));
-        assert!(!ann.verify(b"correct horsE"));
+        assert!(ann.verify(b"correct horse", scratch));
+        assert!(!ann.verify(b"correct horsE", scratch));
 
         let sha =
             sha_crypt::sha512_simple("pw", &sha_crypt::Sha512Params::new(5000).unwrap()).unwrap();
@@ -307,12 +331,19 @@ mod tests {
         );
         let users = Users::parse(&text).unwrap().users;
         assert_eq!(users.len(), 3);
-        assert!(users.get("bob").unwrap().verify(b"pw"));
-        assert!(!users.get("bob").unwrap().verify(b"px"));
-        assert!(users.get("cat").unwrap().verify(b"pw"));
-        assert!(!users.get("cat").unwrap().verify(b"px"));
-        assert!(users.get("dan").unwrap().verify(b"pw with spaces"));
-        assert!(!users.get("dan").unwrap().verify(b"pw"));
+        assert!(users.get("bob").unwrap().verify(b"pw", scratch));
+        assert!(!users.get("bob").unwrap().verify(b"px", scratch));
+        assert!(users.get("cat").unwrap().verify(b"pw", scratch));
+        assert!(!users.get("cat").unwrap().verify(b"px", scratch));
+        assert!(users.get("dan").unwrap().verify(b"pw with spaces", scratch));
+        assert_eq!(
+            users.get("dan").unwrap().verify_cheap(b"pw with spaces"),
+            Some(true)
+        );
+        assert_eq!(users.get("dan").unwrap().verify_cheap(b"pw"), Some(false));
+        assert_eq!(users.get("bob").unwrap().verify_cheap(b"pw"), None);
+        assert_eq!(ann.argon2_blocks(), Some(19 * 1024));
+        assert!(!users.get("dan").unwrap().verify(b"pw", scratch));
         assert_eq!(format!("{:?}", users.get("dan").unwrap()), "{PLAIN}..");
     }
 

@@ -44,12 +44,18 @@
 //! - A per-user lock file (`pop3d.lock`, an OS file lock) keeps out other
 //!   sessions of this and any other pop3d process; the OS drops it if the
 //!   process dies, so a stale lock never blocks a user.
-//! - **Password checks** run on blocking threads, a few at a time. Every
-//!   failed check costs the same whatever the user's scheme, or if there is
-//!   no such user: one Argon2id with the decoy's parameters is always
-//!   computed (the user's own hash when it has those parameters, the decoy
-//!   otherwise), and the answer is held until a fixed floor (twice the
-//!   decoy's cost, measured at start) has passed.
+//! - **Password checks** that hash run on a fixed set of hashing threads,
+//!   each reusing one Argon2 buffer, behind a bounded queue (see
+//!   [`crate::hashing`]); a `{PLAIN}` or APOP secret that matches is
+//!   accepted at once, without waiting for a hashing thread. Every failed
+//!   check costs the same whatever the user's scheme, or if there is no
+//!   such user: one Argon2id with the decoy's parameters is computed (the
+//!   user's own hash when it has those parameters, the decoy otherwise),
+//!   unless the queue is full, and then the attempt is shed before it
+//!   costs anything. Either way the answer is held until a fixed floor
+//!   (twice the decoy's cost, measured at start) has passed since the
+//!   check was asked for, and the protocol core holds every failed login
+//!   for its failure delay from then too.
 
 mod fsx;
 mod journal;
@@ -75,6 +81,7 @@ use std::time::{Duration, Instant, SystemTime};
 use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, ScramCredentials, SizeCounter};
 use pop3_tokio::{AsyncHandler, Credential, HandlerError, HandlerResult};
 
+use crate::hashing::{Hashers, Lane, Outcome, Scratch};
 use crate::oauth::TokenValidator;
 use crate::users::{Stored, Users};
 use fsx::{Dirs, Identity, Sub};
@@ -82,6 +89,16 @@ use journal::Doomed;
 use names::show;
 
 const LOCK_FILE: &str = "pop3d.lock";
+
+/// The longest a password check should wait for a hashing thread: half the
+/// protocol core's default failure delay (2 s), so that a failed login
+/// whose check queued is still answered at that delay, like any other.
+/// Each lane of the queue holds as many jobs as the threads hash in this
+/// time (at least one per thread); a decoy that waited longer is shed.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
+
+/// Seconds between two log lines about shed checks.
+const SHED_LOG_EVERY: u64 = 10;
 
 /// Size-cache entries kept before the cache starts over.
 const SIZE_CACHE_MAX: usize = 100_000;
@@ -106,12 +123,16 @@ pub(crate) struct Maildirs {
     sizes: Mutex<HashMap<SizeKey, u64>>,
     /// Files whose size was counted (not from a name, not cached).
     sizes_counted: AtomicU64,
-    /// Password hashes are slow and big (Argon2id: ~19 MiB): a few at a time.
-    hashing: tokio::sync::Semaphore,
+    /// Password hashes are slow and big (Argon2id: ~19 MiB): a few
+    /// threads run them, in memory they reuse.
+    hashers: Hashers,
     /// An Argon2id hash no password matches, computed after any failed
     /// check that did not already cost one Argon2id of its parameters.
     decoy: Stored,
     decoys_run: AtomicU64,
+    /// When a shed check was last logged (seconds since `started`).
+    shed_logged: AtomicU64,
+    started: Instant,
     /// No failed check is answered sooner than this after it began.
     failure_floor: Duration,
     /// Checks OAuth bearer tokens (SASL XOAUTH2, OAUTHBEARER), if configured.
@@ -135,7 +156,7 @@ impl Maildirs {
 
     /// `floor_factor`: the failure floor in multiples of the decoy's cost.
     fn build(root: PathBuf, users: Users, uidl_source: UidlSource, floor_factor: u32) -> Arc<Self> {
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         let started = Instant::now();
         let decoy = crate::users::passwd_line(
             "decoy",
@@ -146,6 +167,12 @@ impl Maildirs {
         .and_then(|line| Stored::parse(line.split_once(':')?.1).ok())
         .expect("an Argon2id decoy hash");
         let cost = started.elapsed();
+        let blocks = decoy.argon2_blocks().expect("the decoy is Argon2id");
+        // As many jobs per lane as the threads get through in QUEUE_WAIT.
+        let per_thread = (QUEUE_WAIT.as_nanos() / cost.as_nanos().max(1)).max(1);
+        let capacity = threads * usize::try_from(per_thread).unwrap_or(usize::MAX / threads);
+        let hashers =
+            Hashers::new(threads, blocks, capacity, QUEUE_WAIT).expect("start the hashing threads");
         let mut scram_secret = [0u8; 32];
         argon2::password_hash::rand_core::RngCore::fill_bytes(
             &mut argon2::password_hash::rand_core::OsRng,
@@ -157,9 +184,11 @@ impl Maildirs {
             uidl_source,
             sizes: Mutex::default(),
             sizes_counted: AtomicU64::new(0),
-            hashing: tokio::sync::Semaphore::new(parallel * 2),
+            hashers,
             decoy,
             decoys_run: AtomicU64::new(0),
+            shed_logged: AtomicU64::new(0),
+            started,
             failure_floor: cost * floor_factor,
             oauth: None,
             scram_secret,
@@ -174,32 +203,100 @@ impl Maildirs {
         }
     }
 
-    /// Checks a credential. Every failing path costs one Argon2id with the
-    /// decoy's parameters: the user's own hash if it has them, the decoy's
-    /// otherwise (computed after the user's own check, whatever it cost).
-    fn check(&self, user: &str, credential: &Credential) -> bool {
+    /// Checks a credential. A `{PLAIN}` or APOP secret is compared here;
+    /// a hashed one is checked on a hashing thread ([`Lane::User`]). Every
+    /// failing path costs one Argon2id with the decoy's parameters: the
+    /// user's own hash if it has them, the decoy's otherwise (run after
+    /// the user's own check, whatever it cost, or as a [`Lane::Decoy`] job
+    /// when nothing was hashed), unless the job is shed (its lane full):
+    /// then the check fails at once, costing nothing.
+    async fn check(self: &Arc<Self>, user: &str, credential: &Credential) -> HandlerResult<bool> {
         let stored = self.users.get(user);
         #[allow(unreachable_patterns)] // Credential gains variants: refuse them.
-        let (ok, cost_paid) = match (stored, credential) {
-            (Some(s), Credential::Password(p)) => {
-                (s.verify(p.expose()), s.same_argon2_cost(&self.decoy))
-            }
-            (Some(s), Credential::Apop(a)) => (s.verify_apop(a), false),
+        let hashed = match (stored, credential) {
             // A token names its user; whether that user exists is not
             // learned from a refusal, so no decoy is needed.
-            (_, Credential::Bearer(token)) => (self.token_opens(user, token.expose()), true),
-            (None, _) => (false, false),
-            (Some(_), _) => (false, false),
+            (_, Credential::Bearer(token)) => {
+                let (store, user, token) = (self.clone(), user.to_owned(), token.clone());
+                return blocking(move || store.token_opens(&user, token.expose())).await;
+            }
+            (Some(s), Credential::Password(p)) => match s.verify_cheap(p.expose()) {
+                Some(true) => return Ok(true),
+                Some(false) => false,
+                None => true,
+            },
+            (Some(s), Credential::Apop(a)) if s.verify_apop(a) => return Ok(true),
+            _ => false,
         };
-        if !ok && !cost_paid {
-            let password: &[u8] = match credential {
-                Credential::Password(p) => p.expose(),
-                _ => b"apop",
-            };
-            let _ = self.decoy.verify(password);
-            self.decoys_run.fetch_add(1, Ordering::Relaxed);
+        let store = self.clone();
+        let outcome = if hashed {
+            let (user, credential) = (user.to_owned(), credential.clone());
+            self.hashers
+                .run(Lane::User, move |scratch| {
+                    store.check_hashed(&user, &credential, scratch)
+                })
+                .await
+        } else {
+            let credential = credential.clone();
+            self.hashers
+                .run(Lane::Decoy, move |scratch| {
+                    store.run_decoy(&credential, scratch);
+                    false
+                })
+                .await
+        };
+        match outcome {
+            Outcome::Ran(ok) => Ok(ok),
+            Outcome::Shed => {
+                self.note_shed();
+                Ok(false)
+            }
+        }
+    }
+
+    /// On a hashing thread: a user's own hash, then the decoy if that
+    /// failed without costing one Argon2id of the decoy's parameters.
+    fn check_hashed(&self, user: &str, credential: &Credential, scratch: &mut Scratch) -> bool {
+        let (Some(stored), Credential::Password(p)) = (self.users.get(user), credential) else {
+            self.run_decoy(credential, scratch);
+            return false;
+        };
+        let ok = stored.verify(p.expose(), scratch);
+        if !ok && !stored.same_argon2_cost(&self.decoy) {
+            self.run_decoy(credential, scratch);
         }
         ok
+    }
+
+    /// On a hashing thread: one Argon2id of the decoy's parameters.
+    fn run_decoy(&self, credential: &Credential, scratch: &mut Scratch) {
+        let password: &[u8] = match credential {
+            Credential::Password(p) => p.expose(),
+            _ => b"apop",
+        };
+        let _ = self.decoy.verify(password, scratch);
+        self.decoys_run.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A check was shed: logged at most once every ten seconds.
+    fn note_shed(&self) {
+        // Stored as seconds since start, plus one: 0 is "never".
+        let now = self.started.elapsed().as_secs() + 1;
+        let last = self.shed_logged.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + SHED_LOG_EVERY)
+            && self
+                .shed_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                shed = self.hashers.shed(),
+                hashed = self.hashers.ran(),
+                threads = self.hashers.threads(),
+                queue = self.hashers.capacity(),
+                "password checks shed (answered as failed logins): the hashing queue is full"
+            );
+        }
     }
 
     /// True if `token` is a valid access token issued for `user`, and
@@ -311,16 +408,12 @@ impl AsyncHandler for MaildirHandler {
     type Body = pop3_tokio::TokioBody<tokio::fs::File>;
 
     async fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
-        let turn = self.store.hashing.acquire().await.map_err(internal)?;
-        let started = tokio::time::Instant::now();
-        let store = self.store.clone();
-        let (user, credential) = (user.to_owned(), credential.clone());
-        let ok = blocking(move || store.check(&user, &credential)).await?;
-        drop(turn);
-        if ok {
+        let asked = tokio::time::Instant::now();
+        if self.store.check(user, credential).await? {
             Ok(())
         } else {
-            tokio::time::sleep_until(started + self.store.failure_floor).await;
+            // Shed or not, hashed or not: the same floor from the same start.
+            tokio::time::sleep_until(asked + self.store.failure_floor).await;
             Err(Refusal::auth("invalid user name or password").into())
         }
     }

@@ -415,25 +415,104 @@ fn every_failed_password_check_computes_one_argon2id_of_the_decoys_cost() {
     let store = Maildirs::build(root.path().to_owned(), users, UidlSource::Auto, 0);
     let decoys = || store.decoys_run.load(std::sync::atomic::Ordering::Relaxed);
     let pass = |p: &str| Credential::Password(Secret::new(p.as_bytes().to_vec()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let check =
+        |user: &str, password: &str| rt.block_on(store.check(user, &pass(password))).unwrap();
     // A check that costs one Argon2id of the decoy's parameters itself.
-    assert!(!store.check("a", &pass("wrong")));
+    assert!(!check("a", "wrong"));
     assert_eq!(decoys(), 0, "the user's own Argon2id is the decoy's cost");
     // Every other failing path runs the decoy once.
     for (n, user) in ["plain", "sha", "blf", "cheap", "nobody"]
         .iter()
         .enumerate()
     {
-        assert!(!store.check(user, &pass("wrong")), "{user}");
+        assert!(!check(user, "wrong"), "{user}");
         assert_eq!(decoys(), n as u64 + 1, "{user}");
     }
     // (APOP failures take the same path: the credential cannot be built
     // outside the protocol core, so the session tests cover it.)
-    // Successes run none.
-    let before = decoys();
-    for user in ["plain", "sha", "blf", "a", "cheap"] {
-        assert!(store.check(user, &pass("pw")), "{user}");
+    // Successes run none; a {PLAIN} one does not even take a hashing thread.
+    let (before, hashed) = (decoys(), store.hashers.ran());
+    assert!(check("plain", "pw"));
+    assert_eq!(store.hashers.ran(), hashed, "no hashing job for {{PLAIN}}");
+    for user in ["sha", "blf", "a", "cheap"] {
+        assert!(check(user, "pw"), "{user}");
     }
     assert_eq!(decoys(), before);
+    assert_eq!(store.hashers.shed(), 0);
+    assert!(
+        store.hashers.allocations() <= store.hashers.threads() as u64,
+        "one Argon2 buffer per hashing thread at most, reused by every check"
+    );
+}
+
+/// Unknown users flood the hashing queue: the attempts it cannot take are
+/// shed (failed at once, no hash), and a real user is never shed nor
+/// queued behind them: a `{PLAIN}` login needs no hashing thread, and a
+/// hashed one goes ahead of every queued decoy.
+#[test]
+fn a_flood_of_unknown_users_is_shed_and_real_users_go_first() {
+    use pop3_proto::{Credential, Secret};
+    let argon = crate::users::passwd_line("a", "pw", crate::users::Scheme::Argon2id).unwrap();
+    let users = Users::parse(&format!(
+        "plain:{{PLAIN}}pw
+{argon}
+"
+    ))
+    .unwrap()
+    .users;
+    let root = tempfile::tempdir().unwrap();
+    let store = Maildirs::build(root.path().to_owned(), users, UidlSource::Auto, 0);
+    let pass = |p: &str| Credential::Password(Secret::new(p.as_bytes().to_vec()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let capacity = store.hashers.capacity();
+    let threads = store.hashers.threads();
+    // More attempts than the threads and the decoy lane can hold at once.
+    let flood = 2 * (capacity + threads) + 10;
+    let attempts: Vec<_> = (0..flood)
+        .map(|i| {
+            let (store, cred) = (store.clone(), pass("guess"));
+            rt.spawn(async move { store.check(&format!("nobody{i}"), &cred).await })
+        })
+        .collect();
+    // Wait until the decoy lane is full: from then on the flood is shed.
+    while store.hashers.shed() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ran_before = store.hashers.ran();
+    let (real, hashed) = rt.block_on(async {
+        let plain = store.check("plain", &pass("pw")).await.unwrap();
+        let hashed = store.check("a", &pass("pw")).await.unwrap();
+        (plain, hashed)
+    });
+    assert!(real, "a {{PLAIN}} login during the flood");
+    assert!(hashed, "an Argon2id login during the flood");
+    // The Argon2id login waited only for the checks in progress: at most
+    // one per thread ran before it (it went ahead of the queued decoys).
+    assert!(
+        store.hashers.ran() <= ran_before + threads as u64 + 1,
+        "ran {} before, {} after",
+        ran_before,
+        store.hashers.ran()
+    );
+    for attempt in attempts {
+        assert!(!rt.block_on(attempt).unwrap().unwrap());
+    }
+    let shed = store.hashers.shed();
+    assert!(shed > 0);
+    assert_eq!(
+        store.decoys_run.load(std::sync::atomic::Ordering::Relaxed) + shed,
+        flood as u64,
+        "every unknown-user attempt cost one decoy hash, or was shed"
+    );
+    assert!(store.hashers.allocations() <= threads as u64);
 }
 
 #[test]

@@ -84,21 +84,7 @@ const PASSWORD: &str = "correct horse battery";
 impl Site {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut passwd = Command::new(BIN)
-            .args(["passwd", "alice"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        passwd
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASSWORD}\n").as_bytes())
-            .unwrap();
-        let out = passwd.wait_with_output().unwrap();
-        assert!(out.status.success());
-        let line = String::from_utf8(out.stdout).unwrap();
+        let line = passwd(&["alice"], PASSWORD);
         assert!(line.starts_with("alice:{ARGON2ID}$argon2id$"), "{line}");
         std::fs::write(
             dir.path().join("users"),
@@ -620,8 +606,14 @@ fn dovecot_uidls_are_served_after_a_migration() {
 
 /// `pop3d passwd --scheme scram-sha-256` for `user`: the users-file line.
 fn scram_line(user: &str, password: &str) -> String {
+    passwd(&["--scheme", "scram-sha-256", user], password)
+}
+
+/// `pop3d passwd ARGS` with `password` on standard input: the users-file line.
+fn passwd(args: &[&str], password: &str) -> String {
     let mut passwd = Command::new(BIN)
-        .args(["passwd", "--scheme", "scram-sha-256", user])
+        .arg("passwd")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

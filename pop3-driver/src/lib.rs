@@ -1,6 +1,6 @@
 //! Runtime-neutral glue between [`pop3_proto`] and a runtime: the handler
 //! traits a mail store implements, the [`Service`] every adapter serves
-//! (configuration, connection hook, connection limit, shutdown), and the
+//! (configuration, connection hook, connection limits, shutdown), and the
 //! one drive procedure.
 //!
 //! # One drive procedure, two thin loops

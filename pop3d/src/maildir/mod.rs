@@ -212,7 +212,8 @@ impl Maildirs {
     /// then the check fails at once, costing nothing.
     async fn check(self: &Arc<Self>, user: &str, credential: &Credential) -> HandlerResult<bool> {
         let stored = self.users.get(user);
-        #[allow(unreachable_patterns)] // Credential gains variants: refuse them.
+        // Whether a hash must be checked; a credential of a kind this store
+        // cannot check (Credential gains variants) only costs the decoy.
         let hashed = match (stored, credential) {
             // A token names its user; whether that user exists is not
             // learned from a refusal, so no decoy is needed.

@@ -9,13 +9,18 @@ over a fresh temporary Maildir (user alice with an {ARGON2ID} hash made by
   3. opens FLOOD connections that each send USER for an unknown user and
      a wrong PASS, all at once; once every PASS is sent, bob (PLAIN) and
      then alice (Argon2id) log in, and their PASS -> +OK times are taken;
-  4. samples memory 2 s and 10 s after the flood was answered.
+  4. samples memory 2 s and 10 s after the flood was answered;
+  5. with --silent N: opens N connections that never send a byte, then
+     bob tries to log in (run it with `-- --max-connections N`).
 
 Memory is the server process's VmRSS and VmHWM (/proc/PID/status) and,
 for the process tree, the sum of Pss (/proc/PID/smaps_rollup); a sampler
 also records the highest VmRSS it saw every 10 ms.
 
-    abuse_measure.py POP3D [--logins N] [--flood N] [-- EXTRA POP3D ARGS]
+    abuse_measure.py POP3D [--logins N] [--flood N] [--silent N] [-- EXTRA POP3D ARGS]
+
+pop3d's default --max-connections-per-ip (50) refuses most of a flood from
+one address: give `-- --max-connections-per-ip 1000` to measure the hashing.
 """
 import argparse
 import os
@@ -145,13 +150,47 @@ def login(addr, user, password):
     return elapsed, reply
 
 
+def silent(addr, n):
+    conns = []
+    for _ in range(n):
+        c = Conn(addr)
+        conns.append(c)
+    greetings = {}
+    for c in conns:
+        g = c.greeting.strip().decode(errors="replace")
+        greetings[g[:40]] = greetings.get(g[:40], 0) + 1
+    print(f"{n} silent connections: " + ", ".join(f"{k} x {g}" for g, k in greetings.items()))
+    t = time.perf_counter()
+    c = Conn(addr)
+    g = c.greeting.strip().decode(errors="replace")
+    if g.startswith("+OK"):
+        c.cmd("USER bob")
+        reply = c.cmd("PASS bobpw").strip().decode(errors="replace")
+    else:
+        reply = "(not admitted)"
+    elapsed = (time.perf_counter() - t) * 1000
+    print(f"  then bob: greeting {g!r}, PASS {reply!r}, {elapsed:.0f} ms from connect")
+    closed = 0
+    for s in conns:
+        s.s.settimeout(0.2)
+        try:
+            closed += s.f.read() == b""
+        except OSError:
+            pass
+    print(f"  silent connections closed to make room: {closed}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
     ap.add_argument("--logins", type=int, default=10)
     ap.add_argument("--flood", type=int, default=200)
-    ap.add_argument("extra", nargs="*")
-    args = ap.parse_args()
+    ap.add_argument("--silent", type=int, default=0)
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    args = ap.parse_args(argv)
+    args.extra = extra
     with tempfile.TemporaryDirectory() as root:
         site(args.binary, root)
         server, addr = start(args.binary, root, args.extra)
@@ -167,10 +206,15 @@ def main():
                 t, reply = login(addr, "alice", PASSWORD)
                 assert reply.startswith(b"+OK"), reply
                 times.append(t)
-            m = memory(server.pid)
-            print(f"after {args.logins} Argon2id logins {fmt(m)}  peak sampled {sampler.peak / 1024:.1f} MB")
-            print(f"  alice login (no flood): median {sorted(times)[len(times) // 2]:.0f} ms, max {max(times):.0f} ms")
+            if args.logins:
+                m = memory(server.pid)
+                print(f"after {args.logins} Argon2id logins {fmt(m)}  peak sampled {sampler.peak / 1024:.1f} MB")
+                print(f"  alice login (no flood): median {sorted(times)[len(times) // 2]:.0f} ms, max {max(times):.0f} ms")
 
+            if args.silent:
+                silent(addr, args.silent)
+            if not args.flood:
+                return
             sampler.reset()
             sent = threading.Semaphore(0)
             answered = [0]
@@ -182,6 +226,7 @@ def main():
                     c = Conn(addr)
                     if not c.greeting.startswith(b"+OK"):
                         r = c.greeting.strip()
+                        sent.release()  # refused: nothing to send
                     else:
                         c.cmd(f"USER nobody{i}")
                         c.s.sendall(b"PASS certainly-not-the-password\r\n")
@@ -190,6 +235,7 @@ def main():
                     c.s.close()
                 except OSError as e:
                     r = repr(e).encode()
+                    sent.release()
                 with lock:
                     answered[0] += 1
                     replies[r] = replies.get(r, 0) + 1

@@ -361,7 +361,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let cut_ok = matches!(
         end.reason,
-        CloseReason::HandlerFailed | CloseReason::PeerClosed | CloseReason::IdleTimeout
+        CloseReason::HandlerFailed
+            | CloseReason::PeerClosed
+            | CloseReason::IdleTimeout
+            // An abort drops the connection, in a body or not.
+            | CloseReason::Shutdown
     );
     if let Err(e) = fake.checker.finish(cut_ok) {
         fail(e.to_string());

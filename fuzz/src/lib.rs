@@ -11,8 +11,8 @@ use std::sync::Once;
 use std::time::Duration;
 
 use pop3_proto::testing::{
-    check_buffer_bounds, check_locks, check_store_after, escape_bytes, message_of_size, Harness,
-    MemoryStore, ReplyChecker, StoredMessage, HARNESS_READ,
+    awkward_messages, check_buffer_bounds, check_locks, check_store_after, escape_bytes,
+    message_of_size, Harness, MemoryStore, ReplyChecker, StoredMessage, HARNESS_READ,
 };
 use pop3_proto::{Channel, CloseReason, Config, Event, Request};
 
@@ -30,27 +30,9 @@ pub const MASTER: &str = "admin";
 /// OAuth bearer tokens and the user each is for.
 pub const TOKENS: [(&str, &str); 2] = [("tok-alice", "alice"), ("tok-bob", "bob")];
 
-/// Bodies with the awkward parts: dot lines, bare LFs, lone CRs, no final
-/// line end, an empty message, one without headers, one of many chunks.
+/// Bodies with the awkward parts (see `testing::awkward_messages`).
 pub fn alice_messages() -> Vec<StoredMessage> {
-    let bodies: [&[u8]; 6] = [
-        b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nend\r\n",
-        b"Subject: bare\n\nbare lf body\n.\n\nlast line without end",
-        b"Subject: cr\r\nX-A: b\r\n\r\nline\r\r\n\r\n.\r\nx\ry\r",
-        b"",
-        b"no headers at all\n.just text\n",
-        b".\r\n",
-    ];
-    let mut messages: Vec<StoredMessage> = bodies
-        .iter()
-        .enumerate()
-        .map(|(i, b)| StoredMessage {
-            uid: format!("uid-{i}"),
-            body: b.to_vec(),
-        })
-        .collect();
-    messages.push(message_of_size("big", 3000));
-    messages
+    awkward_messages()
 }
 
 /// The store every session target starts from: alice with

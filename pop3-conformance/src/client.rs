@@ -112,6 +112,24 @@ impl Client {
         }
     }
 
+    /// True if the server has closed the connection, waiting at most
+    /// `limit` for the end of stream (after any unread bytes, returned);
+    /// false if it is still open. Restores the usual read timeout.
+    pub fn closed_within(&mut self, limit: Duration) -> (bool, Vec<u8>) {
+        self.reader.get_ref().set_read_timeout(Some(limit)).unwrap();
+        let mut rest = Vec::new();
+        let closed = match self.reader.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => true,
+            Err(_) => false,
+        };
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        (closed, rest)
+    }
+
     /// After the `+OK` to STLS: the TLS handshake over this connection.
     /// Panics if the server sent anything after that `+OK` in plaintext, or
     /// if the handshake fails.

@@ -65,6 +65,12 @@ pub struct Spec {
     pub connections: Arc<Connections>,
     /// Connection cap.
     pub max_connections: Option<usize>,
+    /// Cap on connections that have not logged in (the service's default:
+    /// half of `max_connections`).
+    pub max_unauthenticated: Option<usize>,
+    /// Cap on connections from one address (all of the suite's come from
+    /// 127.0.0.1).
+    pub max_connections_per_ip: Option<usize>,
     /// Grace period of a graceful shutdown.
     pub shutdown_grace: Duration,
     /// The server's TLS (for STLS and implicit TLS listeners).
@@ -92,6 +98,8 @@ impl Spec {
             store,
             connections: Arc::default(),
             max_connections: None,
+            max_unauthenticated: None,
+            max_connections_per_ip: None,
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             listen: Listen::Plain,
@@ -127,6 +135,12 @@ impl Spec {
             .on_session_end(move |_info, end| ends.record(end));
         if let Some(max) = self.max_connections {
             service = service.max_connections(max);
+        }
+        if let Some(max) = self.max_unauthenticated {
+            service = service.max_unauthenticated(max);
+        }
+        if let Some(max) = self.max_connections_per_ip {
+            service = service.max_connections_per_ip(max);
         }
         if let Some(tls) = &self.tls {
             service = service.tls(tls.clone());
@@ -245,6 +259,8 @@ macro_rules! suite {
             peer_disconnect_deletes_nothing,
             half_closed_client_gets_all_replies,
             connection_limit_rejects_and_keeps_serving,
+            silent_connections_make_room_for_new_clients,
+            per_address_limit_refuses_with_sys_temp,
             graceful_shutdown_finishes_commands_and_deletes_nothing,
             shutdown_aborts_stalled_sessions_after_grace,
             handler_errors_at_each_request,
@@ -259,6 +275,7 @@ macro_rules! suite {
             stalled_handshakes_are_closed_while_others_are_served,
             garbage_handshake_closes_only_that_connection,
             implicit_tls_over_the_limit_is_closed_without_a_handshake,
+            stalled_handshakes_make_room_for_new_clients,
         );
     };
     ($launcher:ty; $($check:ident),+ $(,)?) => {

@@ -244,8 +244,9 @@ pub fn garbage_handshake_closes_only_that_connection<L: Launcher>() {
 }
 
 /// On an implicit TLS listener a handshake holds a place under the
-/// connection limit: over the limit a connection is closed at once, with no
-/// handshake, and the server goes on serving once a place is free.
+/// connection limit: over the limit (every place held by a logged-in
+/// session) a connection is closed at once, with no handshake, and the
+/// server goes on serving once a place is free.
 pub fn implicit_tls_over_the_limit_is_closed_without_a_handshake<L: Launcher>() {
     let pki = TestPki::new();
     let mut spec = Spec::new(config().build().unwrap(), store())
@@ -254,6 +255,7 @@ pub fn implicit_tls_over_the_limit_is_closed_without_a_handshake<L: Launcher>() 
     let server = L::launch(spec);
     let (mut first, greeting) = TlsClient::greeted(server.addr, pki.client(&[]));
     assert!(greeting.starts_with("+OK"), "{greeting}");
+    first.login("alice", "wonderland");
     let over = TcpStream::connect(server.addr).unwrap();
     assert!(
         TlsClient::handshake(over, pki.client(&[])).is_err(),
@@ -265,7 +267,6 @@ pub fn implicit_tls_over_the_limit_is_closed_without_a_handshake<L: Launcher>() 
             .iter()
             .any(|e| e.reason == CloseReason::Rejected)
     });
-    first.login("alice", "wonderland");
     retrieve_and_quit(&mut first);
     // The place is free once the first connection is closed.
     let mut served = None;
@@ -281,4 +282,35 @@ pub fn implicit_tls_over_the_limit_is_closed_without_a_handshake<L: Launcher>() 
         served.is_some_and(|g| g.starts_with("+OK")),
         "not served again"
     );
+}
+
+/// Issue 10, defect 3, over implicit TLS: a handshake that stalls counts as
+/// a connection that has not logged in and waits for its client, so when
+/// the server needs the room it is closed first and a new client is served.
+pub fn stalled_handshakes_make_room_for_new_clients<L: Launcher>() {
+    let pki = TestPki::new();
+    let mut spec = Spec::new(config().build().unwrap(), store())
+        .with_tls(pki.server_tls(), Listen::ImplicitTls);
+    // One place for connections that have not logged in.
+    spec.max_connections = Some(2);
+    let server = L::launch(spec);
+    let mut stalled = Client::connect(server.addr);
+    stalled.send(&partial_client_hello(pki.client(&[b"pop3"])));
+    // Let the server take the stalled connection first (it is accepted
+    // and waits in its handshake; nothing here can observe that).
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut c, greeting) = TlsClient::greeted(server.addr, pki.client(&[]));
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    let (closed, _) = stalled.closed();
+    assert!(closed, "the stalled handshake made room");
+    c.login("alice", "wonderland");
+    retrieve_and_quit(&mut c);
+    server.eventually("the stalled handshake's end", |s| {
+        s.connections.ended().iter().any(|e| {
+            e.evicted
+                && e.tls_error
+                    .as_deref()
+                    .is_some_and(|t| t.contains("make room"))
+        })
+    });
 }

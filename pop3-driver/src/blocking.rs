@@ -10,7 +10,8 @@ use pop3_proto::Request;
 
 use crate::handler::{BodySource, Handler, HandlerResult};
 use crate::procedure::{panic_error, Procedure, Step};
-use crate::service::{Admission, ConnectionInfo, NewHandler, Permit, Service};
+use crate::service::{Admission, ConnectionInfo, NewHandler, Reserved, Service};
+use crate::slots::{Interrupter, Wake};
 use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
 
 /// The IO a blocking adapter provides: a byte stream with deadlines, and
@@ -49,6 +50,27 @@ pub trait Transport {
             "TLS is not configured",
         ))
     }
+
+    /// A way for another thread to make a [`read`](Self::read) (or a
+    /// [`start_tls`](Self::start_tls) handshake) blocked in this transport
+    /// return, with every later read failing or at end of stream: for a
+    /// socket, shutting down its read side. Asked for once, when the
+    /// connection is admitted. The service calls it to close a connection
+    /// that has not logged in and waits idle for its client, to make room
+    /// for a new one when the server is full (see
+    /// [`Service::max_connections`]); a transport without one (the
+    /// default) is never chosen for that.
+    fn interrupter(&self) -> Option<Interrupter> {
+        None
+    }
+}
+
+/// How the service wakes a blocking connection it evicts.
+fn wake<T: Transport>(transport: &T) -> Wake {
+    match transport.interrupter() {
+        Some(interrupt) => Wake::Interrupt(interrupt),
+        None => Wake::Never,
+    }
 }
 
 /// Runs one connection of `service` over `transport` on the calling
@@ -71,7 +93,7 @@ fn serve_admitted<F, H, T>(
     service: &Service<F>,
     transport: &mut T,
     info: &ConnectionInfo,
-    reserved: Option<Permit>,
+    reserved: Option<Reserved>,
 ) -> Option<SessionEnd>
 where
     F: NewHandler<H>,
@@ -79,7 +101,11 @@ where
     T: Transport,
 {
     let now = transport.now();
-    match service.admit_reserved(info, now, transport.can_start_tls(), reserved) {
+    let wake = match reserved {
+        Some(_) => Wake::Never, // the reservation has its own
+        None => wake(transport),
+    };
+    match service.admit_reserved(info, now, transport.can_start_tls(), reserved, wake) {
         Admission::Reject(bytes) => {
             let _ = transport.write(&[bytes], Some(transport.now() + crate::FINAL_WRITE));
             service.ended(info, &SessionEnd::rejected());
@@ -105,9 +131,12 @@ where
 /// or stalled handshake ends only this connection, reported to the end
 /// hook with its [`SessionEnd::tls_error`].
 ///
-/// The handshake holds a place under the connection limit; over the limit
-/// the connection is closed at once, without a handshake (so stalled
-/// handshakes cannot pile up), and reported as rejected (`None`).
+/// The handshake holds a place under the connection limits, as a
+/// connection that has not logged in and waits for its client (so it may
+/// be evicted to make room, like an idle one: see
+/// [`Transport::interrupter`]); over the limits the connection is closed at
+/// once, without a handshake (so stalled handshakes cannot pile up), and
+/// reported as rejected (`None`).
 pub fn serve_tls_connection<F, H, T>(
     service: &Service<F>,
     transport: &mut T,
@@ -118,16 +147,25 @@ where
     H: Handler,
     T: Transport,
 {
-    let Some(permit) = service.reserve() else {
+    let Some(reserved) = service.reserve(info, transport.now(), wake(transport)) else {
         service.ended(info, &SessionEnd::rejected());
         return None;
     };
     let deadline = crate::tls::handshake_deadline(service.config(), transport.now());
-    match transport.start_tls(Some(deadline)) {
-        Ok(()) => serve_admitted(service, transport, &info.with_tls(), Some(permit)),
+    reserved.slot.waiting();
+    let result = transport.start_tls(Some(deadline));
+    let result = if reserved.slot.busy() {
+        Err(crate::slots::evicted_error())
+    } else {
+        result
+    };
+    match result {
+        Ok(()) => serve_admitted(service, transport, &info.with_tls(), Some(reserved)),
         Err(e) => {
-            drop(permit);
-            let end = SessionEnd::handshake_failed(&e);
+            let evicted = reserved.slot.is_evicted();
+            drop(reserved);
+            let mut end = SessionEnd::handshake_failed(&e);
+            end.evicted = evicted;
             service.ended(info, &end);
             Some(end)
         }

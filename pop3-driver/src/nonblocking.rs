@@ -11,8 +11,9 @@ use pop3_proto::Request;
 
 use crate::handler::{AsyncBodySource, AsyncHandler, HandlerError, HandlerResult};
 use crate::procedure::{panic_error, Procedure, Step};
-use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Permit, Service};
+use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Reserved, Service};
 use crate::shutdown::{Shutdown, Stage};
+use crate::slots::{Tenant, Wake};
 use crate::{ReadOutcome, SessionEnd, ABORT_WAIT, READ_BUFFER};
 
 /// The IO an async adapter provides: a byte stream with deadlines, a timer
@@ -111,7 +112,7 @@ async fn serve_admitted<F, H, T>(
     service: &Service<F>,
     mut transport: T,
     info: ConnectionInfo,
-    reserved: Option<Permit>,
+    reserved: Option<Reserved>,
 ) -> Option<SessionEnd>
 where
     F: NewHandler<H>,
@@ -119,7 +120,8 @@ where
     T: AsyncTransport,
 {
     let now = transport.now();
-    let end = match service.admit_reserved(&info, now, transport.can_start_tls(), reserved) {
+    let tls = transport.can_start_tls();
+    let end = match service.admit_reserved(&info, now, tls, reserved, Wake::Event) {
         Admission::Reject(bytes) => {
             let deadline = transport.now() + crate::FINAL_WRITE;
             let _ = transport.write(&[bytes], Some(deadline)).await;
@@ -150,8 +152,10 @@ where
 /// that TLS is active. A failed or stalled handshake ends only this
 /// connection, reported to the end hook with its [`SessionEnd::tls_error`].
 ///
-/// The handshake holds a place under the connection limit; over the limit
-/// the connection is closed at once, without a handshake (so stalled
+/// The handshake holds a place under the connection limits, as a
+/// connection that has not logged in and waits for its client (so it may
+/// be evicted to make room, like an idle one); over the limits the
+/// connection is closed at once, without a handshake (so stalled
 /// handshakes cannot pile up), and reported as rejected (`None`).
 pub async fn serve_tls_connection<F, H, T>(
     service: &Service<F>,
@@ -163,20 +167,33 @@ where
     H: AsyncHandler,
     T: AsyncTransport,
 {
-    let Some(permit) = service.reserve() else {
+    let Some(reserved) = service.reserve(&info, transport.now(), Wake::Event) else {
         service.ended(&info, &SessionEnd::rejected());
         return None;
     };
     let deadline = crate::tls::handshake_deadline(service.config(), transport.now());
+    let tenant = reserved.slot.tenant();
+    reserved.slot.waiting();
     let handshake = async { transport.start_tls(Some(deadline)).await };
     let result = handshake
         .or(stage(service.shutdown(), Stage::Abort, aborted_io()))
+        .or(async {
+            tenant.evicted().await;
+            Err(crate::slots::evicted_error())
+        })
         .await;
+    let result = if reserved.slot.busy() {
+        Err(crate::slots::evicted_error())
+    } else {
+        result
+    };
     match result {
-        Ok(()) => serve_admitted(service, transport, info.with_tls(), Some(permit)).await,
+        Ok(()) => serve_admitted(service, transport, info.with_tls(), Some(reserved)).await,
         Err(e) => {
-            drop(permit);
-            let end = SessionEnd::handshake_failed(&e);
+            let evicted = reserved.slot.is_evicted();
+            drop(reserved);
+            let mut end = SessionEnd::handshake_failed(&e);
+            end.evicted = evicted;
             service.ended(&info, &end);
             Some(end)
         }
@@ -218,6 +235,7 @@ where
                 }
             }
             Some(Err(e)) => {
+                service.accept_failed(&e);
                 let pause = async {
                     runtime.sleep(backoff.on_error(&e)).await;
                     Some(())
@@ -271,6 +289,8 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
     shutdown: &Shutdown,
 ) -> SessionEnd {
     let mut buf = vec![0u8; READ_BUFFER];
+    // Wakes a read when the service evicts this connection to make room.
+    let tenant = procedure.tenant();
     loop {
         match procedure.next(transport.now()) {
             Step::Write(t) => {
@@ -331,7 +351,11 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
             }
             Step::Read { deadline, wake_on } => {
                 let read = async { Some(transport.read(&mut buf, deadline).await) };
-                match read.or(stage(shutdown, wake_on, None)).await {
+                let woken = read
+                    .or(stage(shutdown, wake_on, None))
+                    .or(evicted(tenant.as_deref(), None))
+                    .await;
+                match woken {
                     Some(outcome) => procedure.read(transport.now(), outcome, &buf),
                     None => procedure.interrupted(transport.now()),
                 }
@@ -350,6 +374,15 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
             Step::Done(end) => return end,
         }
     }
+}
+
+/// Resolves to `value` once `tenant` is evicted (never without one).
+async fn evicted<T>(tenant: Option<&Tenant>, value: T) -> T {
+    match tenant {
+        Some(tenant) => tenant.evicted().await,
+        None => std::future::pending().await,
+    }
+    value
 }
 
 /// Resolves to `value` once the shutdown reaches `at`.

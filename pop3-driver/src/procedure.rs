@@ -12,12 +12,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pop3_proto::{
-    BodyProgress, Event, Maildrop, Output, Refusal, Request, ScramCredentials, Session, Transmit,
-    UsageError,
+    BodyProgress, CloseReason, Event, Maildrop, Output, Phase, Refusal, Request, ScramCredentials,
+    Session, Transmit, UsageError,
 };
 
 use crate::handler::{HandlerError, HandlerResult};
 use crate::shutdown::{Shutdown, Stage};
+use crate::slots::{Slot, Tenant};
 use crate::{ReadOutcome, SessionEnd};
 
 /// One IO action for the loop to perform.
@@ -79,6 +80,17 @@ pub struct Procedure<B> {
     end: Option<SessionEnd>,
     /// Why the STLS handshake failed, for the session's end.
     tls_error: Option<String>,
+    /// The internal error that ended the session, for its end.
+    error: Option<String>,
+    /// The connection's place under the service's limits, if it has one:
+    /// told when the session waits for its client, completes a command and
+    /// logs in; it may be evicted to make room (see [`crate::slots`]).
+    slot: Option<Slot>,
+    /// Commands the slot has heard of.
+    commands: u64,
+    logged_in: bool,
+    /// The slot was evicted and the session closed for it.
+    evicted: bool,
 }
 
 impl<B> Procedure<B> {
@@ -92,7 +104,24 @@ impl<B> Procedure<B> {
             told_shutdown: false,
             end: None,
             tls_error: None,
+            error: None,
+            slot: None,
+            commands: 0,
+            logged_in: false,
+            evicted: false,
         }
+    }
+
+    /// The same, holding `slot` (the service's admission).
+    pub(crate) fn with_slot(mut self, slot: Slot) -> Self {
+        self.slot = Some(slot);
+        self
+    }
+
+    /// The slot's shared entry, for a loop that must wake when the
+    /// connection is evicted while it waits for the client.
+    pub(crate) fn tenant(&self) -> Option<std::sync::Arc<Tenant>> {
+        self.slot.as_ref().map(Slot::tenant)
     }
 
     /// The session (for its getters).
@@ -109,6 +138,7 @@ impl<B> Procedure<B> {
             return Step::Done(end.clone());
         }
         self.watch_shutdown(now);
+        self.watch_slot(now);
         loop {
             match self.session.poll_output(now) {
                 Output::Transmit(t) => return Step::Write(t),
@@ -135,14 +165,25 @@ impl<B> Procedure<B> {
                 Output::Event(Event::Closed(reason)) => {
                     let mut end = SessionEnd::new(&self.session, reason);
                     end.tls_error = self.tls_error.take();
+                    end.error = self.error.take();
+                    if self.evicted {
+                        // Closed as the idle timer closes: early, to make room.
+                        end.reason = CloseReason::IdleTimeout;
+                        end.evicted = true;
+                    }
+                    self.slot = None;
                     self.end = Some(end.clone());
                     return Step::Done(end);
                 }
                 Output::Wait(wait) if wait.read => {
+                    if let Some(slot) = &self.slot {
+                        // Idle until the read returns: it may be evicted meanwhile.
+                        slot.waiting();
+                    }
                     return Step::Read {
                         deadline: wait.deadline,
                         wake_on: self.wake_on(),
-                    }
+                    };
                 }
                 Output::Wait(wait) => match wait.deadline {
                     Some(until) => {
@@ -183,10 +224,43 @@ impl<B> Procedure<B> {
         }
     }
 
+    /// Tells the slot what the session did (a command, a login), and
+    /// closes the session if the slot was evicted: without a reply and
+    /// without UPDATE (only a session that has not logged in is evicted).
+    fn watch_slot(&mut self, now: Instant) {
+        let Some(slot) = &self.slot else { return };
+        if slot.is_evicted() {
+            if !self.evicted {
+                self.evicted = true;
+                self.session.handle_connection_lost(now);
+            }
+            return;
+        }
+        let commands = self.session.stats().commands;
+        if commands != self.commands {
+            self.commands = commands;
+            slot.command(now);
+        }
+        if !self.logged_in && matches!(self.session.phase(), Phase::Transaction | Phase::Update) {
+            self.logged_in = true;
+            slot.logged_in();
+        }
+    }
+
+    /// A wait for the client ended: false if the slot was evicted meanwhile
+    /// (the session is then closed, and what was read is dropped).
+    fn end_wait(&mut self, now: Instant) -> bool {
+        if self.slot.as_ref().is_some_and(Slot::busy) {
+            self.watch_slot(now);
+            return false;
+        }
+        true
+    }
+
     /// Applies the shutdown stages the session has not heard of yet.
     fn watch_shutdown(&mut self, now: Instant) {
         if self.shutdown.is_aborted() {
-            self.session.handle_connection_lost(now);
+            self.session.handle_abort(now);
         } else if self.shutdown.is_begun() && !self.told_shutdown {
             self.told_shutdown = true;
             self.session.handle_shutdown(now);
@@ -202,28 +276,43 @@ impl<B> Procedure<B> {
                 if e.kind() == io::ErrorKind::TimedOut {
                     self.session.handle_timeout(now);
                 }
-                self.session.handle_connection_lost(now);
+                self.lost(now);
             }
         }
     }
 
     /// A [`Step::Read`] finished; `buf` holds what was read.
     pub fn read(&mut self, now: Instant, outcome: io::Result<ReadOutcome>, buf: &[u8]) {
-        // A shutdown that woke the read (or came meanwhile) goes first.
+        // A shutdown that woke the read (or came meanwhile) goes first,
+        // then an eviction.
         self.watch_shutdown(now);
+        if !self.end_wait(now) {
+            return;
+        }
         match outcome {
             Ok(ReadOutcome::Data(n)) => {
                 let _ = self.session.handle_input(now, &buf[..n]);
             }
             Ok(ReadOutcome::Eof) => self.session.handle_eof(now),
             Ok(ReadOutcome::TimedOut) => self.session.handle_timeout(now),
-            Err(_) => self.session.handle_connection_lost(now),
+            Err(_) => self.lost(now),
         }
     }
 
-    /// A [`Step::Read`] or [`Step::Sleep`] was cut short by a shutdown stage.
+    /// The IO failed: the connection is lost, or the shutdown aborted it.
+    fn lost(&mut self, now: Instant) {
+        if self.shutdown.is_aborted() {
+            self.session.handle_abort(now);
+        } else {
+            self.session.handle_connection_lost(now);
+        }
+    }
+
+    /// A [`Step::Read`] or [`Step::Sleep`] was cut short by a shutdown
+    /// stage (or, in this crate's loops, by an eviction).
     pub fn interrupted(&mut self, now: Instant) {
         self.watch_shutdown(now);
+        self.end_wait(now);
     }
 
     /// A [`Step::Sleep`] ended.
@@ -321,9 +410,29 @@ impl<B> Procedure<B> {
     /// the `session_error` hook hears of it.
     fn fail(&mut self, now: Instant, error: HandlerError) {
         self.body = None;
+        if self.shutdown.is_aborted() {
+            // A call abandoned (or failing) after the grace: a shutdown.
+            self.session.handle_abort(now);
+        }
         let _ = self.session.fail(now);
+        self.error = Some(with_causes(&error));
         self.report = Some(error);
     }
+}
+
+/// An error and its chain of sources: `open failed: Too many open files`.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A panic payload as an internal error.

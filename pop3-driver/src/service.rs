@@ -1,6 +1,6 @@
 //! The server every adapter runs: configuration, the connection hook, the
-//! connection limit, live-session counting for a graceful shutdown, greeting
-//! nonces, and the back-off after accept errors.
+//! connection limits (see [`crate::slots`]), live-session counting for a
+//! graceful shutdown, greeting nonces, and the back-off after accept errors.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -16,6 +16,7 @@ use pop3_proto::{Channel, Config, Greeting, Output, Refusal, Session};
 
 use crate::procedure::Procedure;
 use crate::shutdown::{Shutdown, Stage};
+use crate::slots::{Limits, Slot, Slots, Wake};
 use crate::tls::TlsConfig;
 use crate::SessionEnd;
 
@@ -81,12 +82,18 @@ pub struct Service<F> {
 }
 
 type EndHook = Box<dyn Fn(&ConnectionInfo, &SessionEnd) + Send + Sync>;
+type AcceptErrorHook = Box<dyn Fn(&io::Error) + Send + Sync>;
 
 struct Inner<F> {
     config: Arc<Config>,
     new_handler: F,
     on_end: Option<EndHook>,
+    on_accept_error: Option<AcceptErrorHook>,
     max_connections: Option<usize>,
+    max_unauthenticated: Option<usize>,
+    max_per_ip: Option<usize>,
+    /// Made from the limits above when the first connection comes.
+    slots: OnceLock<Arc<Slots>>,
     shutdown_grace: Duration,
     tls: Option<TlsConfig>,
     live: Arc<Live>,
@@ -126,7 +133,11 @@ where
                 config: Arc::new(config),
                 new_handler,
                 on_end: None,
+                on_accept_error: None,
                 max_connections: None,
+                max_unauthenticated: None,
+                max_per_ip: None,
+                slots: OnceLock::new(),
                 shutdown_grace: Duration::from_secs(30),
                 tls: None,
                 live: Arc::default(),
@@ -135,11 +146,51 @@ where
         }
     }
 
-    /// Caps concurrent sessions; further connections get `-ERR [SYS/TEMP]`
-    /// and are closed. Set before cloning or serving.
+    /// Caps concurrent sessions. When a connection finds them all taken,
+    /// the connection that has not logged in and has been idle longest is
+    /// closed to make room for it (as the idle timer would close it: no
+    /// reply, nothing deleted); if every session is logged in or busy, the
+    /// new connection gets `-ERR [SYS/TEMP]` and is closed. Set before
+    /// cloning or serving.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.inner_mut().max_connections = Some(max);
         self
+    }
+
+    /// Caps the connections that have not logged in (the rest of
+    /// [`max_connections`](Self::max_connections) is kept for sessions
+    /// that have): a new connection beyond it closes the unauthenticated
+    /// connection idle longest, or is refused with `-ERR [SYS/TEMP]` if
+    /// none is idle. Default: half of `max_connections`, rounded up (no
+    /// cap without `max_connections`). RFC 1939's ten-minute autologout is
+    /// unchanged; this only decides who goes first when room is needed.
+    /// Set before cloning or serving.
+    pub fn max_unauthenticated(mut self, max: usize) -> Self {
+        self.inner_mut().max_unauthenticated = Some(max);
+        self
+    }
+
+    /// Caps the connections from one IP address (IPv4-mapped IPv6 counts
+    /// as IPv4), logged in or not: more get `-ERR [SYS/TEMP]` and are
+    /// closed, evicting nobody. Default: no cap (behind a proxy every
+    /// client has the proxy's address). Set before cloning or serving.
+    pub fn max_connections_per_ip(mut self, max: usize) -> Self {
+        self.inner_mut().max_per_ip = Some(max);
+        self
+    }
+
+    /// The connection slots, with the limits as configured.
+    fn slots(&self) -> &Arc<Slots> {
+        let inner = &*self.inner;
+        inner.slots.get_or_init(|| {
+            Slots::new(Limits {
+                max_connections: inner.max_connections,
+                max_unauthenticated: inner
+                    .max_unauthenticated
+                    .or(inner.max_connections.map(|max| max.div_ceil(2))),
+                max_per_ip: inner.max_per_ip,
+            })
+        })
     }
 
     /// How long a graceful shutdown waits for sessions before aborting
@@ -168,6 +219,22 @@ where
     ) -> Self {
         self.inner_mut().on_end = Some(Box::new(hook));
         self
+    }
+
+    /// Calls `hook` when accepting a connection fails (out of descriptors,
+    /// out of memory, a network error); the accept loop backs off and goes
+    /// on. The place for a log line. Set before cloning or serving.
+    pub fn on_accept_error(mut self, hook: impl Fn(&io::Error) + Send + Sync + 'static) -> Self {
+        self.inner_mut().on_accept_error = Some(Box::new(hook));
+        self
+    }
+
+    /// Tells the accept-error hook; adapters call this for every failed
+    /// accept, before backing off.
+    pub fn accept_failed(&self, error: &io::Error) {
+        if let Some(hook) = &self.inner.on_accept_error {
+            hook(error);
+        }
     }
 
     pub(crate) fn ended(&self, info: &ConnectionInfo, end: &SessionEnd) {
@@ -229,22 +296,32 @@ where
         now: Instant,
         tls: bool,
     ) -> Admission<H, B> {
-        self.admit_reserved(info, now, tls, None)
+        self.admit_reserved(info, now, tls, None, Wake::Event)
     }
 
-    /// A place under the connection limit, taken before admission (for an
-    /// implicit TLS handshake); `None` over the limit.
-    pub(crate) fn reserve(&self) -> Option<Permit> {
-        self.inner.live.try_acquire(self.inner.max_connections)
+    /// A place under the connection limits, taken before admission (for an
+    /// implicit TLS handshake, which counts as a connection that has not
+    /// logged in and waits for its client); `None` if refused.
+    pub(crate) fn reserve(
+        &self,
+        info: &ConnectionInfo,
+        now: Instant,
+        wake: Wake,
+    ) -> Option<Reserved> {
+        let slot = self.slots().admit(peer_ip(info), now, wake).ok()?;
+        let permit = self.inner.live.enter();
+        Some(Reserved { permit, slot })
     }
 
-    /// As `admit`, with the place under the limit already `reserved`.
+    /// As `admit`, with the place under the limits already `reserved`, or
+    /// taken now for a loop that `wake`s an evicted connection so.
     pub(crate) fn admit_reserved<B>(
         &self,
         info: &ConnectionInfo,
         now: Instant,
         tls: bool,
-        reserved: Option<Permit>,
+        reserved: Option<Reserved>,
+        wake: Wake,
     ) -> Admission<H, B> {
         let inner = &*self.inner;
         let reject = |refusal: &Refusal| {
@@ -265,9 +342,15 @@ where
         if inner.shutdown.is_begun() {
             return reject(&Refusal::sys_temp("server shutting down"));
         }
-        let Some(permit) = reserved.or_else(|| inner.live.try_acquire(inner.max_connections))
-        else {
-            return reject(&Refusal::sys_temp("too many connections, try again later"));
+        let Reserved { permit, slot } = match reserved {
+            Some(reserved) => reserved,
+            None => match self.slots().admit(peer_ip(info), now, wake) {
+                Ok(slot) => Reserved {
+                    permit: inner.live.enter(),
+                    slot,
+                },
+                Err(refusal) => return reject(&refusal),
+            },
         };
         match (inner.new_handler)(info) {
             Ok(handler) => Admission::Serve {
@@ -279,7 +362,8 @@ where
                         now,
                     ),
                     inner.shutdown.clone(),
-                ),
+                )
+                .with_slot(slot),
                 handler,
                 permit,
             },
@@ -341,22 +425,10 @@ struct Live {
 }
 
 impl Live {
-    fn try_acquire(self: &Arc<Self>, max: Option<usize>) -> Option<Permit> {
-        let mut current = self.count.load(Ordering::Acquire);
-        loop {
-            if max.is_some_and(|m| current >= m) {
-                return None;
-            }
-            match self.count.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(Permit(self.clone())),
-                Err(now) => current = now,
-            }
-        }
+    /// Counts one more live session (the limits are the slots' business).
+    fn enter(self: &Arc<Self>) -> Permit {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Permit(self.clone())
     }
 
     async fn all_closed(&self) {
@@ -373,9 +445,22 @@ impl Live {
     }
 }
 
-/// A live session's place under the connection limit; released on drop.
+/// A live session, counted until the connection is closed (for the
+/// shutdown); released on drop.
 #[derive(Debug)]
 pub(crate) struct Permit(Arc<Live>);
+
+/// A connection's place under the limits, taken before the session starts.
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    pub(crate) permit: Permit,
+    pub(crate) slot: Slot,
+}
+
+/// The address the per-address limit counts a connection under.
+fn peer_ip(info: &ConnectionInfo) -> Option<std::net::IpAddr> {
+    info.peer.map(|peer| peer.ip())
+}
 
 impl Drop for Permit {
     fn drop(&mut self) {

@@ -364,6 +364,9 @@ fn body_failure_mid_message_cuts_the_body() {
     let mut fake = Fake::new(vec![send(&format!("{LOGIN}DELE 2\r\nRETR 1\r\n"))]);
     let end = serve(&mut fake, config(), &mut store.handler());
     assert_eq!(end.reason, CloseReason::HandlerFailed);
+    // The end carries the cause, for the log line.
+    let error = end.error.as_deref().unwrap_or("");
+    assert!(error.contains("injected"), "{error:?}");
     let first = std::str::from_utf8(&body[..1000]).unwrap();
     let cut = format!("+OK {} octets\r\n{first}", body.len());
     assert!(
@@ -460,7 +463,11 @@ fn abort_while_a_write_is_blocked() {
             Some(fake.written.len()),
             "{stage:?}: output after the abort"
         );
-        assert_eq!(end.reason, CloseReason::PeerClosed, "{stage:?}");
+        assert_eq!(
+            end.reason,
+            CloseReason::Shutdown,
+            "{stage:?}: logged as a shutdown"
+        );
         assert_eq!(
             fake.elapsed(),
             Duration::ZERO,

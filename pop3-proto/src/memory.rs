@@ -563,6 +563,30 @@ impl MemoryBody {
     }
 }
 
+/// Messages with the awkward parts, uids `uid-0`, `uid-1`, …: dot lines,
+/// bare LFs, lone CRs, no final line end, an empty message, one without
+/// headers, one that is a lone dot line, and one of 3000 octets (many chunks).
+pub fn awkward_messages() -> Vec<StoredMessage> {
+    let bodies: [&[u8]; 6] = [
+        b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nend\r\n",
+        b"Subject: bare\n\nbare lf body\n.\n\nlast line without end",
+        b"Subject: cr\r\nX-A: b\r\n\r\nline\r\r\n\r\n.\r\nx\ry\r",
+        b"",
+        b"no headers at all\n.just text\n",
+        b".\r\n",
+    ];
+    let mut messages: Vec<StoredMessage> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| StoredMessage {
+            uid: format!("uid-{i}"),
+            body: b.to_vec(),
+        })
+        .collect();
+    messages.push(message_of_size("big", 3000));
+    messages
+}
+
 /// A plausible message of exactly `size` octets, CRLF line ends throughout.
 ///
 /// # Panics

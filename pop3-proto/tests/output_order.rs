@@ -543,3 +543,61 @@ fn a_large_body_leaves_in_writes_of_about_the_high_water_mark() {
     }
     assert!(*last <= HIGH_WATER + CHUNK + CHUNK / 8, "{writes:?}");
 }
+
+/// A client that pipelines without reading holds at most
+/// [`REPLY_HIGH_WATER`](pop3_proto::REPLY_HIGH_WATER) of replies (plus the
+/// reply that crossed it) and one input buffer (plus the read that filled it):
+/// commands stop being executed, then input stops being read, until the
+/// client reads. Then every reply comes, in order.
+#[test]
+fn a_pipelining_client_that_never_reads_holds_a_bounded_buffer() {
+    use pop3_proto::{Greeting, Session};
+    const COMMANDS: usize = 20_000;
+    let config = Config::default();
+    let bound_out = pop3_proto::REPLY_HIGH_WATER + 512;
+    let now = std::time::Instant::now();
+    let mut s = Session::new(
+        std::sync::Arc::new(config),
+        Greeting {
+            nonce: 1,
+            unix_time: 1,
+        },
+        now,
+    );
+    let input = "CAPA\r\n".repeat(COMMANDS);
+    let (mut fed, mut held) = (0, Vec::new());
+    while fed < input.len() && s.wants_input() {
+        let n = (input.len() - fed).min(4096);
+        s.handle_input(now, &input.as_bytes()[fed..fed + n])
+            .unwrap();
+        fed += n;
+        while let Output::Transmit(t) = s.poll_output(now) {
+            held.push(t);
+        }
+        assert!(s.output_buffered() <= bound_out, "{}", s.output_buffered());
+        assert!(s.input_buffered() <= 8 * 1024 + 4096);
+    }
+    assert!(fed < input.len(), "the session kept reading");
+    // The client reads now: everything is answered.
+    let mut replies = 0;
+    let mut rest = &input.as_bytes()[fed..];
+    loop {
+        for t in held.drain(..) {
+            replies += t.to_vec().windows(5).filter(|w| w == b"+OK c").count();
+            s.handle_written(now, t).unwrap();
+        }
+        if s.wants_input() && !rest.is_empty() {
+            let n = rest.len().min(4096);
+            s.handle_input(now, &rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+        while let Output::Transmit(t) = s.poll_output(now) {
+            held.push(t);
+        }
+        assert!(s.output_buffered() <= bound_out);
+        if held.is_empty() && rest.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(replies, COMMANDS);
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pop3_proto::testing::{escape_bytes, message_of_size, Harness, MemoryStore, StoredMessage};
+use pop3_proto::testing::{awkward_messages, escape_bytes, Harness, MemoryStore, StoredMessage};
 use pop3_proto::{Config, Session};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -12,28 +12,6 @@ use proptest::sample::Index;
 const USER: &str = "alice";
 const PASSWORD: &str = "open sesame";
 const HOST: &str = "mail.example";
-
-/// Messages with the awkward parts: dot lines, bare LFs, lone CRs, no final
-/// line end, an empty message, and one large enough to need many chunks.
-fn fixed_messages() -> Vec<StoredMessage> {
-    let bodies: [&[u8]; 5] = [
-        b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nend\r\n",
-        b"Subject: bare\n\nbare lf body\n.\n\nlast line without end",
-        b"Subject: cr\r\nX-A: b\r\n\r\nline\r\r\n\r\n.\r\nx\ry\r",
-        b"",
-        b"no headers at all\n.just text\n",
-    ];
-    let mut messages: Vec<StoredMessage> = bodies
-        .iter()
-        .enumerate()
-        .map(|(i, b)| StoredMessage {
-            uid: format!("uid-{i}"),
-            body: b.to_vec(),
-        })
-        .collect();
-    messages.push(message_of_size("big", 3000));
-    messages
-}
 
 fn store_with(messages: Vec<StoredMessage>, chunk_size: usize) -> MemoryStore {
     let store = MemoryStore::new();
@@ -230,14 +208,14 @@ proptest! {
         let delay = if delayed { Duration::from_secs(2) } else { Duration::ZERO };
         let whole = run(
             config_with(delay, high_water, max_bad),
-            store_with(fixed_messages(), chunk_size),
+            store_with(awkward_messages(), chunk_size),
             &[&script],
             delay,
         );
         let reads = pieces(&script, &cuts);
         let split = run(
             config_with(delay, high_water, max_bad),
-            store_with(fixed_messages(), chunk_size),
+            store_with(awkward_messages(), chunk_size),
             &reads,
             delay,
         );
@@ -254,7 +232,7 @@ proptest! {
     /// Feeding a script one byte per read gives the same bytes sent and events as feeding it whole.
     #[test]
     fn byte_at_a_time_input_changes_nothing(script in script()) {
-        let fresh = || (config(Duration::ZERO, 64 * 1024), store_with(fixed_messages(), 4096));
+        let fresh = || (config(Duration::ZERO, 64 * 1024), store_with(awkward_messages(), 4096));
         let (c, s) = fresh();
         let whole = run(c, s, &[&script], Duration::ZERO);
         let reads: Vec<&[u8]> = script.chunks(1).collect();

@@ -77,8 +77,8 @@ use rustls::{ServerConnection, StreamOwned};
 
 pub use pop3_driver::tls::{self, TlsConfig};
 pub use pop3_driver::{
-    memory, proto, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, NewHandler,
-    ReaderBody, Service, SessionEnd, Shutdown,
+    memory, proto, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, Interrupter,
+    NewHandler, ReaderBody, Service, SessionEnd, Shutdown,
 };
 pub use pop3_proto::{
     CloseReason, Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal,
@@ -91,6 +91,14 @@ pub trait Stream: Read + Write + Send {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Sets the timeout of the next writes (`None`: block).
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// A way for another thread to end a read blocked on this stream, and
+    /// every later one (see [`Transport::interrupter`]): the service uses
+    /// it to close an idle connection that has not logged in when it needs
+    /// the room. `None` (the default): such a connection is never closed
+    /// early. A `TcpStream` shuts down its read side.
+    fn interrupter(&self) -> Option<Interrupter> {
+        None
+    }
 }
 
 impl Stream for TcpStream {
@@ -100,6 +108,67 @@ impl Stream for TcpStream {
 
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         Self::set_write_timeout(self, timeout)
+    }
+
+    fn interrupter(&self) -> Option<Interrupter> {
+        let socket = self.try_clone().ok()?;
+        Some(Box::new(move || {
+            let _ = socket.shutdown(Both::Read);
+        }))
+    }
+}
+
+/// An accepted socket, registered in the accept loop's [`OpenSockets`]:
+/// its interrupter uses the registered clone (no descriptor of its own).
+struct Registered {
+    stream: TcpStream,
+    id: u64,
+    open: OpenSockets,
+}
+
+impl Read for Registered {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.stream.read_vectored(bufs)
+    }
+}
+
+impl Write for Registered {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl Stream for Registered {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_write_timeout(timeout)
+    }
+
+    fn interrupter(&self) -> Option<Interrupter> {
+        if !lock(&self.open).contains_key(&self.id) {
+            return None;
+        }
+        let (open, id) = (self.open.clone(), self.id);
+        Some(Box::new(move || {
+            if let Some(socket) = lock(&open).get(&id) {
+                let _ = socket.shutdown(Both::Read);
+            }
+        }))
     }
 }
 
@@ -180,7 +249,10 @@ where
                 next_id += 1;
             }
             Ok(_) => break,
-            Err(e) => std::thread::sleep(backoff.on_error(&e)),
+            Err(e) => {
+                service.accept_failed(&e);
+                std::thread::sleep(backoff.on_error(&e));
+            }
         }
     }
     drop(listener);
@@ -276,6 +348,11 @@ fn spawn_session<F, H>(
         lock(open).insert(id, clone);
     }
     let (service, registry) = (service.clone(), open.clone());
+    let stream = Registered {
+        stream,
+        id,
+        open: open.clone(),
+    };
     let spawned = std::thread::Builder::new()
         .name(format!("pop3 {peer}"))
         .spawn(move || {
@@ -530,5 +607,9 @@ impl<S: Stream> Transport for StdTransport<S> {
 
     fn start_tls(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         self.handshake(deadline)
+    }
+
+    fn interrupter(&self) -> Option<Interrupter> {
+        self.link.socket().ok()?.interrupter()
     }
 }

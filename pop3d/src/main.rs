@@ -9,7 +9,9 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod hashing;
 mod maildir;
+mod oauth;
 mod tls;
 mod users;
 
@@ -20,6 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use pop3_proto::Mechanism;
 use pop3_tokio::{Config, Service};
 use std::io::Write as _;
 
@@ -106,9 +109,25 @@ struct Settings {
     #[arg(long, value_name = "SECONDS")]
     idle_timeout: Option<u64>,
 
-    /// Most sessions at once; more get "-ERR [SYS/TEMP]". [default: 1000]
+    /// Most sessions at once. When all are taken, a new connection closes
+    /// the connection that has not logged in and has been idle longest (as
+    /// the idle timer would); if every session is logged in or busy, it
+    /// gets "-ERR [SYS/TEMP]". [default: 1000]
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+
+    /// Most connections at once that have not logged in (the rest of
+    /// --max-connections is kept for sessions that have); beyond it a new
+    /// connection closes the one idle longest, or gets "-ERR [SYS/TEMP]".
+    /// [default: half of --max-connections]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_unauthenticated: Option<u64>,
+
+    /// Most connections at once from one IP address, logged in or not;
+    /// more get "-ERR [SYS/TEMP]". Behind a proxy that does not pass the
+    /// client's address, set it to --max-connections. [default: 50]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_ip: Option<u64>,
 
     /// Offer APOP. The greeting then carries a timestamp, and clients such as
     /// curl switch to APOP, which works only for users with a {PLAIN} secret.
@@ -119,6 +138,34 @@ struct Settings {
     /// Seconds a shutdown (SIGTERM, SIGINT) waits for sessions to finish. [default: 30]
     #[arg(long, value_name = "SECONDS")]
     shutdown_grace: Option<u64>,
+
+    /// Where the UIDLs of messages pop3d has not listed before come from:
+    /// `dovecot` (dovecot-uidlist: `P<uidl>` entries, else `%08Xu%08Xv`),
+    /// `courier` (courierpop3dsizelist: `UID<uid>-<uidvalidity>`), `maildir`
+    /// (the Maildir unique names), or `auto`: the other server's ids if its
+    /// file is there and pop3d has never served that Maildir, else the
+    /// names (decided once per Maildir). Ids already given never change.
+    /// [default: auto]
+    #[arg(long, value_name = "SOURCE")]
+    uidl_source: Option<crate::maildir::UidlSource>,
+
+    /// Public keys of the OAuth 2.0 issuer whose JWT access tokens log users
+    /// in with SASL XOAUTH2 and OAUTHBEARER: a JWKS file or a PEM public key.
+    /// Needs --oauth-issuer and --oauth-audience.
+    #[arg(long, value_name = "FILE")]
+    oauth_keys: Option<PathBuf>,
+
+    /// The `iss` a token must carry.
+    #[arg(long, value_name = "URL")]
+    oauth_issuer: Option<String>,
+
+    /// The `aud` a token must carry.
+    #[arg(long, value_name = "AUDIENCE")]
+    oauth_audience: Option<String>,
+
+    /// The token claim that names the user. [default: email]
+    #[arg(long, value_name = "CLAIM")]
+    oauth_claim: Option<String>,
 }
 
 impl Settings {
@@ -142,8 +189,15 @@ impl Settings {
             hostname: self.hostname.or(file.hostname),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             max_connections: self.max_connections.or(file.max_connections),
+            max_unauthenticated: self.max_unauthenticated.or(file.max_unauthenticated),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
             apop: self.apop || file.apop,
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+            uidl_source: self.uidl_source.or(file.uidl_source),
+            oauth_keys: self.oauth_keys.or(file.oauth_keys),
+            oauth_issuer: self.oauth_issuer.or(file.oauth_issuer),
+            oauth_audience: self.oauth_audience.or(file.oauth_audience),
+            oauth_claim: self.oauth_claim.or(file.oauth_claim),
         }
     }
 
@@ -157,17 +211,22 @@ impl Settings {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Read a password on standard input and print the users-file line for
-    /// USER, hashed with Argon2id (like `doveadm pw -s ARGON2ID`).
+    /// USER, hashed with Argon2id (like `doveadm pw -s ARGON2ID`) or stored
+    /// as SCRAM-SHA-256 keys.
     Passwd {
         /// The user name.
         user: String,
+        /// How to store it: `argon2id`, or `scram-sha-256` (then SASL
+        /// SCRAM-SHA-256 works too; USER/PASS and PLAIN work either way).
+        #[arg(long, value_enum, default_value_t)]
+        scheme: users::Scheme,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Passwd { user }) = &cli.command {
-        return passwd(user);
+    if let Some(Command::Passwd { user, scheme }) = &cli.command {
+        return passwd(user, *scheme);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -185,7 +244,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn passwd(user: &str) -> ExitCode {
+fn passwd(user: &str, scheme: users::Scheme) -> ExitCode {
     let mut password = String::new();
     if let Err(e) = std::io::stdin().lock().read_line(&mut password) {
         eprintln!("pop3d passwd: cannot read the password: {e}");
@@ -196,7 +255,7 @@ fn passwd(user: &str) -> ExitCode {
         eprintln!("pop3d passwd: empty password");
         return ExitCode::FAILURE;
     }
-    match users::passwd_line(user, password) {
+    match users::passwd_line(user, password, scheme) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -206,6 +265,17 @@ fn passwd(user: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--max-connections` when not given.
+const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+
+/// `--max-connections-per-ip` when not given (as Postfix's anvil allows
+/// one client by default).
+const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 50;
+
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// The plain listener when no listener is named.
@@ -241,6 +311,36 @@ fn tls_settings(settings: &Settings, demo: bool) -> Result<Option<Tls>, String> 
     }
 }
 
+/// The token validator the OAuth settings describe, if any.
+fn oauth_settings(cli: &Settings) -> Result<Option<oauth::TokenValidator>, String> {
+    let Some(keys) = &cli.oauth_keys else {
+        if cli.oauth_issuer.is_some() || cli.oauth_audience.is_some() {
+            return Err("--oauth-issuer and --oauth-audience need --oauth-keys".into());
+        }
+        return Ok(None);
+    };
+    let (Some(issuer), Some(audience)) = (&cli.oauth_issuer, &cli.oauth_audience) else {
+        return Err("--oauth-keys needs --oauth-issuer and --oauth-audience".into());
+    };
+    let claim = cli.oauth_claim.as_deref().unwrap_or("email");
+    oauth::TokenValidator::load(keys, issuer, audience, claim).map(Some)
+}
+
+/// The SASL mechanisms pop3d offers: SCRAM-SHA-256 when some user has
+/// SCRAM keys (a client that prefers it would fail for the others),
+/// PLAIN and LOGIN, and the OAuth ones when tokens can be checked.
+fn mechanisms(users: &Users, oauth: bool) -> Vec<Mechanism> {
+    let mut list = Vec::new();
+    if users.any_scram() {
+        list.push(Mechanism::ScramSha256);
+    }
+    list.extend([Mechanism::Plain, Mechanism::Login]);
+    if oauth {
+        list.extend([Mechanism::OAuthBearer, Mechanism::XOAuth2]);
+    }
+    list
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let mut cli = match &cli.config {
         Some(path) => cli.settings.over(Settings::load(path)?),
@@ -248,6 +348,7 @@ fn run(cli: Cli) -> Result<(), String> {
     };
     let demo = cli.maildir_root.is_none() && cli.users.is_none();
     let tls = tls_settings(&cli, demo)?;
+    let oauth = oauth_settings(&cli)?;
     default_listeners(&mut cli, tls.is_some());
     // The demo's Maildir lives as long as the server.
     let mut demo_dir = None;
@@ -280,23 +381,49 @@ fn run(cli: Cli) -> Result<(), String> {
         // from other machines.
         .stls(tls.is_some())
         .apop(cli.apop)
+        .sasl(&mechanisms(&users, oauth.is_some()))
+        .utf8(true)
+        .lang(true)
         .idle_timeout(Duration::from_secs(cli.idle_timeout.unwrap_or(600)))
         .build()
         .map_err(|e| e.to_string())?;
     let user_count = users.len();
-    let store = Maildirs::new(root.clone(), users);
+    let store = Maildirs::new(
+        root.clone(),
+        users,
+        cli.uidl_source.unwrap_or_default(),
+        oauth,
+    );
+    let max_connections = cli.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    // The command line refuses 0; a settings file is checked here.
+    if cli.max_unauthenticated == Some(0) || cli.max_connections_per_ip == Some(0) {
+        return Err("max-unauthenticated and max-connections-per-ip must be at least 1".into());
+    }
     let mut service = Service::new(config, move |_conn| Ok(store.handler()))
-        .max_connections(cli.max_connections.unwrap_or(1000))
+        .max_connections(max_connections)
+        .max_unauthenticated(
+            cli.max_unauthenticated
+                .map_or(max_connections.div_ceil(2), saturating_usize),
+        )
+        .max_connections_per_ip(
+            cli.max_connections_per_ip
+                .map_or(DEFAULT_MAX_CONNECTIONS_PER_IP, saturating_usize),
+        )
         .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))
         .on_session_end(|conn, end| {
             let peer = conn.peer.map(|p| p.to_string()).unwrap_or_default();
             if let Some(error) = &end.tls_error {
-                info!(peer, tls = conn.tls, error = %error, reason = %end.reason, "TLS handshake failed");
+                info!(peer, tls = conn.tls, error = %error, reason = %end.reason, evicted = end.evicted, "TLS handshake failed");
                 return;
+            }
+            let user = end.user.as_deref().unwrap_or("-");
+            if let Some(error) = &end.error {
+                warn!(peer, user, error = %error, reason = %end.reason, "session failed");
             }
             info!(
                 peer,
-                user = end.user.as_deref().unwrap_or("-"),
+                user,
+                evicted = end.evicted,
                 commands = end.stats.commands,
                 bad_commands = end.stats.bad_commands,
                 bodies = end.stats.bodies_sent,
@@ -304,7 +431,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 reason = %end.reason,
                 "session ended"
             );
-        });
+        })
+        .on_accept_error(|error| warn!(error = %error, "accepting a connection failed"));
     if let Some(tls) = &tls {
         service = service.tls(tls.config.clone());
     }

@@ -3,17 +3,22 @@
 //!
 //! One user per line, `user:{SCHEME}data`, more `:`-separated fields
 //! (uid, gid, home, ...) allowed and ignored. Schemes: `ARGON2ID`,
-//! `SHA512-CRYPT`, `BLF-CRYPT` and `PLAIN`. Only users with a `{PLAIN}`
-//! secret can log in with APOP, which needs the secret itself.
+//! `SHA512-CRYPT`, `BLF-CRYPT`, `SCRAM-SHA-256` (Dovecot's form:
+//! `iterations,salt,StoredKey,ServerKey`) and `PLAIN`. Only users with a
+//! `{PLAIN}` secret can log in with APOP, which needs the secret itself;
+//! only `{SCRAM-SHA-256}` users can use SASL SCRAM-SHA-256 (and their
+//! password works with USER/PASS and PLAIN too).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
-use pop3_proto::{ApopCredential, Secret};
+use pop3_proto::{ApopCredential, ScramCredentials, Secret};
+
+use crate::hashing::Scratch;
 
 /// A stored password.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,6 +31,8 @@ pub(crate) enum Stored {
     Sha512Crypt(String),
     /// `{BLF-CRYPT}`: bcrypt, `$2y$...`.
     BlfCrypt(String),
+    /// `{SCRAM-SHA-256}`: salt, iterations and the derived keys.
+    Scram(ScramCredentials),
 }
 
 impl fmt::Debug for Stored {
@@ -35,6 +42,7 @@ impl fmt::Debug for Stored {
             Self::Argon2id(_) => "{ARGON2ID}..",
             Self::Sha512Crypt(_) => "{SHA512-CRYPT}..",
             Self::BlfCrypt(_) => "{BLF-CRYPT}..",
+            Self::Scram(_) => "{SCRAM-SHA-256}..",
         })
     }
 }
@@ -55,6 +63,10 @@ impl Stored {
             }
             "SHA512-CRYPT" if data.starts_with("$6$") => Self::Sha512Crypt(data),
             "BLF-CRYPT" if data.starts_with("$2") => Self::BlfCrypt(data),
+            "SCRAM-SHA-256" => Self::Scram(
+                data.parse()
+                    .map_err(|_| UsersError::BadHash("SCRAM-SHA-256"))?,
+            ),
             "SHA512-CRYPT" => return Err(UsersError::BadHash("SHA512-CRYPT")),
             "BLF-CRYPT" => return Err(UsersError::BadHash("BLF-CRYPT")),
             other => return Err(UsersError::UnknownScheme(other.to_owned())),
@@ -62,16 +74,60 @@ impl Stored {
         Ok(stored)
     }
 
-    /// True if `password` matches. Slow by design for the hashed schemes.
-    pub(crate) fn verify(&self, password: &[u8]) -> bool {
+    /// Whether `password` matches, for a scheme that costs nothing to
+    /// check (`{PLAIN}`); `None` for a hashed one, which must go to
+    /// [`verify`](Self::verify) on a hashing thread.
+    pub(crate) fn verify_cheap(&self, password: &[u8]) -> Option<bool> {
+        match self {
+            Self::Plain(secret) => Some(constant_time_eq(secret.expose().as_bytes(), password)),
+            _ => None,
+        }
+    }
+
+    /// True if `password` matches. Slow by design for the hashed schemes;
+    /// Argon2 runs in `scratch`, the hashing thread's reused memory.
+    pub(crate) fn verify(&self, password: &[u8], scratch: &mut Scratch) -> bool {
         match self {
             Self::Plain(secret) => constant_time_eq(secret.expose().as_bytes(), password),
-            Self::Argon2id(phc) => PasswordHash::new(phc)
-                .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok()),
+            Self::Argon2id(phc) => scratch.verify_argon2(phc, password),
             Self::Sha512Crypt(hash) => std::str::from_utf8(password)
                 .is_ok_and(|p| sha_crypt::sha512_check(p, hash).is_ok()),
             Self::BlfCrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            Self::Scram(keys) => {
+                ScramCredentials::derive(password, keys.salt(), keys.iterations()) == *keys
+            }
         }
+    }
+
+    /// The SCRAM-SHA-256 keys, for a `{SCRAM-SHA-256}` user.
+    pub(crate) fn scram(&self) -> Option<&ScramCredentials> {
+        match self {
+            Self::Scram(keys) => Some(keys),
+            _ => None,
+        }
+    }
+
+    /// The Argon2 memory a check against this needs, in 1 KiB blocks
+    /// (`None` if it is not Argon2).
+    pub(crate) fn argon2_blocks(&self) -> Option<usize> {
+        let Self::Argon2id(phc) = self else {
+            return None;
+        };
+        let hash = PasswordHash::new(phc).ok()?;
+        Some(argon2::Params::try_from(&hash).ok()?.block_count())
+    }
+
+    /// True if checking a password against this costs what checking one
+    /// against `other` does: both Argon2id, with the same version,
+    /// memory, time, parallelism and output length.
+    pub(crate) fn same_argon2_cost(&self, other: &Self) -> bool {
+        let params = |s: &Self| -> Option<(String, Option<u32>, argon2::Params)> {
+            let Self::Argon2id(phc) = s else { return None };
+            let hash = PasswordHash::new(phc).ok()?;
+            let params = argon2::Params::try_from(&hash).ok()?;
+            Some((hash.algorithm.to_string(), hash.version, params))
+        };
+        matches!((params(self), params(other)), (Some(a), Some(b)) if a == b)
     }
 
     /// True if the APOP digest matches; only a `{PLAIN}` secret can tell.
@@ -94,7 +150,7 @@ pub(crate) enum UsersError {
     #[error("password field has no {{SCHEME}} prefix")]
     NoScheme,
     /// A scheme this server does not know.
-    #[error("unknown password scheme {0:?} (known: ARGON2ID, SHA512-CRYPT, BLF-CRYPT, PLAIN)")]
+    #[error("unknown password scheme {0:?} (known: ARGON2ID, SHA512-CRYPT, BLF-CRYPT, SCRAM-SHA-256, PLAIN)")]
     UnknownScheme(String),
     /// A hash that does not parse for its scheme.
     #[error("malformed {0} hash")]
@@ -182,6 +238,11 @@ impl Users {
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// True if some user can log in with SCRAM-SHA-256.
+    pub(crate) fn any_scram(&self) -> bool {
+        self.0.values().any(|s| s.scram().is_some())
+    }
 }
 
 /// A user name is also a directory name under the maildir root, and a
@@ -194,17 +255,42 @@ pub(crate) fn valid_user(user: &str) -> bool {
         && user.len() <= 255
 }
 
-/// The users-file line for `user` with `password`, hashed with Argon2id
-/// (as `doveadm pw -s ARGON2ID` would).
-pub(crate) fn passwd_line(user: &str, password: &str) -> Result<String, String> {
+/// How `pop3d passwd` stores a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum Scheme {
+    /// Argon2id (as `doveadm pw -s ARGON2ID` would).
+    #[default]
+    Argon2id,
+    /// SCRAM-SHA-256 keys (as `doveadm pw -s SCRAM-SHA-256` would): also
+    /// usable with SASL SCRAM-SHA-256, where no password crosses the wire.
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+}
+
+/// SCRAM-SHA-256 iterations for new passwords (Dovecot's default).
+const SCRAM_ITERATIONS: u32 = pop3_proto::MIN_SCRAM_ITERATIONS;
+
+/// The users-file line for `user` with `password`, stored with `scheme`.
+pub(crate) fn passwd_line(user: &str, password: &str, scheme: Scheme) -> Result<String, String> {
     if !valid_user(user) {
         return Err(UsersError::BadUser(user.to_owned()).to_string());
     }
-    let salt = SaltString::generate(&mut OsRng);
-    let hash = Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| format!("hashing failed: {e}"))?;
-    Ok(format!("{user}:{{ARGON2ID}}{hash}"))
+    match scheme {
+        Scheme::Argon2id => {
+            let salt = SaltString::generate(&mut OsRng);
+            let hash = Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map_err(|e| format!("hashing failed: {e}"))?;
+            Ok(format!("{user}:{{ARGON2ID}}{hash}"))
+        }
+        Scheme::ScramSha256 => {
+            use argon2::password_hash::rand_core::RngCore as _;
+            let mut salt = [0u8; 16];
+            OsRng.fill_bytes(&mut salt);
+            let keys = ScramCredentials::derive(password.as_bytes(), &salt, SCRAM_ITERATIONS);
+            Ok(format!("{user}:{{SCRAM-SHA-256}}{keys}"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -212,13 +298,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scram_users() {
+        let scratch = &mut Scratch::standalone();
+        let line = passwd_line("eve", "pencil", Scheme::ScramSha256).unwrap();
+        assert!(line.starts_with("eve:{SCRAM-SHA-256}4096,"), "{line}");
+        let users = Users::parse(&line).unwrap().users;
+        let eve = users.get("eve").unwrap();
+        assert!(eve.verify(b"pencil", scratch) && !eve.verify(b"pencil2", scratch));
+        assert!(eve.scram().is_some() && users.any_scram());
+        // A line as Dovecot writes it (RFC 7677's example keys).
+        let dovecot = "user:{SCRAM-SHA-256}4096,W22ZaJ0SNY7soEsUEjb6gQ==,WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+        let users = Users::parse(dovecot).unwrap().users;
+        assert!(users.get("user").unwrap().verify(b"pencil", scratch));
+        assert!(Users::parse("x:{SCRAM-SHA-256}4096,bad").is_err());
+    }
+
+    #[test]
     fn schemes_verify() {
-        let line = passwd_line("ann", "correct horse").unwrap();
+        let scratch = &mut Scratch::standalone();
+        let line = passwd_line("ann", "correct horse", Scheme::Argon2id).unwrap();
         let users = Users::parse(&line).unwrap().users;
         let ann = users.get("ann").unwrap();
         assert!(matches!(ann, Stored::Argon2id(_)));
-        assert!(ann.verify(b"correct horse"));
-        assert!(!ann.verify(b"correct horsE"));
+        assert!(ann.verify(b"correct horse", scratch));
+        assert!(!ann.verify(b"correct horsE", scratch));
 
         let sha =
             sha_crypt::sha512_simple("pw", &sha_crypt::Sha512Params::new(5000).unwrap()).unwrap();
@@ -228,12 +331,19 @@ mod tests {
         );
         let users = Users::parse(&text).unwrap().users;
         assert_eq!(users.len(), 3);
-        assert!(users.get("bob").unwrap().verify(b"pw"));
-        assert!(!users.get("bob").unwrap().verify(b"px"));
-        assert!(users.get("cat").unwrap().verify(b"pw"));
-        assert!(!users.get("cat").unwrap().verify(b"px"));
-        assert!(users.get("dan").unwrap().verify(b"pw with spaces"));
-        assert!(!users.get("dan").unwrap().verify(b"pw"));
+        assert!(users.get("bob").unwrap().verify(b"pw", scratch));
+        assert!(!users.get("bob").unwrap().verify(b"px", scratch));
+        assert!(users.get("cat").unwrap().verify(b"pw", scratch));
+        assert!(!users.get("cat").unwrap().verify(b"px", scratch));
+        assert!(users.get("dan").unwrap().verify(b"pw with spaces", scratch));
+        assert_eq!(
+            users.get("dan").unwrap().verify_cheap(b"pw with spaces"),
+            Some(true)
+        );
+        assert_eq!(users.get("dan").unwrap().verify_cheap(b"pw"), Some(false));
+        assert_eq!(users.get("bob").unwrap().verify_cheap(b"pw"), None);
+        assert_eq!(ann.argon2_blocks(), Some(19 * 1024));
+        assert!(!users.get("dan").unwrap().verify(b"pw", scratch));
         assert_eq!(format!("{:?}", users.get("dan").unwrap()), "{PLAIN}..");
     }
 
@@ -248,7 +358,7 @@ mod tests {
                 (3, UsersError::UnknownScheme("MD5-CRYPT".into()))
             ]
         );
-        assert!(passwd_line("a:b", "pw").is_err());
+        assert!(passwd_line("a:b", "pw", Scheme::Argon2id).is_err());
         assert_eq!(Users::parse("a:{PLAIN}x\na:{PLAIN}y").unwrap_err().0, 2);
         assert!(matches!(
             Users::parse("../x:{PLAIN}y").unwrap_err().1,

@@ -31,6 +31,10 @@ use crate::sasl::{Exchange, Mechanism};
 
 use self::transaction::Listing;
 
+/// Replies that may wait for the peer before no more commands are
+/// executed: enough for hundreds of pipelined replies in one write.
+pub const REPLY_HIGH_WATER: usize = 8 * 1024;
+
 /// What the driver knows of a connection when it starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Channel {
@@ -422,6 +426,15 @@ impl Session {
         self.lose(CloseReason::PeerClosed);
     }
 
+    /// The server drops the connection because its shutdown grace is over
+    /// (or it was told to stop at once): like a lost connection, nothing
+    /// more is sent and nothing is deleted, but it ends as
+    /// [`CloseReason::Shutdown`].
+    pub fn handle_abort(&mut self, now: Instant) {
+        self.enter_even_closed(now);
+        self.lose(CloseReason::Shutdown);
+    }
+
     /// Fires what is due at `now`. A call before any deadline does nothing.
     ///
     /// When the idle deadline passes (no command, or a write not completed,
@@ -657,6 +670,15 @@ impl Session {
                     self.close_with(CloseReason::Shutdown, |out| {
                         reply::err(out, Some(ResponseCode::SysTemp), format_args!("{text}"))
                     });
+                    break;
+                }
+                State::Command | State::Sasl(..) | State::SaslRefused(_)
+                    if self.queue.bytes()
+                        >= REPLY_HIGH_WATER.min(self.config.output_high_water) =>
+                {
+                    // Replies wait for the peer: execute nothing more until it
+                    // reads (a client that pipelines and never reads holds
+                    // this much, not a body's high-water mark).
                     break;
                 }
                 State::Command | State::Sasl(..) | State::SaslRefused(_) => {

@@ -203,12 +203,17 @@ impl Session {
         self.enter(now)?;
         self.progress();
         let mid_response = matches!(self.state, State::Body(_) | State::Listing(_));
+        // A connection already lost (or aborted by a shutdown) ends for that.
+        let reason = match self.link {
+            super::Link::Lost(reason) => reason,
+            _ => CloseReason::HandlerFailed,
+        };
         if mid_response {
-            self.close(CloseReason::HandlerFailed);
+            self.close(reason);
         } else {
             let config = Arc::clone(&self.config);
             let text = config.languages[self.language].render(Text::InternalError, []);
-            self.close_with(CloseReason::HandlerFailed, |out| {
+            self.close_with(reason, |out| {
                 reply::err(out, Some(ResponseCode::SysTemp), format_args!("{text}"))
             });
         }

@@ -10,7 +10,9 @@ mod invariants;
 mod scram_client;
 mod transcript;
 
-pub use crate::memory::{message_of_size, Fault, FaultPoint, MemoryStore, StoredMessage};
+pub use crate::memory::{
+    awkward_messages, message_of_size, Fault, FaultPoint, MemoryStore, StoredMessage,
+};
 pub use invariants::{
     check_buffer_bounds, check_command_line, check_locks, check_store_after, check_stuffed,
     check_top, expected_top, normalize_body, unstuff, InvariantError, MultiLine, ReplyChecker,

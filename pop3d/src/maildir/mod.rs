@@ -1,0 +1,736 @@
+//! Maildir as a POP3 store: one Maildir per user under a root directory.
+//!
+//! What the store promises (the README's Maildir section says the same):
+//!
+//! - **Listing.** Messages are the regular files in `new/` and `cur/`
+//!   (names starting with `.` are not messages; links are never followed),
+//!   in delivery order: the seconds and microseconds that start a Maildir
+//!   name, else the modification time, then the name. Names are bytes: a
+//!   name that is not UTF-8 is served like any other. Two names of one file
+//!   (a move by link and unlink, interrupted) are one message.
+//! - **Unique ids** never change and are never given to another message;
+//!   see [`uids`] (`pop3d-uidlist`) for how, and for the ids imported from
+//!   Dovecot or Courier.
+//! - **Sizes** are in CRLF octets: the `,W=` field of a name when it has
+//!   one, otherwise counted and cached per file (full path, device, inode,
+//!   length and modification time).
+//! - **Identity.** Each message is the file with the device, inode and
+//!   length seen at login. A file renamed by another program meanwhile (a
+//!   flag added, moved to `cur/`) is found again by its inode; a file that
+//!   is gone, or changed length, is refused with `-ERR [SYS/PERM]`, and no
+//!   other file is ever served in its place.
+//! - **RETR** moves a message from `new/` to `cur/` as
+//!   `<base>,W=<size>:2,<flags>S` (flags it already had are kept), by a
+//!   rename that never replaces a file; if `cur/` has that name already
+//!   the message stays in `new/`.
+//! - **Deletion at QUIT** removes exactly the marked files (identified as
+//!   above), or nothing of a message whose file is gone. The intent is
+//!   first written to `pop3d-deleting` and synced; a crash before the
+//!   journal is removed is finished at the next login (the client was told
+//!   nothing, or `+OK`). A removal that fails during QUIT is reported
+//!   (`-ERR [SYS/TEMP] n of m deleted messages could not be removed`), the
+//!   journal is removed, and those messages stay in the maildrop for good:
+//!   the reply and the disk agree, nothing is finished silently later. A
+//!   filesystem cannot unlink several files atomically, so this is "all,
+//!   or a reported part".
+//! - **Untrusted Maildirs.** A user who can write into their Maildir
+//!   cannot make pop3d act outside it: every operation is relative to
+//!   directory handles opened without following links, the journal and
+//!   state files are created exclusively and never opened through a link,
+//!   and a journal that does not parse or names anything but a plain file
+//!   of `new/` or `cur/` is set aside and logged, never acted on.
+//! - **`tmp/`**: files neither written nor read for 36 hours are removed
+//!   at login (the Maildir convention).
+//! - A per-user lock file (`pop3d.lock`, an OS file lock) keeps out other
+//!   sessions of this and any other pop3d process; the OS drops it if the
+//!   process dies, so a stale lock never blocks a user.
+//! - **Password checks** that hash run on a fixed set of hashing threads,
+//!   each reusing one Argon2 buffer, behind a bounded queue (see
+//!   [`crate::hashing`]); a `{PLAIN}` or APOP secret that matches is
+//!   accepted at once, without waiting for a hashing thread. Every failed
+//!   check costs the same whatever the user's scheme, or if there is no
+//!   such user: one Argon2id with the decoy's parameters is computed (the
+//!   user's own hash when it has those parameters, the decoy otherwise),
+//!   unless the queue is full, and then the attempt is shed before it
+//!   costs anything. Either way the answer is held until a fixed floor
+//!   (twice the decoy's cost, measured at start) has passed since the
+//!   check was asked for, and the protocol core holds every failed login
+//!   for its failure delay from then too.
+
+mod fsx;
+mod journal;
+mod names;
+mod uids;
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use uids::UidlSource;
+
+use std::collections::HashMap;
+use std::fs::{File, TryLockError};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, ScramCredentials, SizeCounter};
+use pop3_tokio::{AsyncHandler, Credential, HandlerError, HandlerResult};
+
+use crate::hashing::{Hashers, Lane, Outcome, Scratch};
+use crate::oauth::TokenValidator;
+use crate::users::{Stored, Users};
+use fsx::{Dirs, Identity, Sub};
+use journal::Doomed;
+use names::show;
+
+const LOCK_FILE: &str = "pop3d.lock";
+
+/// The longest a password check should wait for a hashing thread: half the
+/// protocol core's default failure delay (2 s), so that a failed login
+/// whose check queued is still answered at that delay, like any other.
+/// Each lane of the queue holds as many jobs as the threads hash in this
+/// time (at least one per thread); a decoy that waited longer is shed.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
+
+/// Seconds between two log lines about shed checks.
+const SHED_LOG_EVERY: u64 = 10;
+
+/// Size-cache entries kept before the cache starts over.
+const SIZE_CACHE_MAX: usize = 100_000;
+
+/// Where a cached size is valid: this very file (full path, device and
+/// inode), unchanged (length, modification time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SizeKey {
+    path: Vec<u8>,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: (i64, u64),
+}
+
+/// All users' maildirs, shared by every connection.
+#[derive(Debug)]
+pub(crate) struct Maildirs {
+    root: PathBuf,
+    users: Users,
+    uidl_source: UidlSource,
+    sizes: Mutex<HashMap<SizeKey, u64>>,
+    /// Files whose size was counted (not from a name, not cached).
+    sizes_counted: AtomicU64,
+    /// Password hashes are slow and big (Argon2id: ~19 MiB): a few
+    /// threads run them, in memory they reuse.
+    hashers: Hashers,
+    /// An Argon2id hash no password matches, computed after any failed
+    /// check that did not already cost one Argon2id of its parameters.
+    decoy: Stored,
+    decoys_run: AtomicU64,
+    /// When a shed check was last logged (seconds since `started`).
+    shed_logged: AtomicU64,
+    started: Instant,
+    /// No failed check is answered sooner than this after it began.
+    failure_floor: Duration,
+    /// Checks OAuth bearer tokens (SASL XOAUTH2, OAUTHBEARER), if configured.
+    oauth: Option<TokenValidator>,
+    /// Makes the SCRAM decoy keys of unknown users: random, for the life of
+    /// the process, so one unknown user always gets the same salt.
+    scram_secret: [u8; 32],
+}
+
+impl Maildirs {
+    pub(crate) fn new(
+        root: PathBuf,
+        users: Users,
+        uidl_source: UidlSource,
+        oauth: Option<TokenValidator>,
+    ) -> Arc<Self> {
+        let mut store = Self::build(root, users, uidl_source, 2);
+        Arc::get_mut(&mut store).expect("not shared yet").oauth = oauth;
+        store
+    }
+
+    /// `floor_factor`: the failure floor in multiples of the decoy's cost.
+    fn build(root: PathBuf, users: Users, uidl_source: UidlSource, floor_factor: u32) -> Arc<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        let started = Instant::now();
+        let decoy = crate::users::passwd_line(
+            "decoy",
+            "no password matches this",
+            crate::users::Scheme::Argon2id,
+        )
+        .ok()
+        .and_then(|line| Stored::parse(line.split_once(':')?.1).ok())
+        .expect("an Argon2id decoy hash");
+        let cost = started.elapsed();
+        let blocks = decoy.argon2_blocks().expect("the decoy is Argon2id");
+        // As many jobs per lane as the threads get through in QUEUE_WAIT.
+        let per_thread = (QUEUE_WAIT.as_nanos() / cost.as_nanos().max(1)).max(1);
+        let capacity = threads * usize::try_from(per_thread).unwrap_or(usize::MAX / threads);
+        let hashers =
+            Hashers::new(threads, blocks, capacity, QUEUE_WAIT).expect("start the hashing threads");
+        let mut scram_secret = [0u8; 32];
+        argon2::password_hash::rand_core::RngCore::fill_bytes(
+            &mut argon2::password_hash::rand_core::OsRng,
+            &mut scram_secret,
+        );
+        Arc::new(Self {
+            root,
+            users,
+            uidl_source,
+            sizes: Mutex::default(),
+            sizes_counted: AtomicU64::new(0),
+            hashers,
+            decoy,
+            decoys_run: AtomicU64::new(0),
+            shed_logged: AtomicU64::new(0),
+            started,
+            failure_floor: cost * floor_factor,
+            oauth: None,
+            scram_secret,
+        })
+    }
+
+    /// A handler for one connection.
+    pub(crate) fn handler(self: &Arc<Self>) -> MaildirHandler {
+        MaildirHandler {
+            store: self.clone(),
+            locked: None,
+        }
+    }
+
+    /// Checks a credential. A `{PLAIN}` or APOP secret is compared here;
+    /// a hashed one is checked on a hashing thread ([`Lane::User`]). Every
+    /// failing path costs one Argon2id with the decoy's parameters: the
+    /// user's own hash if it has them, the decoy's otherwise (run after
+    /// the user's own check, whatever it cost, or as a [`Lane::Decoy`] job
+    /// when nothing was hashed), unless the job is shed (its lane full):
+    /// then the check fails at once, costing nothing.
+    async fn check(self: &Arc<Self>, user: &str, credential: &Credential) -> HandlerResult<bool> {
+        let stored = self.users.get(user);
+        // Whether a hash must be checked; a credential of a kind this store
+        // cannot check (Credential gains variants) only costs the decoy.
+        let hashed = match (stored, credential) {
+            // A token names its user; whether that user exists is not
+            // learned from a refusal, so no decoy is needed.
+            (_, Credential::Bearer(token)) => {
+                let (store, user, token) = (self.clone(), user.to_owned(), token.clone());
+                return blocking(move || store.token_opens(&user, token.expose())).await;
+            }
+            (Some(s), Credential::Password(p)) => match s.verify_cheap(p.expose()) {
+                Some(true) => return Ok(true),
+                Some(false) => false,
+                None => true,
+            },
+            (Some(s), Credential::Apop(a)) if s.verify_apop(a) => return Ok(true),
+            _ => false,
+        };
+        let store = self.clone();
+        let outcome = if hashed {
+            let (user, credential) = (user.to_owned(), credential.clone());
+            self.hashers
+                .run(Lane::User, move |scratch| {
+                    store.check_hashed(&user, &credential, scratch)
+                })
+                .await
+        } else {
+            let credential = credential.clone();
+            self.hashers
+                .run(Lane::Decoy, move |scratch| {
+                    store.run_decoy(&credential, scratch);
+                    false
+                })
+                .await
+        };
+        match outcome {
+            Outcome::Ran(ok) => Ok(ok),
+            Outcome::Shed => {
+                self.note_shed();
+                Ok(false)
+            }
+        }
+    }
+
+    /// On a hashing thread: a user's own hash, then the decoy if that
+    /// failed without costing one Argon2id of the decoy's parameters.
+    fn check_hashed(&self, user: &str, credential: &Credential, scratch: &mut Scratch) -> bool {
+        let (Some(stored), Credential::Password(p)) = (self.users.get(user), credential) else {
+            self.run_decoy(credential, scratch);
+            return false;
+        };
+        let ok = stored.verify(p.expose(), scratch);
+        if !ok && !stored.same_argon2_cost(&self.decoy) {
+            self.run_decoy(credential, scratch);
+        }
+        ok
+    }
+
+    /// On a hashing thread: one Argon2id of the decoy's parameters.
+    fn run_decoy(&self, credential: &Credential, scratch: &mut Scratch) {
+        let password: &[u8] = match credential {
+            Credential::Password(p) => p.expose(),
+            _ => b"apop",
+        };
+        let _ = self.decoy.verify(password, scratch);
+        self.decoys_run.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A check was shed: logged at most once every ten seconds.
+    fn note_shed(&self) {
+        // Stored as seconds since start, plus one: 0 is "never".
+        let now = self.started.elapsed().as_secs() + 1;
+        let last = self.shed_logged.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + SHED_LOG_EVERY)
+            && self
+                .shed_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                shed = self.hashers.shed(),
+                hashed = self.hashers.ran(),
+                threads = self.hashers.threads(),
+                queue = self.hashers.capacity(),
+                "password checks shed (answered as failed logins): the hashing queue is full"
+            );
+        }
+    }
+
+    /// True if `token` is a valid access token issued for `user`, and
+    /// `user` has a Maildir here (token users need no users-file entry).
+    fn token_opens(&self, user: &str, token: &str) -> bool {
+        let Some(validator) = &self.oauth else {
+            return false;
+        };
+        match validator.user_of(token) {
+            Ok(named) if named == user => {
+                crate::users::valid_user(user) && self.root.join(user).is_dir()
+            }
+            Ok(named) => {
+                tracing::info!(user, token_user = %named, "OAuth token issued for another user");
+                false
+            }
+            Err(why) => {
+                tracing::info!(user, %why, "OAuth token refused");
+                false
+            }
+        }
+    }
+
+    /// The user's SCRAM-SHA-256 keys, or decoy keys (stable per user) for a
+    /// user who has none, so that the exchange does not tell who exists.
+    fn scram_keys(&self, user: &str) -> ScramCredentials {
+        self.users
+            .get(user)
+            .and_then(Stored::scram)
+            .cloned()
+            .unwrap_or_else(|| {
+                ScramCredentials::decoy(&self.scram_secret, user, pop3_proto::MIN_SCRAM_ITERATIONS)
+            })
+    }
+
+    fn size_of(
+        &self,
+        key: SizeKey,
+        file: impl FnOnce() -> io::Result<Option<File>>,
+    ) -> io::Result<Option<u64>> {
+        if let Some(&size) = self
+            .sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(size));
+        }
+        let Some(mut file) = file()? else {
+            return Ok(None);
+        };
+        let mut counter = SizeCounter::new();
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            match file.read(&mut buf)? {
+                0 => break,
+                n => counter.push(&buf[..n]),
+            }
+        }
+        let size = counter.finish();
+        self.sizes_counted.fetch_add(1, Ordering::Relaxed);
+        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        if sizes.len() >= SIZE_CACHE_MAX {
+            sizes.clear();
+        }
+        sizes.insert(key, size);
+        Ok(Some(size))
+    }
+}
+
+/// One message of a locked maildrop: where it was last seen, and which
+/// file it is.
+#[derive(Debug, Clone)]
+struct Entry {
+    sub: Sub,
+    name: Vec<u8>,
+    id: Identity,
+    size: u64,
+    /// Other names of the same file (an interrupted link-and-unlink move).
+    links: Vec<(Sub, Vec<u8>)>,
+}
+
+/// A locked maildrop: the lock file (held while this lives) and its messages.
+#[derive(Debug)]
+struct Locked {
+    dirs: Arc<Dirs>,
+    maildir: String,
+    _lock: File,
+    entries: Vec<Entry>,
+}
+
+/// One connection's handler over [`Maildirs`].
+#[derive(Debug)]
+pub(crate) struct MaildirHandler {
+    store: Arc<Maildirs>,
+    locked: Option<Locked>,
+}
+
+fn internal(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::internal(e.to_string())
+}
+
+/// Runs blocking filesystem or hashing work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> HandlerResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)
+}
+
+impl AsyncHandler for MaildirHandler {
+    type Body = pop3_tokio::TokioBody<tokio::fs::File>;
+
+    async fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
+        let asked = tokio::time::Instant::now();
+        if self.store.check(user, credential).await? {
+            Ok(())
+        } else {
+            // Shed or not, hashed or not: the same floor from the same start.
+            tokio::time::sleep_until(asked + self.store.failure_floor).await;
+            Err(Refusal::auth("invalid user name or password").into())
+        }
+    }
+
+    async fn scram_credentials(&mut self, user: &str) -> HandlerResult<ScramCredentials> {
+        Ok(self.store.scram_keys(user))
+    }
+
+    async fn lock(&mut self, user: &str) -> HandlerResult<Maildrop> {
+        let store = self.store.clone();
+        let user = user.to_owned();
+        let (locked, drop) = blocking(move || lock_maildir(&store, &user)).await??;
+        self.locked = Some(locked);
+        Ok(drop)
+    }
+
+    async fn open(&mut self, message: &MessageRef, top: Option<u64>) -> HandlerResult<Self::Body> {
+        let locked = self
+            .locked
+            .as_mut()
+            .ok_or_else(|| internal("open without a lock"))?;
+        let index = (message.number as usize)
+            .checked_sub(1)
+            .filter(|&i| i < locked.entries.len())
+            .ok_or_else(|| internal("message number out of range"))?;
+        let entry = locked.entries[index].clone();
+        let (dirs, maildir) = (locked.dirs.clone(), locked.maildir.clone());
+        let retrieve = top.is_none();
+        let (file, entry) =
+            blocking(move || open_entry(&dirs, entry, retrieve, &maildir)).await??;
+        locked.entries[index] = entry;
+        Ok(pop3_tokio::tokio_body(tokio::fs::File::from_std(file)))
+    }
+
+    async fn commit(&mut self, deleted: &[MessageRef]) -> HandlerResult<()> {
+        let locked = self
+            .locked
+            .as_ref()
+            .ok_or_else(|| internal("commit without a lock"))?;
+        let mut doomed = Vec::new();
+        let mut uids = Vec::new();
+        let mut messages = 0;
+        for m in deleted {
+            let Some(e) = (m.number as usize)
+                .checked_sub(1)
+                .and_then(|i| locked.entries.get(i))
+            else {
+                return Err(internal("message number out of range"));
+            };
+            messages += 1;
+            uids.push((m.uid.clone(), e.id));
+            doomed.push(Doomed {
+                sub: e.sub,
+                name: e.name.clone(),
+                id: e.id,
+            });
+            for (sub, name) in &e.links {
+                doomed.push(Doomed {
+                    sub: *sub,
+                    name: name.clone(),
+                    id: e.id,
+                });
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let (dirs, maildir) = (locked.dirs.clone(), locked.maildir.clone());
+        blocking(move || delete(&dirs, doomed, &uids, messages, &maildir)).await?
+    }
+
+    async fn unlock(&mut self) {
+        // Dropping the lock file releases the OS lock.
+        self.locked = None;
+    }
+}
+
+/// Takes the user's lock, finishes a deletion a crash interrupted, cleans
+/// `tmp/`, and lists the maildrop.
+fn lock_maildir(store: &Maildirs, user: &str) -> HandlerResult<(Locked, Maildrop)> {
+    let path = store.root.join(user);
+    let maildir = path.display().to_string();
+    let dirs = Dirs::open(&path).map_err(|e| {
+        tracing::error!(maildir, error = %e, "cannot open the maildir");
+        internal(e)
+    })?;
+    let served_before = dirs.has(LOCK_FILE).map_err(internal)?;
+    let lock = dirs.open_lock(LOCK_FILE).map_err(internal)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(Refusal::in_use("maildrop is locked by another session").into())
+        }
+        Err(TryLockError::Error(e)) => return Err(internal(e)),
+    }
+    journal::recover(&dirs, &maildir).map_err(internal)?;
+    match dirs.clean_tmp(SystemTime::now()) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(maildir, removed, "removed tmp/ files older than 36 hours"),
+        Err(e) => tracing::warn!(maildir, error = %e, "cannot clean tmp/"),
+    }
+    let entries = scan(store, &dirs, &path).map_err(internal)?;
+    let wants: Vec<uids::Want<'_>> = entries
+        .iter()
+        .map(|e| uids::Want {
+            name: &e.name,
+            ino: e.id.ino,
+            len: e.id.len,
+        })
+        .collect();
+    let ids =
+        uids::assign(&dirs, &wants, store.uidl_source, served_before, &maildir).map_err(|e| {
+            tracing::error!(maildir, error = %e, "cannot record unique ids");
+            internal(e)
+        })?;
+    let listing = entries
+        .iter()
+        .zip(ids)
+        .map(|(e, uid)| MessageInfo { size: e.size, uid });
+    let drop = Maildrop::new(listing).map_err(internal)?;
+    Ok((
+        Locked {
+            dirs: Arc::new(dirs),
+            maildir,
+            _lock: lock,
+            entries,
+        },
+        drop,
+    ))
+}
+
+/// `new/` and `cur/`, in delivery order, with sizes.
+fn scan(store: &Maildirs, dirs: &Dirs, path: &std::path::Path) -> io::Result<Vec<Entry>> {
+    let mut found = Vec::new();
+    for sub in Sub::BOTH {
+        for (name, st) in dirs.list(sub)? {
+            let unique = names::unique_part(&name);
+            let delivered = names::delivery_time(unique)
+                .unwrap_or((st.st_mtime as u64, (st.st_mtime_nsec / 1000) as u32));
+            found.push((delivered, name, sub, st));
+        }
+    }
+    found.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+    let mut entries: Vec<Entry> = Vec::with_capacity(found.len());
+    let mut by_file: HashMap<(u64, u64), usize> = HashMap::new();
+    for (_, name, sub, st) in found {
+        let id = Identity::of(&st);
+        if let Some(&i) = by_file.get(&(id.dev, id.ino)) {
+            // One file under two names: one message, at its cur/ name.
+            let e = &mut entries[i];
+            tracing::info!(name = %show(&name), other = %show(&e.name), "two names of one file; one message");
+            if sub == Sub::Cur && e.sub == Sub::New {
+                let old = (
+                    std::mem::replace(&mut e.sub, sub),
+                    std::mem::replace(&mut e.name, name),
+                );
+                e.links.push(old);
+            } else {
+                e.links.push((sub, name));
+            }
+            continue;
+        }
+        let size = match names::size_field(&name) {
+            Some(w) => w,
+            None => {
+                let mut full = path.as_os_str().as_bytes().to_vec();
+                full.extend_from_slice(format!("/{}/", sub.as_str()).as_bytes());
+                full.extend_from_slice(&name);
+                #[allow(clippy::unnecessary_cast)] // the field types differ by target
+                let key = SizeKey {
+                    path: full,
+                    dev: id.dev,
+                    ino: id.ino,
+                    len: id.len,
+                    modified: (st.st_mtime as i64, st.st_mtime_nsec as u64),
+                };
+                match store.size_of(key, || dirs.open_message(sub, &name, &id))? {
+                    Some(size) => size,
+                    None => continue, // gone meanwhile
+                }
+            }
+        };
+        by_file.insert((id.dev, id.ino), entries.len());
+        entries.push(Entry {
+            sub,
+            name,
+            id,
+            size,
+            links: Vec::new(),
+        });
+    }
+    Ok(entries)
+}
+
+/// Opens exactly the listed file (found again if another program renamed
+/// it), and for RETR moves it from `new/` to `cur/`, seen.
+fn open_entry(
+    dirs: &Dirs,
+    mut e: Entry,
+    retrieve: bool,
+    maildir: &str,
+) -> HandlerResult<(File, Entry)> {
+    let gone =
+        || -> HandlerError { Refusal::sys_perm("message was removed by another program").into() };
+    let file = match dirs.open_message(e.sub, &e.name, &e.id).map_err(internal)? {
+        Some(f) => f,
+        None => {
+            let Some((sub, name)) = dirs.find(&e.id, (e.sub, &e.name)).map_err(internal)? else {
+                return Err(gone());
+            };
+            e.sub = sub;
+            e.name = name;
+            dirs.open_message(e.sub, &e.name, &e.id)
+                .map_err(internal)?
+                .ok_or_else(gone)?
+        }
+    };
+    if file.metadata().map_err(internal)?.len() != e.id.len {
+        return Err(Refusal::sys_perm("message was changed by another program").into());
+    }
+    if retrieve && e.sub == Sub::New {
+        let target = names::cur_name(&e.name, e.size);
+        match dirs.rename_noreplace(Sub::New, &e.name, Sub::Cur, &target) {
+            Ok(true) => {
+                e.sub = Sub::Cur;
+                e.name = target;
+            }
+            Ok(false) => tracing::info!(
+                maildir,
+                name = %show(&target),
+                "cur/ already has this name; the message stays in new/"
+            ),
+            Err(err) => {
+                tracing::warn!(maildir, name = %show(&e.name), error = %err, "cannot move to cur/")
+            }
+        }
+    }
+    Ok((file, e))
+}
+
+/// Removes the marked files at QUIT: journaled first, then removed one by
+/// one (each only if it is still that file); the reply says exactly what
+/// happened, and the journal is removed either way, so that a failure
+/// reported now is not undone silently at the next login.
+fn delete(
+    dirs: &Dirs,
+    doomed: Vec<Doomed>,
+    marked_ids: &[(pop3_proto::Uid, Identity)],
+    messages: usize,
+    maildir: &str,
+) -> HandlerResult<()> {
+    // Where each file is now (another program may have renamed it).
+    let mut resolved = Vec::with_capacity(doomed.len());
+    for d in doomed {
+        if let Some((sub, name)) = dirs.find(&d.id, (d.sub, &d.name)).map_err(internal)? {
+            resolved.push(Doomed {
+                sub,
+                name,
+                id: d.id,
+            });
+        }
+    }
+    if resolved.is_empty() {
+        let gone: Vec<_> = marked_ids.iter().map(|(uid, _)| uid.clone()).collect();
+        if let Err(e) = uids::retire(dirs, &gone) {
+            tracing::warn!(maildir, error = %e, "cannot retire the removed messages' ids now; the next login does");
+        }
+        return Ok(());
+    }
+    if let Err(e) = journal::write(dirs, &resolved) {
+        tracing::error!(maildir, error = %e, "cannot write the delete journal; nothing deleted");
+        let _ = dirs.remove_file(&format!("{}.tmp", journal::JOURNAL));
+        return Err(Refusal::sys_temp(
+            "no deleted message was removed (cannot journal the deletion)",
+        )
+        .into());
+    }
+    let mut failed = Vec::new();
+    for d in &resolved {
+        if let Err(e) = journal::remove(dirs, d) {
+            tracing::error!(maildir, name = %show(&d.name), error = %e, "cannot remove a deleted message");
+            failed.push(d.id);
+        }
+    }
+    for sub in Sub::BOTH {
+        if let Err(e) = dirs.sync(Some(sub)) {
+            tracing::warn!(maildir, error = %e, "cannot sync a folder after deletion");
+        }
+    }
+    let removed: Vec<pop3_proto::Uid> = marked_ids
+        .iter()
+        .filter(|(_, id)| !failed.contains(id))
+        .map(|(uid, _)| uid.clone())
+        .collect();
+    if let Err(e) = uids::retire(dirs, &removed) {
+        tracing::warn!(maildir, error = %e, "cannot retire the removed messages' ids now; the next login does");
+    }
+    let cleared = journal::clear(dirs);
+    if let Err(e) = &cleared {
+        tracing::error!(maildir, error = %e, "cannot remove the delete journal");
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    failed.sort_by_key(|id| (id.dev, id.ino));
+    failed.dedup();
+    let text = if cleared.is_ok() {
+        format!(
+            "{} of {messages} deleted messages could not be removed; they stay in the maildrop",
+            failed.len()
+        )
+    } else {
+        format!(
+            "{} of {messages} deleted messages could not be removed yet; the next login retries",
+            failed.len()
+        )
+    };
+    Err(Refusal::sys_temp(text).into())
+}

@@ -569,3 +569,33 @@ fn scram_refuses_tampering_and_channel_binding() {
     );
     assert_eq!(h.session.user(), None);
 }
+
+#[test]
+fn malformed_exchanges_count_as_failed_logins() {
+    let mut h = harness(quick());
+    h.take_sent();
+    // "=" (empty) is malformed for PLAIN: three in a row close the session
+    // like three wrong passwords, instead of looping for free.
+    for _ in 0..3 {
+        h.command("AUTH PLAIN =");
+    }
+    assert!(h.session.is_closed());
+    assert_eq!(
+        h.session.close_reason(),
+        Some(CloseReason::TooManyAuthFailures)
+    );
+}
+
+#[test]
+fn garbage_exchanges_count_as_bad_commands() {
+    let mut h = harness(quick());
+    h.take_sent();
+    for _ in 0..10 {
+        h.command("AUTH PLAIN %%%");
+    }
+    assert!(h.session.is_closed());
+    assert_eq!(
+        h.session.close_reason(),
+        Some(CloseReason::TooManyBadCommands)
+    );
+}

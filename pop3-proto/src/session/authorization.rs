@@ -99,7 +99,7 @@ impl Session {
             Command::Utf8 => self.enter_utf8(),
             Command::Lang(range) => self.lang(range),
             Command::AuthList => self.list_mechanisms(),
-            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
+            Command::Auth { mechanism, initial } => return self.auth(mechanism, initial),
             Command::Stls => {
                 if !self.config.stls {
                     self.err(Text::StlsNotOffered, []);

@@ -66,22 +66,27 @@ impl Session {
         });
     }
 
-    /// `AUTH mechanism [initial-response]`.
-    pub(super) fn auth(&mut self, mechanism: Option<Mechanism>, initial: Option<Secret<Vec<u8>>>) {
+    /// `AUTH mechanism [initial-response]`. False if it counts as a bad
+    /// command (an unknown mechanism, an initial response not in base64).
+    pub(super) fn auth(
+        &mut self,
+        mechanism: Option<Mechanism>,
+        initial: Option<Secret<Vec<u8>>>,
+    ) -> bool {
         self.login = Login::Anonymous;
         let Some(mechanism) = mechanism.filter(|&m| self.config.sasl.contains(&m)) else {
-            self.err(Text::UnsupportedMechanism, []);
-            return;
+            self.bad_command(Text::UnsupportedMechanism, []);
+            return false;
         };
         if !self.usable(mechanism) {
             self.tls_required(mechanism.name());
-            return;
+            return true;
         }
         let mut exchange = mechanism.start();
         let Some(initial) = initial else {
             self.challenge(exchange.first_challenge());
             self.state = State::Sasl(mechanism, exchange);
-            return;
+            return true;
         };
         // RFC 5034 §4: "=" is an empty initial response.
         let decoded = match initial.expose().as_slice() {
@@ -92,8 +97,12 @@ impl Session {
             Ok(response) => {
                 let step = exchange.respond(response);
                 self.sasl_step(mechanism, exchange, step);
+                true
             }
-            Err(_) => self.err(Text::InitialResponseNotBase64, []),
+            Err(_) => {
+                self.bad_command(Text::InitialResponseNotBase64, []);
+                false
+            }
         }
     }
 
@@ -112,7 +121,7 @@ impl Session {
                     let step = exchange.respond(response);
                     self.sasl_step(mechanism, exchange, step);
                 }
-                Err(_) => self.err(Text::ResponseNotBase64, []),
+                Err(_) => self.bad_command(Text::ResponseNotBase64, []),
             },
             other => self.state = other,
         }
@@ -131,9 +140,11 @@ impl Session {
                     Request::Authenticate { user, credential },
                 );
             }
+            // A malformed exchange is a failed login: counted and held
+            // back, so it cannot be repeated for free.
             Step::Malformed(text) => {
                 let refusal = Refusal::auth(self.text_string(text));
-                self.queue.with_buf(|out| reply::refusal(out, &refusal));
+                self.failed_login(refusal);
             }
             Step::ScramLookup(first) => {
                 let user = first.user.clone();

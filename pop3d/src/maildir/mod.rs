@@ -52,10 +52,9 @@
 //!   such user: one Argon2id with the decoy's parameters is computed (the
 //!   user's own hash when it has those parameters, the decoy otherwise),
 //!   unless the queue is full, and then the attempt is shed before it
-//!   costs anything. Either way the answer is held until a fixed floor
-//!   (twice the decoy's cost, measured at start) has passed since the
-//!   check was asked for, and the protocol core holds every failed login
-//!   for its failure delay from then too.
+//!   costs anything. Either way the protocol core holds every failed
+//!   login for its failure delay (2 s) counted from when the check was
+//!   asked for, so the reply time does not depend on the path taken.
 
 mod fsx;
 mod journal;
@@ -133,8 +132,6 @@ pub(crate) struct Maildirs {
     /// When a shed check was last logged (seconds since `started`).
     shed_logged: AtomicU64,
     started: Instant,
-    /// No failed check is answered sooner than this after it began.
-    failure_floor: Duration,
     /// Checks OAuth bearer tokens (SASL XOAUTH2, OAUTHBEARER), if configured.
     oauth: Option<TokenValidator>,
     /// Makes the SCRAM decoy keys of unknown users: random, for the life of
@@ -149,13 +146,15 @@ impl Maildirs {
         uidl_source: UidlSource,
         oauth: Option<TokenValidator>,
     ) -> Arc<Self> {
-        let mut store = Self::build(root, users, uidl_source, 2);
-        Arc::get_mut(&mut store).expect("not shared yet").oauth = oauth;
-        store
+        Self::build(root, users, uidl_source, oauth)
     }
 
-    /// `floor_factor`: the failure floor in multiples of the decoy's cost.
-    fn build(root: PathBuf, users: Users, uidl_source: UidlSource, floor_factor: u32) -> Arc<Self> {
+    fn build(
+        root: PathBuf,
+        users: Users,
+        uidl_source: UidlSource,
+        oauth: Option<TokenValidator>,
+    ) -> Arc<Self> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         let started = Instant::now();
         let decoy = crate::users::passwd_line(
@@ -168,8 +167,10 @@ impl Maildirs {
         .expect("an Argon2id decoy hash");
         let cost = started.elapsed();
         let blocks = decoy.argon2_blocks().expect("the decoy is Argon2id");
-        // As many jobs per lane as the threads get through in QUEUE_WAIT.
-        let per_thread = (QUEUE_WAIT.as_nanos() / cost.as_nanos().max(1)).max(1);
+        // As many jobs per lane as the threads get through in QUEUE_WAIT
+        // (at least 4 a thread: a slow start must not make the lanes tiny;
+        // decoys that wait longer than QUEUE_WAIT are shed anyway).
+        let per_thread = (QUEUE_WAIT.as_nanos() / cost.as_nanos().max(1)).max(4);
         let capacity = threads * usize::try_from(per_thread).unwrap_or(usize::MAX / threads);
         let hashers =
             Hashers::new(threads, blocks, capacity, QUEUE_WAIT).expect("start the hashing threads");
@@ -189,8 +190,7 @@ impl Maildirs {
             decoys_run: AtomicU64::new(0),
             shed_logged: AtomicU64::new(0),
             started,
-            failure_floor: cost * floor_factor,
-            oauth: None,
+            oauth,
             scram_secret,
         })
     }
@@ -409,12 +409,12 @@ impl AsyncHandler for MaildirHandler {
     type Body = pop3_tokio::TokioBody<tokio::fs::File>;
 
     async fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
-        let asked = tokio::time::Instant::now();
+        // A refusal is held by the protocol core for its failure delay,
+        // counted from when the check was asked for: shed or not, hashed
+        // or not, the reply comes at the same time.
         if self.store.check(user, credential).await? {
             Ok(())
         } else {
-            // Shed or not, hashed or not: the same floor from the same start.
-            tokio::time::sleep_until(asked + self.store.failure_floor).await;
             Err(Refusal::auth("invalid user name or password").into())
         }
     }

@@ -103,7 +103,7 @@ fn shared() -> &'static (tempfile::TempDir, Arc<Maildirs>) {
     SHARED.get_or_init(|| {
         let root = tempfile::tempdir().unwrap();
         let users = Users::single("unused", Stored::Plain("x".to_owned().into()));
-        let store = Maildirs::build(root.path().to_owned(), users, UidlSource::Auto, 0);
+        let store = Maildirs::build(root.path().to_owned(), users, UidlSource::Auto, None);
         (root, store)
     })
 }

@@ -99,10 +99,11 @@ enum Op {
     Eof,
 }
 
-/// What the target sent in SASL, decoded: the oracle's evidence.
+/// What the target sent in SASL, decoded: with the bytes the session was
+/// given, the oracle's evidence.
 #[derive(Default)]
 struct Said {
-    /// Every decoded response and raw line.
+    /// Every SASL response this target encoded, decoded.
     bytes: Vec<u8>,
     /// The user of the last SCRAM first message this target made.
     scram_user: Option<String>,
@@ -110,21 +111,25 @@ struct Said {
     scram_finals: Vec<(String, bool)>,
 }
 
-impl Said {
-    /// Raw client bytes: as they are, and each line and word base64-decoded.
-    fn raw(&mut self, bytes: &[u8]) {
-        self.bytes.extend_from_slice(bytes);
-        self.bytes.push(0);
-        for line in bytes.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            for word in std::iter::once(line).chain(line.split(|&b| b == b' ')) {
-                if let Ok(decoded) = STANDARD.decode(word) {
-                    self.bytes.extend(decoded);
-                    self.bytes.push(0);
-                }
+/// What the client said, as evidence a login had the right secret: the
+/// responses this target encoded, every byte the session was given (one
+/// contiguous stream: a secret may arrive split over reads), and each line
+/// and word of that stream base64-decoded.
+fn evidence(said: &Said, client_bytes: &[u8]) -> Vec<u8> {
+    let mut all = said.bytes.clone();
+    all.push(0);
+    all.extend_from_slice(client_bytes);
+    all.push(0);
+    for line in client_bytes.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        for word in std::iter::once(line).chain(line.split(|&b| b == b' ')) {
+            if let Ok(decoded) = STANDARD.decode(word) {
+                all.extend(decoded);
+                all.push(0);
             }
         }
     }
+    all
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -159,7 +164,6 @@ fn encode(run: &Run, said: &mut Said, resp: Resp) -> Vec<u8> {
     let decoded: Vec<u8> = match resp {
         Resp::Raw(mut bytes) => {
             bytes.retain(|&b| b != b'\n');
-            said.raw(&bytes);
             return bytes;
         }
         Resp::Cancel => return b"*".to_vec(),
@@ -220,6 +224,7 @@ fn encode(run: &Run, said: &mut Said, resp: Resp) -> Vec<u8> {
 /// finished with the user's real password.
 fn check_logins(run: &Run, said: &Said) {
     let events = &run.h.events;
+    let evidence = evidence(said, &run.client_bytes);
     for (i, e) in events.iter().enumerate() {
         let Event::Request(Request::Lock { user }) = e else {
             continue;
@@ -257,7 +262,7 @@ fn check_logins(run: &Run, said: &Said) {
                     _ => (false, b""),
                 };
                 let sent = !user.is_ascii()
-                    || (contains(&said.bytes, user.as_bytes()) && contains(&said.bytes, secret))
+                    || (contains(&evidence, user.as_bytes()) && contains(&evidence, secret))
                     || !matches!(
                         credential,
                         Credential::Password(_)
@@ -333,7 +338,6 @@ fuzz_target!(|data: &[u8]| {
             Op::Respond(r) => Some(encode(&run, &mut said, r)),
             Op::Raw(n) => {
                 let bytes = stream.take(usize::from(n) % 2048);
-                said.raw(bytes);
                 run.feed(bytes);
                 None
             }
@@ -368,12 +372,10 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Some(mut line) = line {
             line.retain(|&b| b != b'\n');
-            said.raw(&line);
             run.line(&line);
         }
     }
     let rest = stream.rest();
-    said.raw(rest);
     run.feed(rest);
     run.settle();
     if std::env::var_os("FUZZ_DEBUG").is_some() {

@@ -141,6 +141,9 @@ pub struct Run {
     /// Locks the harness took and gave back itself for a repeated `Lock`
     /// answer the session refused (not the session's).
     harness_locks: usize,
+    /// Every byte the session was given, in order (reads the harness
+    /// dropped are not in it).
+    pub client_bytes: Vec<u8>,
 }
 
 impl Run {
@@ -159,6 +162,7 @@ impl Run {
             before,
             max_chunk: chunk.max(1),
             harness_locks: 0,
+            client_bytes: Vec::new(),
         };
         run.sync();
         run
@@ -212,6 +216,7 @@ impl Run {
                 continue;
             }
             self.checker.client(read);
+            self.client_bytes.extend_from_slice(read);
             self.guarded(|h| h.feed(read));
         }
     }

@@ -55,6 +55,7 @@ mod handler;
 pub mod memory;
 pub mod nonblocking;
 mod procedure;
+pub mod proxy_header;
 mod segments;
 mod service;
 mod shutdown;

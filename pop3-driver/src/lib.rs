@@ -54,7 +54,9 @@ pub mod blocking;
 mod handler;
 pub mod memory;
 pub mod nonblocking;
+pub mod observe;
 mod procedure;
+pub mod proxy;
 pub mod proxy_header;
 mod segments;
 mod service;
@@ -66,6 +68,7 @@ pub use handler::{
     AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReaderBody,
     DEFAULT_CHUNK,
 };
+pub use observe::{Call, Observer, Rejection};
 pub use pop3_proto as proto;
 pub use procedure::{Procedure, Step};
 pub use segments::{write_all_vectored, SegmentCursor, MAX_IO_SLICES};
@@ -119,6 +122,11 @@ pub struct SessionEnd {
     /// It ends as [`CloseReason::IdleTimeout`]: closed as the idle timer
     /// closes, without a reply, nothing deleted.
     pub evicted: bool,
+    /// Why the connection was closed for its PROXY header: a trusted
+    /// source's missing, malformed or late one (then no session ran, and
+    /// the reason is [`CloseReason::Rejected`]), or one sent from a
+    /// source not trusted to (see [`Service::proxy_from`]).
+    pub proxy_error: Option<String>,
 }
 
 impl SessionEnd {
@@ -130,6 +138,7 @@ impl SessionEnd {
             tls_error: None,
             error: None,
             evicted: false,
+            proxy_error: None,
         }
     }
 
@@ -142,6 +151,7 @@ impl SessionEnd {
             tls_error: Some(error.to_string()),
             error: None,
             evicted: false,
+            proxy_error: None,
         }
     }
 
@@ -153,6 +163,7 @@ impl SessionEnd {
             tls_error: None,
             error: None,
             evicted: false,
+            proxy_error: None,
         }
     }
 }

@@ -11,7 +11,9 @@
 mod demo;
 mod hashing;
 mod maildir;
+mod metrics;
 mod oauth;
+mod observe;
 mod tls;
 mod users;
 
@@ -61,8 +63,23 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Log format on standard error: `text` (one line per event) or
+    /// `json` (one JSON object per line). Command line only.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
+
     #[command(flatten)]
     settings: Settings,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The server settings, from the command line or the settings file.
@@ -129,6 +146,20 @@ struct Settings {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections_per_ip: Option<u64>,
 
+    /// Take PROXY protocol headers (HAProxy's v1 and v2) from this network
+    /// (CIDR, e.g. 10.0.0.0/8, or one address); repeat for several. The
+    /// header's client address is then the peer everywhere (limits, logs,
+    /// metrics). Connections from these sources must send a header (within
+    /// 5 s); connections from anywhere else that send one are closed.
+    #[arg(long, value_name = "CIDR")]
+    #[serde(default)]
+    proxy_from: Vec<String>,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9110; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
     /// Offer APOP. The greeting then carries a timestamp, and clients such as
     /// curl switch to APOP, which works only for users with a {PLAIN} secret.
     #[arg(long)]
@@ -192,6 +223,12 @@ impl Settings {
             max_unauthenticated: self.max_unauthenticated.or(file.max_unauthenticated),
             max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
             apop: self.apop || file.apop,
+            proxy_from: if self.proxy_from.is_empty() {
+                file.proxy_from
+            } else {
+                self.proxy_from
+            },
+            metrics: self.metrics.or(file.metrics),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             uidl_source: self.uidl_source.or(file.uidl_source),
             oauth_keys: self.oauth_keys.or(file.oauth_keys),
@@ -228,13 +265,17 @@ fn main() -> ExitCode {
     if let Some(Command::Passwd { user, scheme }) = &cli.command {
         return passwd(user, *scheme);
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -399,7 +440,21 @@ fn run(cli: Cli) -> Result<(), String> {
     if cli.max_unauthenticated == Some(0) || cli.max_connections_per_ip == Some(0) {
         return Err("max-unauthenticated and max-connections-per-ip must be at least 1".into());
     }
+    let proxy_from = cli
+        .proxy_from
+        .iter()
+        .map(|net| net.parse::<pop3_tokio::proxy_header::Cidr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--proxy-from: {e}"))?;
+    let metrics = cli
+        .metrics
+        .map(|addr| (addr, std::sync::Arc::new(metrics::Metrics::new())));
+    let observer = observe::Observe {
+        metrics: metrics.as_ref().map(|(_, m)| m.clone()),
+    };
     let mut service = Service::new(config, move |_conn| Ok(store.handler()))
+        .proxy_from(proxy_from)
+        .observe(observer)
         .max_connections(max_connections)
         .max_unauthenticated(
             cli.max_unauthenticated
@@ -412,6 +467,11 @@ fn run(cli: Cli) -> Result<(), String> {
         .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))
         .on_session_end(|conn, end| {
             let peer = conn.peer.map(|p| p.to_string()).unwrap_or_default();
+            if let Some(error) = &end.proxy_error {
+                let from = conn.proxied_by.or(conn.peer).map(|p| p.to_string()).unwrap_or_default();
+                info!(peer = from, error = %error, "connection closed: PROXY header");
+                return;
+            }
             if let Some(error) = &end.tls_error {
                 info!(peer, tls = conn.tls, error = %error, reason = %end.reason, evicted = end.evicted, "TLS handshake failed");
                 return;
@@ -484,6 +544,14 @@ fn run(cli: Cli) -> Result<(), String> {
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             listeners.push((listener, bound, implicit_tls));
         }
+        let metrics = match metrics {
+            Some((addr, metrics)) => {
+                let listener = metrics::bind(addr).await?;
+                let bound = listener.local_addr().map_err(|e| e.to_string())?;
+                Some((listener, bound, metrics))
+            }
+            None => None,
+        };
         // Scripts and tests read these lines to learn the ports: plain
         // listeners first. A closed stdout is not worth failing for.
         let mut out = std::io::stdout().lock();
@@ -515,8 +583,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 let _ = writeln!(out, "  (-k: the demo certificate is self-signed, made at start)");
             }
         }
+        if let Some((_, bound, _)) = &metrics {
+            let _ = writeln!(out, "pop3d metrics on http://{bound}/metrics");
+        }
         let _ = out.flush();
         drop(out);
+        if let Some((listener, _, metrics)) = metrics {
+            tokio::spawn(metrics::serve(listener, metrics));
+        }
         let mut servers = tokio::task::JoinSet::new();
         for (listener, _, implicit_tls) in listeners {
             let service = service.clone();

@@ -77,6 +77,8 @@ pub struct Spec {
     pub tls: Option<TlsConfig>,
     /// What kind of listener to serve.
     pub listen: Listen,
+    /// The sources PROXY headers are taken from (`Service::proxy_from`).
+    pub proxy_from: Option<Vec<pop3_driver::proxy_header::Cidr>>,
 }
 
 /// The kind of listener a test server runs.
@@ -103,6 +105,7 @@ impl Spec {
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             listen: Listen::Plain,
+            proxy_from: None,
         }
     }
 
@@ -115,13 +118,15 @@ impl Spec {
 
     /// The service to serve. Its connection hook hands out the store's
     /// handler per connection, unless told to refuse the next one, and
-    /// checks that the adapter passes the peer address.
+    /// checks that the adapter passes the peer address (loopback, or a
+    /// loopback proxy's).
     pub fn service(&self) -> TestService {
         let store = self.store.clone();
         let connections = self.connections.clone();
         let hook: Hook = Box::new(move |info| {
             assert!(
-                info.peer.is_some_and(|p| p.ip().is_loopback()),
+                info.peer.is_some_and(|p| p.ip().is_loopback())
+                    || info.proxied_by.is_some_and(|p| p.ip().is_loopback()),
                 "peer address: {info:?}"
             );
             match connections.take_refusal() {
@@ -144,6 +149,9 @@ impl Spec {
         }
         if let Some(tls) = &self.tls {
             service = service.tls(tls.clone());
+        }
+        if let Some(nets) = &self.proxy_from {
+            service = service.proxy_from(nets.iter().copied());
         }
         service
     }
@@ -261,6 +269,7 @@ macro_rules! suite {
             connection_limit_rejects_and_keeps_serving,
             silent_connections_make_room_for_new_clients,
             per_address_limit_refuses_with_sys_temp,
+            proxy_header_names_the_client,
             graceful_shutdown_finishes_commands_and_deletes_nothing,
             shutdown_aborts_stalled_sessions_after_grace,
             handler_errors_at_each_request,
@@ -276,6 +285,7 @@ macro_rules! suite {
             garbage_handshake_closes_only_that_connection,
             implicit_tls_over_the_limit_is_closed_without_a_handshake,
             stalled_handshakes_make_room_for_new_clients,
+            proxy_header_before_implicit_tls,
         );
     };
     ($launcher:ty; $($check:ident),+ $(,)?) => {

@@ -513,6 +513,63 @@ pub fn proxy_header_names_the_client<L: Launcher>() {
     assert!(plain.command("QUIT").starts_with("+OK"));
 }
 
+/// The service's observer hears, in order, what a session does: its
+/// commands, each login attempt with its method, outcome and user, each
+/// handler call, the messages opened, the octets written, the end; and
+/// a refusal, with its reason.
+pub fn observer_sees_sessions_commands_and_logins<L: Launcher>() {
+    let mut spec = Spec::new(config().build().unwrap(), demo_store());
+    spec.max_connections_per_ip = Some(1);
+    let server = launch::<L>(spec);
+    let (mut c, _) = Client::greeted(server.addr);
+    assert!(c.command("USER alice").starts_with("+OK"));
+    assert!(c.command("PASS wrong").starts_with("-ERR"));
+    assert!(c.command("NOPE").starts_with("-ERR"));
+    assert!(c.command("USER alice").starts_with("+OK"));
+    assert!(c.command("PASS wonderland").starts_with("+OK"));
+    assert!(c.command("RETR 1").starts_with("+OK"));
+    c.multiline();
+    assert!(c.command("TOP 2 0").starts_with("+OK"));
+    c.multiline();
+    let (_, refused) = Client::greeted(server.addr);
+    assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
+    assert!(c.command("QUIT").starts_with("+OK"));
+    assert!(c.closed().0);
+    server.eventually("the session ends", |s| {
+        s.observed
+            .events()
+            .last()
+            .is_some_and(|e| e.starts_with("ended"))
+    });
+    assert_eq!(
+        server.observed.events(),
+        [
+            "started",
+            "command USER",
+            "command PASS",
+            "call authenticate",
+            "login USER failed alice",
+            "command other",
+            "command USER",
+            "command PASS",
+            "call authenticate",
+            "login USER accepted alice",
+            "call lock",
+            "command RETR",
+            "call retrieve",
+            "opened retr",
+            "command TOP",
+            "call retrieve",
+            "opened top",
+            "refused per_address",
+            "command QUIT",
+            "call commit",
+            "ended Quit",
+        ]
+    );
+    assert!(server.observed.sent() > 0);
+}
+
 /// A graceful shutdown lets a RETR in flight finish, closes sessions at a
 /// command boundary with a POP3 `-ERR`, and deletes nothing.
 pub fn graceful_shutdown_finishes_commands_and_deletes_nothing<L: Launcher>() {

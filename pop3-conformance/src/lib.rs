@@ -23,9 +23,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pop3_driver::memory::{MemoryHandler, MemoryStore};
+use pop3_driver::observe::{Call, Observer, Rejection};
 use pop3_driver::tls::TlsConfig;
 use pop3_driver::{ConnectionInfo, Service, SessionEnd, Shutdown};
-use pop3_proto::{Config, Refusal};
+use pop3_proto::{Config, Note, Refusal};
 
 /// What the suite adds around the store: connection refusals for the
 /// connection hook, and how sessions ended, from the service's end hook.
@@ -55,6 +56,83 @@ impl Connections {
     }
 }
 
+/// What the service's observer was told, in order, as short strings
+/// (`started`, `command USER`, `login USER failed alice`, `call lock`,
+/// `opened retr`, `tls stls ok`, `refused per_address`, `ended quit`);
+/// octets written are summed apart.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    events: Arc<Mutex<Vec<String>>>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Observed {
+    /// What was told so far.
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Octets written to clients so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn push(&self, event: String) {
+        self.events.lock().unwrap().push(event);
+    }
+}
+
+impl Observer for Observed {
+    fn refused(&self, _info: &ConnectionInfo, why: Rejection) {
+        self.push(format!("refused {}", why.name()));
+    }
+
+    fn session_started(&self, _info: &ConnectionInfo) {
+        self.push("started".into());
+    }
+
+    fn noted(&self, _info: &ConnectionInfo, note: &Note) {
+        self.push(match note {
+            Note::Command(name) => format!("command {}", name.unwrap_or("other")),
+            Note::Login(a) => format!(
+                "login {} {} {}",
+                a.method.name(),
+                a.outcome.name(),
+                a.user.as_deref().unwrap_or("-")
+            ),
+            other => format!("{other:?}"),
+        });
+    }
+
+    fn sent(&self, _info: &ConnectionInfo, octets: u64) {
+        self.sent
+            .fetch_add(octets, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn handler_call(&self, call: Call, _elapsed: Duration) {
+        self.push(format!("call {}", call.name()));
+    }
+
+    fn message_opened(&self, _info: &ConnectionInfo, top: bool) {
+        self.push(format!("opened {}", if top { "top" } else { "retr" }));
+    }
+
+    fn tls_handshake(
+        &self,
+        _info: &ConnectionInfo,
+        implicit: bool,
+        result: Result<(), &std::io::Error>,
+    ) {
+        let mode = if implicit { "implicit" } else { "stls" };
+        let result = if result.is_ok() { "ok" } else { "failed" };
+        self.push(format!("tls {mode} {result}"));
+    }
+
+    fn session_ended(&self, _info: &ConnectionInfo, end: &SessionEnd) {
+        self.push(format!("ended {:?}", end.reason));
+    }
+}
+
 /// What a test server should be.
 pub struct Spec {
     /// Session configuration.
@@ -63,6 +141,8 @@ pub struct Spec {
     pub store: MemoryStore,
     /// Connection refusals and session ends.
     pub connections: Arc<Connections>,
+    /// What the service's observer was told.
+    pub observed: Observed,
     /// Connection cap.
     pub max_connections: Option<usize>,
     /// Cap on connections that have not logged in (the service's default:
@@ -99,6 +179,7 @@ impl Spec {
             config,
             store,
             connections: Arc::default(),
+            observed: Observed::default(),
             max_connections: None,
             max_unauthenticated: None,
             max_connections_per_ip: None,
@@ -137,7 +218,8 @@ impl Spec {
         let ends = self.connections.clone();
         let mut service = Service::new(self.config.clone(), hook)
             .shutdown_grace(self.shutdown_grace)
-            .on_session_end(move |_info, end| ends.record(end));
+            .on_session_end(move |_info, end| ends.record(end))
+            .observe(self.observed.clone());
         if let Some(max) = self.max_connections {
             service = service.max_connections(max);
         }
@@ -194,6 +276,8 @@ pub struct Running {
     pub store: MemoryStore,
     /// Connection refusals and session ends.
     pub connections: Arc<Connections>,
+    /// What the service's observer was told.
+    pub observed: Observed,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -204,6 +288,7 @@ impl Running {
             shutdown,
             store: spec.store.clone(),
             connections: spec.connections.clone(),
+            observed: spec.observed.clone(),
             thread: Some(thread),
         }
     }
@@ -270,6 +355,7 @@ macro_rules! suite {
             silent_connections_make_room_for_new_clients,
             per_address_limit_refuses_with_sys_temp,
             proxy_header_names_the_client,
+            observer_sees_sessions_commands_and_logins,
             graceful_shutdown_finishes_commands_and_deletes_nothing,
             shutdown_aborts_stalled_sessions_after_grace,
             handler_errors_at_each_request,

@@ -86,6 +86,7 @@ pub fn stls_then_login_inside_tls<L: Launcher>() {
             .iter()
             .any(|e| e.reason == CloseReason::Quit && e.user.as_deref() == Some("alice"))
     });
+    assert!(server.observed.events().contains(&"tls stls ok".to_owned()));
 }
 
 /// RFC 2595 §4 command injection: `STLS` and `USER` in one write. The
@@ -334,4 +335,6 @@ pub fn proxy_header_before_implicit_tls<L: Launcher>() {
     assert!(c.line().starts_with("+OK"));
     c.login("alice", "wonderland");
     retrieve_and_quit(&mut c);
+    let events = server.observed.events();
+    assert!(events.contains(&"tls implicit ok".to_owned()), "{events:?}");
 }

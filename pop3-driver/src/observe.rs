@@ -71,8 +71,9 @@ pub enum Rejection {
     Shutdown,
     /// STLS is configured but the transport cannot start TLS.
     NoTls,
-    /// A PROXY header was missing or malformed (from a trusted source), or
-    /// sent from an untrusted one.
+    /// A trusted source's PROXY header was missing, malformed or late. (A
+    /// header from an untrusted source closes a session that has started:
+    /// see [`SessionEnd::proxy_error`](crate::SessionEnd::proxy_error).)
     Proxy,
 }
 

@@ -180,7 +180,7 @@ pub fn looks_like_header(input: &[u8]) -> Option<bool> {
 
 fn parse_v1(input: &[u8]) -> Parsed {
     let window = &input[..input.len().min(MAX_V1)];
-    let Some(lf) = memchr_lf(window) else {
+    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         if input.len() >= MAX_V1 {
             return Parsed::Invalid(Invalid::TooLong);
         }
@@ -201,10 +201,6 @@ fn parse_v1(input: &[u8]) -> Parsed {
         Some(header) => Parsed::Header(header, lf + 1),
         None => Parsed::Invalid(Invalid::V1),
     }
-}
-
-fn memchr_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
 }
 
 /// `TCP4 src dst sport dport`, `TCP6 ...` or `UNKNOWN[ anything]`.

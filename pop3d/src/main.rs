@@ -670,6 +670,23 @@ mod tests {
     }
 
     #[test]
+    fn proxy_and_metrics_from_the_settings_file() {
+        let file: Settings = toml::from_str(
+            "proxy-from = [\"10.0.0.0/8\", \"192.0.2.1\"]\nmetrics = \"127.0.0.1:9110\"\n",
+        )
+        .unwrap();
+        let merged = Settings::default().over(file);
+        assert_eq!(merged.proxy_from, ["10.0.0.0/8", "192.0.2.1"]);
+        assert_eq!(merged.metrics, Some("127.0.0.1:9110".parse().unwrap()));
+        let cli = Settings {
+            proxy_from: vec!["::1".into()],
+            ..Settings::default()
+        };
+        let file: Settings = toml::from_str("proxy-from = [\"10.0.0.0/8\"]\n").unwrap();
+        assert_eq!(cli.over(file).proxy_from, ["::1"], "the command line wins");
+    }
+
+    #[test]
     fn tls_settings_from_the_settings_file() {
         let file: Settings = toml::from_str(
             "tls-cert = \"/etc/pop3d/chain.pem\"\ntls-key = \"/etc/pop3d/key.pem\"\nlisten-tls = [\"0.0.0.0:995\"]\n",

@@ -42,6 +42,17 @@
 //! after STLS; first thing for an implicit TLS listener, see
 //! [`blocking::serve_tls_connection`] and [`nonblocking::serve_tls_connection`]).
 //!
+//! # PROXY protocol and observation
+//!
+//! [`Service::proxy_from`] takes HAProxy's PROXY headers (v1 and v2,
+//! parsed sans-IO in [`proxy_header`]) from trusted networks: both loops
+//! read the header before anything else, exactly, and serve the
+//! connection as the client it names (see [`proxy`]).
+//! [`Service::observe`] reports what happens to an [`Observer`] (metrics):
+//! refusals, sessions, the session's notes (commands, login attempts),
+//! octets sent, handler latency, TLS handshakes; the drive procedure and
+//! the service make the calls, so every adapter reports the same.
+//!
 //! Users normally meet this crate through `pop3-std`, `pop3-tokio` or
 //! `pop3-async-std`, which re-export what they need. It reads the clock only
 //! through the transport, so tests with paused or fake time work

@@ -248,6 +248,30 @@ fn the_reader_never_reads_past_the_header() {
 }
 
 #[test]
+fn every_prefix_of_a_header_is_incomplete() {
+    let mut inet = vec![203, 0, 113, 5, 10, 0, 0, 1, 0, 1, 0, 2];
+    inet.extend_from_slice(&[0x20, 0, 5, 0x01, 0, 0, 0, 0]);
+    for header in [
+        b"PROXY TCP4 203.0.113.5 10.0.0.1 56324 110\r\n".to_vec(),
+        b"PROXY TCP6 ::1 ::2 1 2\r\n".to_vec(),
+        b"PROXY UNKNOWN\r\n".to_vec(),
+        v2(0, 0, &[]),
+        v2(1, 0x11, &inet),
+        v2(1, 0x31, &[7; 216]),
+    ] {
+        for cut in 0..header.len() {
+            match parse(&header[..cut]) {
+                Parsed::Incomplete { wanted } => {
+                    assert!(cut + wanted <= header.len(), "{cut}: wants {wanted}")
+                }
+                other => panic!("{cut} of {header:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(parse(&header), Parsed::Header(_, n) if n == header.len()));
+    }
+}
+
+#[test]
 fn untrusted_clients_are_told_apart_early() {
     assert_eq!(looks_like_header(b"USER a\r\n"), Some(false));
     assert_eq!(looks_like_header(b"CAPA\r\n"), Some(false));

@@ -322,6 +322,8 @@ fn metrics_count_real_sessions() {
     assert!(a.command("USER demo").starts_with("+OK"));
     assert!(a.command("PASS wrong").starts_with("-ERR"));
     assert!(a.command("QUIT").starts_with("+OK"));
+    // Closed once the session has given up its place under the limits.
+    assert!(a.closed().0);
     // A login, RETR, TOP, an unknown command, QUIT.
     let mut b = Client::login(addr, "demo", "demo");
     assert!(b.command("RETR 1").starts_with("+OK"));
@@ -330,15 +332,18 @@ fn metrics_count_real_sessions() {
     let top = b.multiline();
     assert!(b.command("XYZZY").starts_with("-ERR"));
     assert!(b.command("QUIT").starts_with("+OK"));
+    assert!(b.closed().0);
     // A failed SASL PLAIN (\0demo\0nope), then QUIT.
     let (mut c, _) = Client::greeted(addr);
     assert!(c.command("AUTH PLAIN AGRlbW8Abm9wZQ==").starts_with("-ERR"));
     assert!(c.command("QUIT").starts_with("+OK"));
+    assert!(c.closed().0);
 
     // Two held connections; a third from the address is refused.
     let (held1, _) = Client::greeted(addr);
     let (held2, _) = Client::greeted(addr);
-    let m = server.scrape();
+    // (The gauge drops just after a client sees its connection close.)
+    let m = server.scrape_when("pop3_sessions_open{}", 2.0);
     assert_eq!(m.get("pop3_sessions_open{}"), Some(&2.0), "{m:#?}");
     let (_, refused) = Client::greeted(addr);
     assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");

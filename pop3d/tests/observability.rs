@@ -1,4 +1,4 @@
-//! Observability and PROXY, end to end with the built `pop3d` on loopback: PROXY
+//! End to end with the built `pop3d` on loopback: PROXY
 //! protocol headers from trusted and untrusted sources, the metrics as a
 //! real Prometheus/OpenMetrics parser reads them, the failed-login log
 //! line against the documented fail2ban filter, and JSON logs.

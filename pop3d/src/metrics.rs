@@ -2,7 +2,6 @@
 //! service (fed by the library's observation hook), served as Prometheus
 //! text (OpenMetrics) on `GET /metrics`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -238,11 +237,4 @@ async fn respond(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
-}
-
-/// Binds the metrics listener.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))
 }

@@ -9,7 +9,7 @@
 #   fuzz/run.sh all SECONDS            run every target in turn
 set -euo pipefail
 cd "$(dirname "$0")"
-TARGETS=(command_line session_bytes session_chunking session_ops dot_stuffing procedure sasl)
+TARGETS=(command_line session_bytes session_chunking session_ops dot_stuffing procedure sasl proxy_header)
 FLAGS=(--sanitizer none --debug-assertions)
 
 build() { cargo +nightly fuzz build "${FLAGS[@]}"; }

@@ -65,6 +65,28 @@ def bodies():
     yield b"H: 1\r\n\r\nb1\r\nb2\r\n.\r\nb4\r\n"
 
 
+def proxy_headers():
+    """PROXY protocol headers of every kind, each followed by some POP3."""
+    sig = b"\r\n\r\n\0\r\nQUIT\n"
+
+    def v2(command, family, block):
+        return sig + bytes([0x20 | command, family]) + len(block).to_bytes(2, "big") + block
+
+    inet = bytes([203, 0, 113, 5, 10, 0, 0, 1]) + (56324).to_bytes(2, "big") + (110).to_bytes(2, "big")
+    inet6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + (1).to_bytes(2, "big") + (2).to_bytes(2, "big")
+    ssl = b"\x20\x00\x0f\x01\x00\x00\x00\x00\x21\x00\x07TLSv1.3"
+    yield b"PROXY TCP4 203.0.113.5 10.0.0.1 56324 110\r\n"
+    yield b"PROXY TCP6 2001:db8::5 2001:db8::1 65535 995\r\n"
+    yield b"PROXY UNKNOWN\r\n"
+    yield b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"
+    yield v2(0, 0x00, b"")
+    yield v2(1, 0x11, inet)
+    yield v2(1, 0x11, inet + ssl + b"\x04\x00\x00")
+    yield v2(1, 0x21, inet6)
+    yield v2(1, 0x31, b"/run/haproxy.sock".ljust(108, b"\0") + bytes(108))
+    yield v2(1, 0x12, inet + b"\x03\x00\x04\x00\x00\x00\x00")
+
+
 def write(target, data):
     d = OUT / target
     d.mkdir(parents=True, exist_ok=True)
@@ -99,6 +121,9 @@ def main():
             write("sasl", b"\x00\x00" + stream)
     for line in sorted(lines):
         write("command_line", line)
+    for header in proxy_headers():
+        for piece in (0, 6, 63):
+            write("proxy_header", bytes([piece]) + header + b"CAPA\r\n")
     for body in bodies():
         for mode in (0x00, 0x80, 0x81, 0x83):
             write("dot_stuffing", bytes([mode, 0]) + body)

@@ -45,6 +45,7 @@ pub use pop3_driver::{
     memory, proto, AsyncBodySource, AsyncHandler, ConnectionInfo, HandlerError, HandlerResult,
     NewHandler, ReaderBody, Service, SessionEnd, Shutdown,
 };
+pub use pop3_driver::{observe, proxy_header};
 pub use pop3_proto::{
     CloseReason, Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal,
     ResponseCode, SessionStats, Uid,

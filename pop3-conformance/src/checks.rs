@@ -11,7 +11,7 @@ use pop3_driver::memory::{Fault, FaultPoint, MemoryStore};
 use pop3_proto::testing::{
     body_script, escape_bytes, message_of_size, normalize_body, ScramClient,
 };
-use pop3_proto::{Config, Mechanism, Refusal};
+use pop3_proto::{CloseReason, Config, Mechanism, Refusal};
 
 use crate::{Client, Launcher, Running, Spec};
 
@@ -451,6 +451,123 @@ pub fn per_address_limit_refuses_with_sys_temp<L: Launcher>() {
     assert!(d.command("QUIT").starts_with("+OK"));
     assert!(a.command("QUIT").starts_with("+OK"));
     assert!(server.connections.ended().iter().all(|e| !e.evicted));
+}
+
+/// PROXY protocol from a trusted source (here 127.0.0.1): the header's
+/// client is the connection's peer (the per-address limit counts it), a
+/// connection without a valid header is closed without a reply; from an
+/// untrusted source a header closes the connection.
+pub fn proxy_header_names_the_client<L: Launcher>() {
+    let mut spec = Spec::new(config().build().unwrap(), demo_store());
+    spec.max_connections_per_ip = Some(1);
+    spec.proxy_from = Some(vec!["127.0.0.1/32".parse().unwrap()]);
+    let connections = spec.connections.clone();
+    let server = launch::<L>(spec);
+    let proxied = |header: &[u8]| {
+        let mut c = Client::connect(server.addr);
+        c.send(header);
+        c
+    };
+    let mut a = proxied(b"PROXY TCP4 203.0.113.5 10.0.0.1 5000 110\r\n");
+    assert!(a.line().starts_with("+OK"));
+    // v2, PROXY over TCP4, the same client address: over the limit.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[203, 0, 113, 5, 10, 0, 0, 1, 0x13, 0x89, 0, 110]);
+    let mut b = proxied(&v2);
+    assert_eq!(
+        b.line(),
+        "-ERR [SYS/TEMP] too many connections from your address, try again later"
+    );
+    // Another client address is admitted.
+    v2[19] = 6;
+    let mut c = proxied(&v2);
+    assert!(c.line().starts_with("+OK"));
+    assert!(c.command("USER alice").starts_with("+OK"));
+    assert!(c.command("PASS wonderland").starts_with("+OK"));
+    assert!(c.command("QUIT").starts_with("+OK"));
+    // No header, or a broken one: closed without a word.
+    for bad in [&b"USER alice\r\n"[..], b"PROXY TCP4 1.2.3.4 x 1 2\r\n"] {
+        assert_eq!(proxied(bad).closed(), (true, Vec::new()));
+    }
+    assert!(a.command("QUIT").starts_with("+OK"));
+    server.eventually("the sessions end", |_| connections.ended().len() == 5);
+    let ended = connections.ended();
+    assert_eq!(ended.iter().filter(|e| e.proxy_error.is_some()).count(), 2);
+    assert_eq!(
+        ended
+            .iter()
+            .filter(|e| e.reason == CloseReason::Quit)
+            .count(),
+        2
+    );
+
+    // Where 127.0.0.1 is not trusted, its header closes the connection.
+    let mut spec = Spec::new(config().build().unwrap(), demo_store());
+    spec.proxy_from = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+    let server = launch::<L>(spec);
+    let (mut forger, greeting) = Client::greeted(server.addr);
+    assert!(greeting.starts_with("+OK"));
+    forger.send(b"PROXY TCP4 198.51.100.1 10.0.0.1 5000 110\r\n");
+    assert_eq!(forger.closed(), (true, Vec::new()));
+    let mut plain = Client::login(server.addr, "alice", "wonderland");
+    assert!(plain.command("QUIT").starts_with("+OK"));
+}
+
+/// The service's observer hears, in order, what a session does: its
+/// commands, each login attempt with its method, outcome and user, each
+/// handler call, the messages opened, the octets written, the end; and
+/// a refusal, with its reason.
+pub fn observer_sees_sessions_commands_and_logins<L: Launcher>() {
+    let mut spec = Spec::new(config().build().unwrap(), demo_store());
+    spec.max_connections_per_ip = Some(1);
+    let server = launch::<L>(spec);
+    let (mut c, _) = Client::greeted(server.addr);
+    assert!(c.command("USER alice").starts_with("+OK"));
+    assert!(c.command("PASS wrong").starts_with("-ERR"));
+    assert!(c.command("NOPE").starts_with("-ERR"));
+    assert!(c.command("USER alice").starts_with("+OK"));
+    assert!(c.command("PASS wonderland").starts_with("+OK"));
+    assert!(c.command("RETR 1").starts_with("+OK"));
+    c.multiline();
+    assert!(c.command("TOP 2 0").starts_with("+OK"));
+    c.multiline();
+    let (_, refused) = Client::greeted(server.addr);
+    assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
+    assert!(c.command("QUIT").starts_with("+OK"));
+    assert!(c.closed().0);
+    server.eventually("the session ends", |s| {
+        s.observed
+            .events()
+            .last()
+            .is_some_and(|e| e.starts_with("ended"))
+    });
+    assert_eq!(
+        server.observed.events(),
+        [
+            "started",
+            "command USER",
+            "command PASS",
+            "call authenticate",
+            "login USER failed alice",
+            "command other",
+            "command USER",
+            "command PASS",
+            "call authenticate",
+            "login USER accepted alice",
+            "call lock",
+            "command RETR",
+            "call retrieve",
+            "opened retr",
+            "command TOP",
+            "call retrieve",
+            "opened top",
+            "refused per_address",
+            "command QUIT",
+            "call commit",
+            "ended Quit",
+        ]
+    );
+    assert!(server.observed.sent() > 0);
 }
 
 /// A graceful shutdown lets a RETR in flight finish, closes sessions at a

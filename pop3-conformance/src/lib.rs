@@ -23,9 +23,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pop3_driver::memory::{MemoryHandler, MemoryStore};
+use pop3_driver::observe::{Call, Observer, Rejection};
 use pop3_driver::tls::TlsConfig;
 use pop3_driver::{ConnectionInfo, Service, SessionEnd, Shutdown};
-use pop3_proto::{Config, Refusal};
+use pop3_proto::{Config, Note, Refusal};
 
 /// What the suite adds around the store: connection refusals for the
 /// connection hook, and how sessions ended, from the service's end hook.
@@ -55,6 +56,83 @@ impl Connections {
     }
 }
 
+/// What the service's observer was told, in order, as short strings
+/// (`started`, `command USER`, `login USER failed alice`, `call lock`,
+/// `opened retr`, `tls stls ok`, `refused per_address`, `ended quit`);
+/// octets written are summed apart.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    events: Arc<Mutex<Vec<String>>>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Observed {
+    /// What was told so far.
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Octets written to clients so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn push(&self, event: String) {
+        self.events.lock().unwrap().push(event);
+    }
+}
+
+impl Observer for Observed {
+    fn refused(&self, _info: &ConnectionInfo, why: Rejection) {
+        self.push(format!("refused {}", why.name()));
+    }
+
+    fn session_started(&self, _info: &ConnectionInfo) {
+        self.push("started".into());
+    }
+
+    fn noted(&self, _info: &ConnectionInfo, note: &Note) {
+        self.push(match note {
+            Note::Command(name) => format!("command {}", name.unwrap_or("other")),
+            Note::Login(a) => format!(
+                "login {} {} {}",
+                a.method.name(),
+                a.outcome.name(),
+                a.user.as_deref().unwrap_or("-")
+            ),
+            other => format!("{other:?}"),
+        });
+    }
+
+    fn sent(&self, _info: &ConnectionInfo, octets: u64) {
+        self.sent
+            .fetch_add(octets, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn handler_call(&self, call: Call, _elapsed: Duration) {
+        self.push(format!("call {}", call.name()));
+    }
+
+    fn message_opened(&self, _info: &ConnectionInfo, top: bool) {
+        self.push(format!("opened {}", if top { "top" } else { "retr" }));
+    }
+
+    fn tls_handshake(
+        &self,
+        _info: &ConnectionInfo,
+        implicit: bool,
+        result: Result<(), &std::io::Error>,
+    ) {
+        let mode = if implicit { "implicit" } else { "stls" };
+        let result = if result.is_ok() { "ok" } else { "failed" };
+        self.push(format!("tls {mode} {result}"));
+    }
+
+    fn session_ended(&self, _info: &ConnectionInfo, end: &SessionEnd) {
+        self.push(format!("ended {:?}", end.reason));
+    }
+}
+
 /// What a test server should be.
 pub struct Spec {
     /// Session configuration.
@@ -63,6 +141,8 @@ pub struct Spec {
     pub store: MemoryStore,
     /// Connection refusals and session ends.
     pub connections: Arc<Connections>,
+    /// What the service's observer was told.
+    pub observed: Observed,
     /// Connection cap.
     pub max_connections: Option<usize>,
     /// Cap on connections that have not logged in (the service's default:
@@ -77,6 +157,8 @@ pub struct Spec {
     pub tls: Option<TlsConfig>,
     /// What kind of listener to serve.
     pub listen: Listen,
+    /// The sources PROXY headers are taken from (`Service::proxy_from`).
+    pub proxy_from: Option<Vec<pop3_driver::proxy_header::Cidr>>,
 }
 
 /// The kind of listener a test server runs.
@@ -97,12 +179,14 @@ impl Spec {
             config,
             store,
             connections: Arc::default(),
+            observed: Observed::default(),
             max_connections: None,
             max_unauthenticated: None,
             max_connections_per_ip: None,
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             listen: Listen::Plain,
+            proxy_from: None,
         }
     }
 
@@ -115,13 +199,15 @@ impl Spec {
 
     /// The service to serve. Its connection hook hands out the store's
     /// handler per connection, unless told to refuse the next one, and
-    /// checks that the adapter passes the peer address.
+    /// checks that the adapter passes the peer address (loopback, or a
+    /// loopback proxy's).
     pub fn service(&self) -> TestService {
         let store = self.store.clone();
         let connections = self.connections.clone();
         let hook: Hook = Box::new(move |info| {
             assert!(
-                info.peer.is_some_and(|p| p.ip().is_loopback()),
+                info.peer.is_some_and(|p| p.ip().is_loopback())
+                    || info.proxied_by.is_some_and(|p| p.ip().is_loopback()),
                 "peer address: {info:?}"
             );
             match connections.take_refusal() {
@@ -132,7 +218,8 @@ impl Spec {
         let ends = self.connections.clone();
         let mut service = Service::new(self.config.clone(), hook)
             .shutdown_grace(self.shutdown_grace)
-            .on_session_end(move |_info, end| ends.record(end));
+            .on_session_end(move |_info, end| ends.record(end))
+            .observe(self.observed.clone());
         if let Some(max) = self.max_connections {
             service = service.max_connections(max);
         }
@@ -144,6 +231,9 @@ impl Spec {
         }
         if let Some(tls) = &self.tls {
             service = service.tls(tls.clone());
+        }
+        if let Some(nets) = &self.proxy_from {
+            service = service.proxy_from(nets.iter().copied());
         }
         service
     }
@@ -186,6 +276,8 @@ pub struct Running {
     pub store: MemoryStore,
     /// Connection refusals and session ends.
     pub connections: Arc<Connections>,
+    /// What the service's observer was told.
+    pub observed: Observed,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -196,6 +288,7 @@ impl Running {
             shutdown,
             store: spec.store.clone(),
             connections: spec.connections.clone(),
+            observed: spec.observed.clone(),
             thread: Some(thread),
         }
     }
@@ -261,6 +354,8 @@ macro_rules! suite {
             connection_limit_rejects_and_keeps_serving,
             silent_connections_make_room_for_new_clients,
             per_address_limit_refuses_with_sys_temp,
+            proxy_header_names_the_client,
+            observer_sees_sessions_commands_and_logins,
             graceful_shutdown_finishes_commands_and_deletes_nothing,
             shutdown_aborts_stalled_sessions_after_grace,
             handler_errors_at_each_request,
@@ -276,6 +371,7 @@ macro_rules! suite {
             garbage_handshake_closes_only_that_connection,
             implicit_tls_over_the_limit_is_closed_without_a_handshake,
             stalled_handshakes_make_room_for_new_clients,
+            proxy_header_before_implicit_tls,
         );
     };
     ($launcher:ty; $($check:ident),+ $(,)?) => {

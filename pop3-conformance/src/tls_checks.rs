@@ -86,6 +86,7 @@ pub fn stls_then_login_inside_tls<L: Launcher>() {
             .iter()
             .any(|e| e.reason == CloseReason::Quit && e.user.as_deref() == Some("alice"))
     });
+    assert!(server.observed.events().contains(&"tls stls ok".to_owned()));
 }
 
 /// RFC 2595 §4 command injection: `STLS` and `USER` in one write. The
@@ -313,4 +314,27 @@ pub fn stalled_handshakes_make_room_for_new_clients<L: Launcher>() {
                     .is_some_and(|t| t.contains("make room"))
         })
     });
+}
+
+/// On an implicit TLS listener the PROXY header comes before the TLS
+/// handshake, and exactly the header is read, so the handshake that
+/// follows gets the client's ClientHello whole.
+pub fn proxy_header_before_implicit_tls<L: Launcher>() {
+    let pki = TestPki::new();
+    let mut spec = Spec::new(config().build().unwrap(), store())
+        .with_tls(pki.server_tls(), Listen::ImplicitTls);
+    spec.proxy_from = Some(vec!["127.0.0.1/32".parse().unwrap()]);
+    let server = L::launch(spec);
+    let mut socket = TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(
+        &mut socket,
+        b"PROXY TCP6 2001:db8::5 2001:db8::1 4000 995\r\n",
+    )
+    .unwrap();
+    let mut c = TlsClient::handshake(socket, pki.client(&[b"pop3"])).expect("handshake");
+    assert!(c.line().starts_with("+OK"));
+    c.login("alice", "wonderland");
+    retrieve_and_quit(&mut c);
+    let events = server.observed.events();
+    assert!(events.contains(&"tls implicit ok".to_owned()), "{events:?}");
 }

@@ -76,6 +76,8 @@ fn wake<T: Transport>(transport: &T) -> Wake {
 /// Runs one connection of `service` over `transport` on the calling
 /// thread: a rejected connection gets its `-ERR` line, an admitted one a
 /// whole session. Returns how the session ended, or `None` if rejected.
+/// From a trusted proxy ([`Service::proxy_from`]) the PROXY header is
+/// read first.
 pub fn serve_connection<F, H, T>(
     service: &Service<F>,
     transport: &mut T,
@@ -86,7 +88,37 @@ where
     H: Handler,
     T: Transport,
 {
-    serve_admitted(service, transport, info, None)
+    let info = proxied(service, transport, info)?;
+    serve_admitted(service, transport, &info, None)
+}
+
+/// `info`, or what a trusted proxy's PROXY header says instead; `None`
+/// (reported to the service) if the header is missing or malformed.
+fn proxied<F, H, T>(
+    service: &Service<F>,
+    transport: &mut T,
+    info: &ConnectionInfo,
+) -> Option<ConnectionInfo>
+where
+    F: NewHandler<H>,
+    T: Transport,
+{
+    let Some(mut header) = service.proxy_header(info, transport.now()) else {
+        return Some(*info);
+    };
+    let mut buf = vec![0u8; crate::proxy_header::MAX_V2];
+    loop {
+        let wanted = header.wanted();
+        let outcome = transport.read(&mut buf[..wanted], Some(header.deadline()));
+        match header.read(transport.now(), outcome, &buf) {
+            None => {}
+            Some(Ok(info)) => return Some(info),
+            Some(Err(why)) => {
+                service.proxy_failed(info, why);
+                return None;
+            }
+        }
+    }
 }
 
 fn serve_admitted<F, H, T>(
@@ -118,7 +150,7 @@ where
         } => {
             let end = drive(procedure, transport, &mut handler);
             drop(permit);
-            service.ended(info, &end);
+            service.session_closed(info, &end);
             Some(end)
         }
     }
@@ -147,6 +179,7 @@ where
     H: Handler,
     T: Transport,
 {
+    let info = &proxied(service, transport, info)?;
     let Some(reserved) = service.reserve(info, transport.now(), wake(transport)) else {
         service.ended(info, &SessionEnd::rejected());
         return None;
@@ -159,6 +192,7 @@ where
     } else {
         result
     };
+    service.handshake(info, result.as_ref().map(|_| ()));
     match result {
         Ok(()) => serve_admitted(service, transport, &info.with_tls(), Some(reserved)),
         Err(e) => {

@@ -42,6 +42,17 @@
 //! after STLS; first thing for an implicit TLS listener, see
 //! [`blocking::serve_tls_connection`] and [`nonblocking::serve_tls_connection`]).
 //!
+//! # PROXY protocol and observation
+//!
+//! [`Service::proxy_from`] takes HAProxy's PROXY headers (v1 and v2,
+//! parsed sans-IO in [`proxy_header`]) from trusted networks: both loops
+//! read the header before anything else, exactly, and serve the
+//! connection as the client it names (see [`proxy`]).
+//! [`Service::observe`] reports what happens to an [`Observer`] (metrics):
+//! refusals, sessions, the session's notes (commands, login attempts),
+//! octets sent, handler latency, TLS handshakes; the drive procedure and
+//! the service make the calls, so every adapter reports the same.
+//!
 //! Users normally meet this crate through `pop3-std`, `pop3-tokio` or
 //! `pop3-async-std`, which re-export what they need. It reads the clock only
 //! through the transport, so tests with paused or fake time work
@@ -54,7 +65,10 @@ pub mod blocking;
 mod handler;
 pub mod memory;
 pub mod nonblocking;
+pub mod observe;
 mod procedure;
+pub mod proxy;
+pub mod proxy_header;
 mod segments;
 mod service;
 mod shutdown;
@@ -65,6 +79,7 @@ pub use handler::{
     AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReaderBody,
     DEFAULT_CHUNK,
 };
+pub use observe::{Call, Observer, Rejection};
 pub use pop3_proto as proto;
 pub use procedure::{Procedure, Step};
 pub use segments::{write_all_vectored, SegmentCursor, MAX_IO_SLICES};
@@ -118,6 +133,11 @@ pub struct SessionEnd {
     /// It ends as [`CloseReason::IdleTimeout`]: closed as the idle timer
     /// closes, without a reply, nothing deleted.
     pub evicted: bool,
+    /// Why the connection was closed for its PROXY header: a trusted
+    /// source's missing, malformed or late one (then no session ran, and
+    /// the reason is [`CloseReason::Rejected`]), or one sent from a
+    /// source not trusted to (see [`Service::proxy_from`]).
+    pub proxy_error: Option<String>,
 }
 
 impl SessionEnd {
@@ -129,6 +149,7 @@ impl SessionEnd {
             tls_error: None,
             error: None,
             evicted: false,
+            proxy_error: None,
         }
     }
 
@@ -141,6 +162,7 @@ impl SessionEnd {
             tls_error: Some(error.to_string()),
             error: None,
             evicted: false,
+            proxy_error: None,
         }
     }
 
@@ -152,6 +174,7 @@ impl SessionEnd {
             tls_error: None,
             error: None,
             evicted: false,
+            proxy_error: None,
         }
     }
 }

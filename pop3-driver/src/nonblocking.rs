@@ -105,7 +105,40 @@ where
     H: AsyncHandler,
     T: AsyncTransport,
 {
+    let (transport, info) = proxied(service, transport, info).await?;
     serve_admitted(service, transport, info, None).await
+}
+
+/// `info`, or what a trusted proxy's PROXY header says instead; `None`
+/// (reported to the service) if the header is missing or malformed.
+async fn proxied<F, H, T>(
+    service: &Service<F>,
+    mut transport: T,
+    info: ConnectionInfo,
+) -> Option<(T, ConnectionInfo)>
+where
+    F: NewHandler<H>,
+    T: AsyncTransport,
+{
+    let Some(mut header) = service.proxy_header(&info, transport.now()) else {
+        return Some((transport, info));
+    };
+    let mut buf = vec![0u8; crate::proxy_header::MAX_V2];
+    loop {
+        let wanted = header.wanted();
+        let outcome = transport
+            .read(&mut buf[..wanted], Some(header.deadline()))
+            .await;
+        match header.read(transport.now(), outcome, &buf) {
+            None => {}
+            Some(Ok(proxied)) => return Some((transport, proxied)),
+            Some(Err(why)) => {
+                transport.close(transport.now() + crate::FINAL_WRITE).await;
+                service.proxy_failed(&info, why);
+                return None;
+            }
+        }
+    }
 }
 
 async fn serve_admitted<F, H, T>(
@@ -138,7 +171,7 @@ where
             transport.close(transport.now() + crate::FINAL_WRITE).await;
             // The session counts as live until its connection is closed.
             drop(permit);
-            service.ended(&info, &end);
+            service.session_closed(&info, &end);
             Some(end)
         }
     };
@@ -159,7 +192,7 @@ where
 /// handshakes cannot pile up), and reported as rejected (`None`).
 pub async fn serve_tls_connection<F, H, T>(
     service: &Service<F>,
-    mut transport: T,
+    transport: T,
     info: ConnectionInfo,
 ) -> Option<SessionEnd>
 where
@@ -167,6 +200,7 @@ where
     H: AsyncHandler,
     T: AsyncTransport,
 {
+    let (mut transport, info) = proxied(service, transport, info).await?;
     let Some(reserved) = service.reserve(&info, transport.now(), Wake::Event) else {
         service.ended(&info, &SessionEnd::rejected());
         return None;
@@ -187,6 +221,7 @@ where
     } else {
         result
     };
+    service.handshake(&info, result.as_ref().map(|_| ()));
     match result {
         Ok(()) => serve_admitted(service, transport, info.with_tls(), Some(reserved)).await,
         Err(e) => {

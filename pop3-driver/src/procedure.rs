@@ -8,6 +8,7 @@
 //! and makes no decision of its own.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,6 +18,8 @@ use pop3_proto::{
 };
 
 use crate::handler::{HandlerError, HandlerResult};
+use crate::observe::{Call, Observer};
+use crate::service::ConnectionInfo;
 use crate::shutdown::{Shutdown, Stage};
 use crate::slots::{Slot, Tenant};
 use crate::{ReadOutcome, SessionEnd};
@@ -91,6 +94,17 @@ pub struct Procedure<B> {
     logged_in: bool,
     /// The slot was evicted and the session closed for it.
     evicted: bool,
+    /// Who hears what happens, and of which connection.
+    observer: Option<(Arc<dyn Observer>, ConnectionInfo)>,
+    /// The handler call under way, and when it was asked for.
+    call: Option<(Call, Instant)>,
+    /// The message being opened is for TOP.
+    top: bool,
+    /// The first bytes from a source not trusted to send a PROXY header,
+    /// held until they tell whether they are one.
+    sniff: Option<Vec<u8>>,
+    /// Why the connection was closed for a PROXY header.
+    proxy_error: Option<String>,
 }
 
 impl<B> Procedure<B> {
@@ -109,6 +123,47 @@ impl<B> Procedure<B> {
             commands: 0,
             logged_in: false,
             evicted: false,
+            observer: None,
+            call: None,
+            top: false,
+            sniff: None,
+            proxy_error: None,
+        }
+    }
+
+    /// The same, telling `observer` what happens on the connection `info`.
+    pub(crate) fn with_observer(
+        mut self,
+        observer: Arc<dyn Observer>,
+        info: ConnectionInfo,
+    ) -> Self {
+        self.observer = Some((observer, info));
+        self
+    }
+
+    /// The same, closing the connection if its first bytes are a PROXY
+    /// header (its source is not trusted to send one).
+    pub(crate) fn refusing_proxy_headers(mut self) -> Self {
+        self.sniff = Some(Vec::new());
+        self
+    }
+
+    /// Passes the session's notes to the observer.
+    fn observe_notes(&mut self) {
+        match &self.observer {
+            Some((observer, info)) => {
+                for note in self.session.take_notes() {
+                    observer.noted(info, &note);
+                }
+            }
+            None => self.session.take_notes().for_each(drop),
+        }
+    }
+
+    /// A handler call asked for at `started` returned at `now`.
+    fn call_returned(&mut self, now: Instant) {
+        if let (Some((call, started)), Some((observer, _))) = (self.call.take(), &self.observer) {
+            observer.handler_call(call, now.saturating_duration_since(started));
         }
     }
 
@@ -131,6 +186,7 @@ impl<B> Procedure<B> {
 
     /// The next thing to do at `now`.
     pub fn next(&mut self, now: Instant) -> Step<'_, B> {
+        self.observe_notes();
         if let Some(error) = self.report.take() {
             return Step::Report(error);
         }
@@ -142,7 +198,17 @@ impl<B> Procedure<B> {
         loop {
             match self.session.poll_output(now) {
                 Output::Transmit(t) => return Step::Write(t),
-                Output::Event(Event::Request(request)) => return Step::Call(request),
+                Output::Event(Event::Request(request)) => {
+                    self.call = Some((Call::of(&request), now));
+                    self.top = matches!(
+                        request,
+                        Request::Retrieve {
+                            top_lines: Some(_),
+                            ..
+                        }
+                    );
+                    return Step::Call(request);
+                }
                 Output::Event(Event::NeedBody) => {
                     if self.body.is_some() {
                         return match &mut self.body {
@@ -163,9 +229,14 @@ impl<B> Procedure<B> {
                 }
                 Output::Event(Event::Unlock) => return Step::Unlock,
                 Output::Event(Event::Closed(reason)) => {
+                    self.observe_notes();
                     let mut end = SessionEnd::new(&self.session, reason);
                     end.tls_error = self.tls_error.take();
                     end.error = self.error.take();
+                    end.proxy_error = self.proxy_error.take();
+                    if end.proxy_error.is_some() {
+                        end.reason = CloseReason::Rejected;
+                    }
                     if self.evicted {
                         // Closed as the idle timer closes: early, to make room.
                         end.reason = CloseReason::IdleTimeout;
@@ -270,7 +341,12 @@ impl<B> Procedure<B> {
     /// A [`Step::Write`] finished (completely, or with this error).
     pub fn written(&mut self, now: Instant, transmit: Transmit, result: io::Result<()>) {
         match result {
-            Ok(()) => expect_fits(self.session.handle_written(now, transmit)),
+            Ok(()) => {
+                if let Some((observer, info)) = &self.observer {
+                    observer.sent(info, transmit.len() as u64);
+                }
+                expect_fits(self.session.handle_written(now, transmit))
+            }
             Err(e) => {
                 // A missed deadline is the idle timer: the peer stopped reading.
                 if e.kind() == io::ErrorKind::TimedOut {
@@ -290,10 +366,32 @@ impl<B> Procedure<B> {
             return;
         }
         match outcome {
-            Ok(ReadOutcome::Data(n)) => {
-                let _ = self.session.handle_input(now, &buf[..n]);
+            Ok(ReadOutcome::Data(n)) => match self.sniff.take() {
+                Some(mut first) => {
+                    first.extend_from_slice(&buf[..n]);
+                    match crate::proxy_header::looks_like_header(&first) {
+                        // Not told yet: hold the bytes, read on.
+                        None => self.sniff = Some(first),
+                        Some(false) => {
+                            let _ = self.session.handle_input(now, &first);
+                        }
+                        Some(true) => {
+                            self.proxy_error =
+                                Some("PROXY header from a source not trusted to send one".into());
+                            self.session.handle_connection_lost(now);
+                        }
+                    }
+                }
+                None => {
+                    let _ = self.session.handle_input(now, &buf[..n]);
+                }
+            },
+            Ok(ReadOutcome::Eof) => {
+                if let Some(first) = self.sniff.take().filter(|first| !first.is_empty()) {
+                    let _ = self.session.handle_input(now, &first);
+                }
+                self.session.handle_eof(now)
             }
-            Ok(ReadOutcome::Eof) => self.session.handle_eof(now),
             Ok(ReadOutcome::TimedOut) => self.session.handle_timeout(now),
             Err(_) => self.lost(now),
         }
@@ -322,6 +420,9 @@ impl<B> Procedure<B> {
 
     /// A [`Step::StartTls`] handshake finished.
     pub fn tls_started(&mut self, now: Instant, result: io::Result<()>) {
+        if let Some((observer, info)) = &self.observer {
+            observer.tls_handshake(info, false, result.as_ref().map(|_| ()));
+        }
         match result {
             Ok(()) => expect_fits(self.session.handle_tls_established(now)),
             // A failed or stalled handshake ends this connection only.
@@ -337,6 +438,7 @@ impl<B> Procedure<B> {
 
     /// The handler answered `Request::Authenticate`.
     pub fn authenticated(&mut self, now: Instant, result: HandlerResult<()>) {
+        self.call_returned(now);
         match result {
             Ok(()) => expect_fits(self.session.accept_login(now)),
             Err(e) => self.refuse_or_fail(now, e),
@@ -346,6 +448,7 @@ impl<B> Procedure<B> {
     /// The handler answered `Request::ScramCredentials`; the server's part
     /// of the nonce is drawn here, fresh for every exchange.
     pub fn scram_found(&mut self, now: Instant, result: HandlerResult<ScramCredentials>) {
+        self.call_returned(now);
         match result.and_then(|keys| Ok((keys, scram_nonce()?))) {
             Ok((keys, nonce)) => expect_fits(self.session.scram_credentials(now, keys, &nonce)),
             Err(e) => self.refuse_or_fail(now, e),
@@ -354,6 +457,7 @@ impl<B> Procedure<B> {
 
     /// The handler answered `Request::Lock`.
     pub fn locked(&mut self, now: Instant, result: HandlerResult<Maildrop>) {
+        self.call_returned(now);
         match result {
             Ok(drop) => expect_fits(self.session.grant_maildrop(now, drop)),
             Err(e) => self.refuse_or_fail(now, e),
@@ -362,8 +466,12 @@ impl<B> Procedure<B> {
 
     /// The handler answered `Request::Retrieve`.
     pub fn opened(&mut self, now: Instant, result: HandlerResult<B>) {
+        self.call_returned(now);
         match result {
             Ok(body) => {
+                if let Some((observer, info)) = &self.observer {
+                    observer.message_opened(info, self.top);
+                }
                 self.body = Some(body);
                 expect_fits(self.session.begin_body(now));
             }
@@ -373,6 +481,7 @@ impl<B> Procedure<B> {
 
     /// The handler answered `Request::Commit`.
     pub fn committed(&mut self, now: Instant, result: HandlerResult<()>) {
+        self.call_returned(now);
         match result {
             Ok(()) => expect_fits(self.session.commit_done(now)),
             Err(e) => self.refuse_or_fail(now, e),

@@ -14,7 +14,10 @@ use bytes::Bytes;
 use event_listener::{Event, Listener as _};
 use pop3_proto::{Channel, Config, Greeting, Output, Refusal, Session};
 
+use crate::observe::{Observer, Rejection};
 use crate::procedure::Procedure;
+use crate::proxy::{HeaderRead, Trust};
+use crate::proxy_header::Cidr;
 use crate::shutdown::{Shutdown, Stage};
 use crate::slots::{Limits, Slot, Slots, Wake};
 use crate::tls::TlsConfig;
@@ -28,8 +31,13 @@ pub struct ConnectionInfo {
     pub peer: Option<SocketAddr>,
     /// The address the client connected to, when the stream has one.
     pub local: Option<SocketAddr>,
-    /// TLS is active from the start (an implicit TLS listener, RFC 8314).
+    /// TLS is active from the start (an implicit TLS listener, RFC 8314;
+    /// or a trusted proxy's PROXY header says the client used TLS).
     pub tls: bool,
+    /// The proxy's address, when a trusted proxy's PROXY header named the
+    /// client: `peer` and `local` are then the header's (see
+    /// [`Service::proxy_from`]).
+    pub proxied_by: Option<SocketAddr>,
 }
 
 impl ConnectionInfo {
@@ -39,6 +47,7 @@ impl ConnectionInfo {
             peer,
             local,
             tls: false,
+            proxied_by: None,
         }
     }
 
@@ -96,6 +105,8 @@ struct Inner<F> {
     slots: OnceLock<Arc<Slots>>,
     shutdown_grace: Duration,
     tls: Option<TlsConfig>,
+    observer: Option<Arc<dyn Observer>>,
+    proxy: Option<Trust>,
     live: Arc<Live>,
     shutdown: Shutdown,
 }
@@ -140,6 +151,8 @@ where
                 slots: OnceLock::new(),
                 shutdown_grace: Duration::from_secs(30),
                 tls: None,
+                observer: None,
+                proxy: None,
                 live: Arc::default(),
                 shutdown: Shutdown::new(),
             }),
@@ -207,6 +220,71 @@ where
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.inner_mut().tls = Some(tls);
         self
+    }
+
+    /// Reports what the service does to `observer` (metrics): sessions,
+    /// commands, logins, octets sent, handler latency, refusals, TLS
+    /// handshakes. Set before cloning or serving.
+    pub fn observe(mut self, observer: impl Observer) -> Self {
+        self.inner_mut().observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Takes PROXY protocol headers (HAProxy's, versions 1 and 2) from
+    /// connections whose source is in `nets`, and only from them; the
+    /// client the header names is then the connection's peer everywhere
+    /// (the connection hook, the per-address limit, the end hook, the
+    /// observer), and a version 2 header saying the client used TLS counts
+    /// as TLS for the plaintext policy.
+    ///
+    /// From a source in `nets` the header is required: a connection that
+    /// sends none, a malformed one, or not all of it within
+    /// [`HEADER_TIMEOUT`](crate::proxy::HEADER_TIMEOUT) is closed without a
+    /// reply. `LOCAL` headers (health checks) keep the real addresses;
+    /// headers without an IP client (`UNKNOWN`, `AF_UNIX`) leave the peer
+    /// unknown. From any other source a connection whose first bytes are a
+    /// header is closed, so nobody can claim another address; with an
+    /// empty `nets` that holds for every connection. The header is read
+    /// before the greeting and, on an implicit TLS listener, before the
+    /// handshake. Set before cloning or serving.
+    pub fn proxy_from(mut self, nets: impl IntoIterator<Item = Cidr>) -> Self {
+        self.inner_mut().proxy = Some(Trust::new(nets.into_iter().collect()));
+        self
+    }
+
+    /// The header to read before serving `info`, if it comes from a
+    /// trusted proxy.
+    pub(crate) fn proxy_header(&self, info: &ConnectionInfo, now: Instant) -> Option<HeaderRead> {
+        self.inner.proxy.as_ref()?.read(info, now)
+    }
+
+    /// A trusted proxy's connection failed before its header was whole.
+    pub(crate) fn proxy_failed(&self, info: &ConnectionInfo, why: String) {
+        self.refused(info, Rejection::Proxy);
+        let mut end = SessionEnd::rejected();
+        end.proxy_error = Some(why);
+        self.ended(info, &end);
+    }
+
+    fn refused(&self, info: &ConnectionInfo, why: Rejection) {
+        if let Some(observer) = &self.inner.observer {
+            observer.refused(info, why);
+        }
+    }
+
+    /// An implicit TLS handshake ended.
+    pub(crate) fn handshake(&self, info: &ConnectionInfo, result: Result<(), &io::Error>) {
+        if let Some(observer) = &self.inner.observer {
+            observer.tls_handshake(info, true, result);
+        }
+    }
+
+    /// A session that was served ended: the observer and the end hook hear of it.
+    pub(crate) fn session_closed(&self, info: &ConnectionInfo, end: &SessionEnd) {
+        if let Some(observer) = &self.inner.observer {
+            observer.session_ended(info, end);
+        }
+        self.ended(info, end);
     }
 
     /// Calls `hook` when a session ends (or a connection is rejected), with
@@ -308,7 +386,13 @@ where
         now: Instant,
         wake: Wake,
     ) -> Option<Reserved> {
-        let slot = self.slots().admit(peer_ip(info), now, wake).ok()?;
+        let slot = match self.slots().admit(peer_ip(info), now, wake) {
+            Ok(slot) => slot,
+            Err(full) => {
+                self.refused(info, full.rejection());
+                return None;
+            }
+        };
         let permit = self.inner.live.enter();
         Some(Reserved { permit, slot })
     }
@@ -324,7 +408,8 @@ where
         wake: Wake,
     ) -> Admission<H, B> {
         let inner = &*self.inner;
-        let reject = |refusal: &Refusal| {
+        let reject = |refusal: &Refusal, why: Rejection| {
+            self.refused(info, why);
             let mut session = Session::reject(inner.config.clone(), refusal, now);
             let mut bytes = Vec::new();
             while let Output::Transmit(t) = session.poll_output(now) {
@@ -335,12 +420,16 @@ where
         };
         if inner.config.stls() && !tls {
             // Never offer STLS and then drop the client at the handshake.
-            return reject(&Refusal::sys_perm(
-                "STLS is configured but TLS is not available",
-            ));
+            return reject(
+                &Refusal::sys_perm("STLS is configured but TLS is not available"),
+                Rejection::NoTls,
+            );
         }
         if inner.shutdown.is_begun() {
-            return reject(&Refusal::sys_temp("server shutting down"));
+            return reject(
+                &Refusal::sys_temp("server shutting down"),
+                Rejection::Shutdown,
+            );
         }
         let Reserved { permit, slot } = match reserved {
             Some(reserved) => reserved,
@@ -349,12 +438,12 @@ where
                     permit: inner.live.enter(),
                     slot,
                 },
-                Err(refusal) => return reject(&refusal),
+                Err(full) => return reject(&full.refusal(), full.rejection()),
             },
         };
         match (inner.new_handler)(info) {
-            Ok(handler) => Admission::Serve {
-                procedure: Procedure::new(
+            Ok(handler) => {
+                let mut procedure = Procedure::new(
                     Session::with_channel(
                         inner.config.clone(),
                         fresh_greeting(),
@@ -363,11 +452,21 @@ where
                     ),
                     inner.shutdown.clone(),
                 )
-                .with_slot(slot),
-                handler,
-                permit,
-            },
-            Err(refusal) => reject(&refusal),
+                .with_slot(slot);
+                if let Some(observer) = &inner.observer {
+                    observer.session_started(info);
+                    procedure = procedure.with_observer(observer.clone(), *info);
+                }
+                if inner.proxy.as_ref().is_some_and(|trust| trust.sniff(info)) {
+                    procedure = procedure.refusing_proxy_headers();
+                }
+                Admission::Serve {
+                    procedure,
+                    handler,
+                    permit,
+                }
+            }
+            Err(refusal) => reject(&refusal, Rejection::Hook),
         }
     }
 

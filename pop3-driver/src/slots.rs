@@ -64,6 +64,33 @@ pub(crate) enum Wake {
     Never,
 }
 
+/// Why [`Slots::admit`] found no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The server, or its unauthenticated share, with nobody to evict.
+    Server,
+    /// The connections from this address.
+    Address,
+}
+
+impl Full {
+    /// What the connection is told.
+    pub(crate) fn refusal(self) -> Refusal {
+        Refusal::sys_temp(match self {
+            Self::Server => "too many connections, try again later",
+            Self::Address => "too many connections from your address, try again later",
+        })
+    }
+
+    /// What the observer is told.
+    pub(crate) fn rejection(self) -> crate::observe::Rejection {
+        match self {
+            Self::Server => crate::observe::Rejection::Full,
+            Self::Address => crate::observe::Rejection::PerAddress,
+        }
+    }
+}
+
 /// The limits a [`Slots`] table applies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Limits {
@@ -186,7 +213,7 @@ impl Slots {
         ip: Option<IpAddr>,
         now: Instant,
         wake: Wake,
-    ) -> Result<Slot, Refusal> {
+    ) -> Result<Slot, Full> {
         let ip = ip.map(|ip| ip.to_canonical());
         let (interrupt, evictable) = match wake {
             Wake::Event => (None, true),
@@ -199,9 +226,7 @@ impl Slots {
             let mut table = self.lock();
             if let (Some(ip), Some(max)) = (ip, self.limits.max_per_ip) {
                 if table.per_ip.get(&ip).copied().unwrap_or(0) >= max {
-                    return Err(Refusal::sys_temp(
-                        "too many connections from your address, try again later",
-                    ));
+                    return Err(Full::Address);
                 }
             }
             let full = self
@@ -215,7 +240,7 @@ impl Slots {
             evicted = if full {
                 match table.evict() {
                     Some(entry) => Some(entry.tenant),
-                    None => return Err(Refusal::sys_temp("too many connections, try again later")),
+                    None => return Err(Full::Server),
                 }
             } else {
                 None
@@ -408,7 +433,10 @@ mod tests {
         let refused = slots
             .admit(ip("192.0.2.6"), at(40), Wake::Event)
             .unwrap_err();
-        assert_eq!(refused.text(), "too many connections, try again later");
+        assert_eq!(
+            refused.refusal().text(),
+            "too many connections, try again later"
+        );
         drop((c, d, e));
         assert_eq!(slots.counts(), (0, 0));
     }
@@ -440,7 +468,10 @@ mod tests {
         assert!(e.is_evicted());
         f.logged_in();
         let refused = slots.admit(ip("192.0.2.7"), now, Wake::Event).unwrap_err();
-        assert_eq!(refused.text(), "too many connections, try again later");
+        assert_eq!(
+            refused.refusal().text(),
+            "too many connections, try again later"
+        );
         drop((a, c, d, f));
         assert_eq!(slots.counts(), (0, 0));
     }
@@ -456,9 +487,12 @@ mod tests {
         a.waiting();
         b.waiting();
         let refused = slots.admit(ip("192.0.2.1"), now, Wake::Event).unwrap_err();
-        assert_eq!(refused.code(), Some(pop3_proto::ResponseCode::SysTemp));
         assert_eq!(
-            refused.text(),
+            refused.refusal().code(),
+            Some(pop3_proto::ResponseCode::SysTemp)
+        );
+        assert_eq!(
+            refused.refusal().text(),
             "too many connections from your address, try again later"
         );
         assert!(!a.is_evicted() && !b.is_evicted());

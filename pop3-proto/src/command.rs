@@ -38,6 +38,31 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// The keyword, upper case (`AUTH` with or without a mechanism).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::User(_) => "USER",
+            Self::Pass(_) => "PASS",
+            Self::Apop { .. } => "APOP",
+            Self::Quit => "QUIT",
+            Self::Stat => "STAT",
+            Self::List(_) => "LIST",
+            Self::Retr(_) => "RETR",
+            Self::Dele(_) => "DELE",
+            Self::Noop => "NOOP",
+            Self::Rset => "RSET",
+            Self::Top(..) => "TOP",
+            Self::Uidl(_) => "UIDL",
+            Self::Capa => "CAPA",
+            Self::Stls => "STLS",
+            Self::Utf8 => "UTF8",
+            Self::Lang(_) => "LANG",
+            Self::AuthList | Self::Auth { .. } => "AUTH",
+        }
+    }
+}
+
 /// Why a line is not a valid command. Each becomes an `-ERR` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ParseError {

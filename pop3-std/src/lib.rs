@@ -80,6 +80,7 @@ pub use pop3_driver::{
     memory, proto, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, Interrupter,
     NewHandler, ReaderBody, Service, SessionEnd, Shutdown,
 };
+pub use pop3_driver::{observe, proxy_header};
 pub use pop3_proto::{
     CloseReason, Config, Credential, Expire, Maildrop, MessageInfo, MessageRef, Refusal,
     ResponseCode, SessionStats, Uid,

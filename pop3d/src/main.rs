@@ -13,7 +13,9 @@ mod demo;
 mod hashing;
 mod inetd;
 mod maildir;
+mod metrics;
 mod oauth;
+mod observe;
 mod startup;
 mod tls;
 mod users;
@@ -65,6 +67,11 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Log format on standard error: `text` (one line per event) or
+    /// `json` (one JSON object per line). Command line only.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
+
     /// Serve one session on standard input and output (inetd, xinetd,
     /// systemd `Accept=yes`), then exit. Logs go to standard error unless
     /// it is the connection too.
@@ -73,6 +80,16 @@ struct Cli {
 
     #[command(flatten)]
     settings: Settings,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The server settings, from the command line or the settings file.
@@ -139,6 +156,20 @@ struct Settings {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections_per_ip: Option<u64>,
 
+    /// Take PROXY protocol headers (HAProxy's v1 and v2) from this network
+    /// (CIDR, e.g. 10.0.0.0/8, or one address); repeat for several. The
+    /// header's client address is then the peer everywhere (limits, logs,
+    /// metrics). Connections from these sources must send a header (within
+    /// 5 s); connections from anywhere else that send one are closed.
+    #[arg(long, value_name = "CIDR")]
+    #[serde(default)]
+    proxy_from: Vec<String>,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9110; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
     /// Offer APOP. The greeting then carries a timestamp, and clients such as
     /// curl switch to APOP, which works only for users with a {PLAIN} secret.
     #[arg(long)]
@@ -202,6 +233,12 @@ impl Settings {
             max_unauthenticated: self.max_unauthenticated.or(file.max_unauthenticated),
             max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
             apop: self.apop || file.apop,
+            proxy_from: if self.proxy_from.is_empty() {
+                file.proxy_from
+            } else {
+                self.proxy_from
+            },
+            metrics: self.metrics.or(file.metrics),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             uidl_source: self.uidl_source.or(file.uidl_source),
             oauth_keys: self.oauth_keys.or(file.oauth_keys),
@@ -250,14 +287,18 @@ fn main() -> ExitCode {
         return passwd(user, *scheme);
     }
     if !(cli.inetd && inetd::stderr_is_the_connection()) {
-        tracing_subscriber::fmt()
+        let logs = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| "info".into()),
             )
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+            .with_writer(std::io::stderr);
+        match cli.log_format {
+            LogFormat::Text => logs
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init(),
+            LogFormat::Json => logs.json().init(),
+        }
     }
     let cli_inetd = cli.inetd;
     let outcome = match cli.command.take() {
@@ -389,6 +430,10 @@ struct Prepared {
     user_count: usize,
     /// The demo's Maildir, which lives as long as the server.
     demo_dir: Option<tempfile::TempDir>,
+    /// The sources PROXY headers are taken from.
+    proxy_from: Vec<pop3_tokio::proxy_header::Cidr>,
+    /// The metrics, when `--metrics` asks for them.
+    metrics: Option<Arc<metrics::Metrics>>,
 }
 
 /// Reads the settings (the command line over `file`) and loads and checks
@@ -456,6 +501,13 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
             "max-unauthenticated and max-connections-per-ip must be at least 1",
         ));
     }
+    let proxy_from = cli
+        .proxy_from
+        .iter()
+        .map(|net| net.parse())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartupError::config(format!("--proxy-from: {e}")))?;
+    let metrics = cli.metrics.map(|_| Arc::new(metrics::Metrics::new()));
     let user_count = users.len();
     let store = Maildirs::new(
         root.clone(),
@@ -472,6 +524,8 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
         users_file,
         user_count,
         demo_dir,
+        proxy_from,
+        metrics,
     })
 }
 
@@ -529,8 +583,18 @@ fn service(
             .map_or(DEFAULT_MAX_CONNECTIONS_PER_IP, saturating_usize),
     )
     .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))
+    .proxy_from(prepared.proxy_from.iter().copied())
+    .observe(observe::Observe {
+        metrics: prepared.metrics.clone(),
+    })
     .on_session_end(|conn, end| {
         let peer = conn.peer.map(|p| p.to_string()).unwrap_or_default();
+        if let Some(error) = &end.proxy_error {
+            let from = conn.proxied_by.or(conn.peer);
+            let from = from.map(|p| p.to_string()).unwrap_or_default();
+            info!(peer = from, error = %error, "connection closed: PROXY header");
+            return;
+        }
         if let Some(error) = &end.tls_error {
             info!(peer, tls = conn.tls, error = %error, reason = %end.reason, evicted = end.evicted, "TLS handshake failed");
             return;
@@ -655,7 +719,26 @@ async fn serve(prepared: &Prepared) -> Result<(), StartupError> {
             "a passed pop3s socket needs a certificate: give --tls-cert and --tls-key",
         ));
     }
-    announce(prepared, &listeners);
+    let metrics = match (cli.metrics, &prepared.metrics) {
+        (Some(addr), Some(metrics)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartupError::listen(format!("{addr} (metrics)"), &e))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| StartupError::os(e.to_string()))?;
+            Some((listener, bound, metrics.clone()))
+        }
+        _ => None,
+    };
+    announce(
+        prepared,
+        &listeners,
+        metrics.as_ref().map(|(_, bound, _)| *bound),
+    );
+    if let Some((listener, _, metrics)) = metrics {
+        tokio::spawn(metrics::serve(listener, metrics));
+    }
     let mut servers = tokio::task::JoinSet::new();
     for (listener, _, implicit_tls) in listeners {
         let service = service.clone();
@@ -686,7 +769,11 @@ async fn serve(prepared: &Prepared) -> Result<(), StartupError> {
 /// Prints the addresses served (scripts and tests read these lines to
 /// learn the ports: plain listeners first) and the demo's hints. A closed
 /// stdout is not worth failing for.
-fn announce(prepared: &Prepared, listeners: &[(tokio::net::TcpListener, SocketAddr, bool)]) {
+fn announce(
+    prepared: &Prepared,
+    listeners: &[(tokio::net::TcpListener, SocketAddr, bool)],
+    metrics: Option<SocketAddr>,
+) {
     let mut out = std::io::stdout().lock();
     let mut ordered: Vec<_> = listeners.iter().map(|(_, a, tls)| (*a, *tls)).collect();
     ordered.sort_by_key(|(_, tls)| *tls);
@@ -720,6 +807,9 @@ fn announce(prepared: &Prepared, listeners: &[(tokio::net::TcpListener, SocketAd
                 "  (-k: the demo certificate is self-signed, made at start)"
             );
         }
+    }
+    if let Some(bound) = metrics {
+        let _ = writeln!(out, "pop3d metrics on http://{bound}/metrics");
     }
     let _ = out.flush();
 }
@@ -770,6 +860,23 @@ mod tests {
         default_listeners(&mut named, true);
         assert!(named.listen.is_empty(), "a named listener is all there is");
         assert_eq!(named.listen_tls, [addr]);
+    }
+
+    #[test]
+    fn proxy_and_metrics_from_the_settings_file() {
+        let file: Settings = toml::from_str(
+            "proxy-from = [\"10.0.0.0/8\", \"192.0.2.1\"]\nmetrics = \"127.0.0.1:9110\"\n",
+        )
+        .unwrap();
+        let merged = Settings::default().over(file);
+        assert_eq!(merged.proxy_from, ["10.0.0.0/8", "192.0.2.1"]);
+        assert_eq!(merged.metrics, Some("127.0.0.1:9110".parse().unwrap()));
+        let cli = Settings {
+            proxy_from: vec!["::1".into()],
+            ..Settings::default()
+        };
+        let file: Settings = toml::from_str("proxy-from = [\"10.0.0.0/8\"]\n").unwrap();
+        assert_eq!(cli.over(file).proxy_from, ["::1"], "the command line wins");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::error::UsageError;
 use crate::event::{CloseReason, Credential, Event, Request};
 use crate::lang::{Text, Value};
 use crate::maildrop::{Maildrop, Marked};
+use crate::note::{LoginMethod, LoginOutcome};
 use crate::reply::{self, Refusal, ResponseCode};
 
 impl Session {
@@ -55,6 +56,7 @@ impl Session {
                     }
                 };
                 let credential = Credential::Password(password);
+                self.attempt = Some((LoginMethod::UserPass, Some(user.clone())));
                 self.request(
                     Pending::Authenticate(None),
                     Request::Authenticate { user, credential },
@@ -81,6 +83,7 @@ impl Session {
                 };
                 self.login = Login::Named(user.clone());
                 let credential = Credential::Apop(ApopCredential::new(ts, digest));
+                self.attempt = Some((LoginMethod::Apop, Some(user.clone())));
                 self.request(
                     Pending::Authenticate(None),
                     Request::Authenticate { user, credential },
@@ -158,6 +161,7 @@ impl Session {
     /// The client proved who it is: lock the maildrop next.
     pub(super) fn logged_in(&mut self, user: String) {
         self.auth_failures = 0;
+        self.attempt_ended(LoginOutcome::Accepted, Some(user.clone()));
         self.login = Login::Authenticated(user.clone());
         self.progress();
         match self.link {
@@ -217,6 +221,7 @@ impl Session {
         let refusal = refusal.or_code(ResponseCode::Auth);
         if refusal.code() != Some(ResponseCode::Auth) {
             // LOGIN-DELAY, SYS/*: not a wrong password; answer now.
+            self.attempt_ended(LoginOutcome::Refused, None);
             self.queue.with_buf(|out| reply::refusal(out, &refusal));
             self.resume();
             return;
@@ -238,6 +243,7 @@ impl Session {
     /// check was involved), whatever the check cost.
     pub(super) fn failed_login(&mut self, refusal: Refusal) {
         self.auth_failures += 1;
+        self.attempt_ended(LoginOutcome::Failed, None);
         let then_close = self.auth_failures >= self.config.max_auth_failures;
         let start = self.check_started.take().unwrap_or(self.now);
         let until = start + self.config.auth_failure_delay;

@@ -25,6 +25,7 @@ use crate::event::{CloseReason, Event};
 use crate::lang::{Text, Value};
 use crate::line::{Line, LineReader};
 use crate::maildrop::Marked;
+use crate::note::{LoginAttempt, LoginMethod, LoginOutcome, Note, MAX_NOTES};
 use crate::output::{Output, Queue, Transmit, Wait};
 use crate::reply::{self, Refusal, ResponseCode};
 use crate::sasl::{Exchange, Mechanism};
@@ -202,6 +203,10 @@ pub struct Session {
     /// (Time with the handler is not the peer's: answers count too.)
     last_progress: Instant,
     stats: SessionStats,
+    /// What happened since the driver last took the notes.
+    notes: Vec<Note>,
+    /// The login attempt under way: its method, and the user once named.
+    attempt: Option<(LoginMethod, Option<String>)>,
 }
 
 impl Session {
@@ -246,6 +251,8 @@ impl Session {
             auth_failures: 0,
             last_progress: now,
             stats: SessionStats::default(),
+            notes: Vec::new(),
+            attempt: None,
             config,
         };
         let apop = session.apop.take();
@@ -345,6 +352,31 @@ impl Session {
     /// Counters for logs and metrics.
     pub fn stats(&self) -> SessionStats {
         self.stats
+    }
+
+    /// What happened since the last call (commands run, login attempts
+    /// ended), oldest first, for logs and metrics; up to [`MAX_NOTES`] are
+    /// kept between calls. A driver that counts takes them after every call.
+    pub fn take_notes(&mut self) -> std::vec::Drain<'_, Note> {
+        self.notes.drain(..)
+    }
+
+    fn note(&mut self, note: Note) {
+        if self.notes.len() < MAX_NOTES {
+            self.notes.push(note);
+        }
+    }
+
+    /// The login attempt under way ended so.
+    fn attempt_ended(&mut self, outcome: LoginOutcome, user: Option<String>) {
+        if let Some((method, named)) = self.attempt.take() {
+            let user = user.or(named);
+            self.note(Note::Login(LoginAttempt {
+                method,
+                user,
+                outcome,
+            }));
+        }
     }
 
     /// Octets of peer input held and not yet acted on.
@@ -773,6 +805,13 @@ impl Session {
     fn execute_line(&mut self, parsed: Parsed) {
         self.stats.commands += 1;
         self.progress();
+        match &parsed {
+            Parsed::Command(Ok(cmd)) => self.note(Note::Command(Some(cmd.name()))),
+            Parsed::Command(Err(_)) | Parsed::TooLong if !self.in_sasl() => {
+                self.note(Note::Command(None))
+            }
+            _ => {}
+        }
         match parsed {
             Parsed::TooLong if self.in_sasl() => {
                 self.state = State::Command;

@@ -12,6 +12,7 @@ use crate::config::PlaintextAuth;
 use crate::error::UsageError;
 use crate::event::Request;
 use crate::lang::Text;
+use crate::note::LoginMethod;
 use crate::reply::{self, Refusal, ResponseCode};
 use crate::sasl::{Exchange, Mechanism, Step};
 use crate::scram::{self, ScramCredentials};
@@ -83,6 +84,7 @@ impl Session {
             return true;
         }
         let mut exchange = mechanism.start();
+        self.attempt = Some((LoginMethod::Sasl(mechanism), None));
         let Some(initial) = initial else {
             self.challenge(exchange.first_challenge());
             self.state = State::Sasl(mechanism, exchange);
@@ -114,6 +116,7 @@ impl Session {
             State::SaslRefused(refusal) => self.failed_login(refusal),
             State::Sasl(..) if line.expose() == b"*" => {
                 // RFC 5034 §4: the client cancelled.
+                self.attempt = None;
                 self.err(Text::AuthenticationCancelled, []);
             }
             State::Sasl(mechanism, mut exchange) => match STANDARD.decode(line.expose()) {
@@ -135,6 +138,7 @@ impl Session {
             }
             Step::Authenticate { user, credential } => {
                 self.login = Login::Named(user.clone());
+                self.named(&user);
                 self.request(
                     Pending::Authenticate(Some(mechanism)),
                     Request::Authenticate { user, credential },
@@ -149,6 +153,7 @@ impl Session {
             Step::ScramLookup(first) => {
                 let user = first.user.clone();
                 self.login = Login::Named(user.clone());
+                self.named(&user);
                 self.scram = Some(first);
                 self.request(
                     Pending::ScramCredentials,
@@ -160,6 +165,13 @@ impl Session {
                 let text = self.text_string(Text::InvalidCredentials);
                 self.failed_login(Refusal::auth(text));
             }
+        }
+    }
+
+    /// The SASL exchange under way named `user`.
+    fn named(&mut self, user: &str) {
+        if let Some((_, named)) = &mut self.attempt {
+            *named = Some(user.to_owned());
         }
     }
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use event_listener::{Event, Listener as _};
 use pop3_proto::{Channel, Config, Greeting, Output, Refusal, Session};
 
+use crate::failures::{FailedLoginLimits, FailedLogins};
 use crate::procedure::Procedure;
 use crate::shutdown::{Shutdown, Stage};
 use crate::slots::{Limits, Slot, Slots, Wake};
@@ -92,6 +93,7 @@ struct Inner<F> {
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
     max_per_ip: Option<usize>,
+    failures: Option<Arc<FailedLogins>>,
     /// Made from the limits above when the first connection comes.
     slots: OnceLock<Arc<Slots>>,
     shutdown_grace: Duration,
@@ -137,6 +139,7 @@ where
                 max_connections: None,
                 max_unauthenticated: None,
                 max_per_ip: None,
+                failures: None,
                 slots: OnceLock::new(),
                 shutdown_grace: Duration::from_secs(30),
                 tls: None,
@@ -176,6 +179,19 @@ where
     /// client has the proxy's address). Set before cloning or serving.
     pub fn max_connections_per_ip(mut self, max: usize) -> Self {
         self.inner_mut().max_per_ip = Some(max);
+        self
+    }
+
+    /// Limits failed logins per client address and per user over a
+    /// sliding window (see [`FailedLoginLimits`]; off by default). An
+    /// attempt over a limit is refused before the handler checks it, as
+    /// a wrong password is answered (after the failed-login delay, and
+    /// counted towards the session's failure limit): `-ERR [SYS/TEMP]`
+    /// for the address, `-ERR [AUTH]` for the user, which only addresses
+    /// that failed lately get, so the user can still log in from another.
+    /// Set before cloning or serving.
+    pub fn failed_login_limits(mut self, limits: FailedLoginLimits) -> Self {
+        self.inner_mut().failures = Some(Arc::new(FailedLogins::new(limits)));
         self
     }
 
@@ -353,8 +369,8 @@ where
             },
         };
         match (inner.new_handler)(info) {
-            Ok(handler) => Admission::Serve {
-                procedure: Procedure::new(
+            Ok(handler) => {
+                let mut procedure = Procedure::new(
                     Session::with_channel(
                         inner.config.clone(),
                         fresh_greeting(),
@@ -363,10 +379,16 @@ where
                     ),
                     inner.shutdown.clone(),
                 )
-                .with_slot(slot),
-                handler,
-                permit,
-            },
+                .with_slot(slot);
+                if let Some(failures) = &inner.failures {
+                    procedure = procedure.with_failures(failures.clone(), peer_ip(info));
+                }
+                Admission::Serve {
+                    procedure,
+                    handler,
+                    permit,
+                }
+            }
             Err(refusal) => reject(&refusal),
         }
     }

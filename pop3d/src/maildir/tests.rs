@@ -127,6 +127,7 @@ pub(super) fn reference(drop: &Maildrop, n: u32) -> MessageRef {
 fn refusal_text(e: &HandlerError) -> String {
     match e {
         HandlerError::Reportable(r) => r.to_string(),
+        HandlerError::LoginDelay(wait) => format!("login delay: {wait:?}"),
         HandlerError::Internal(e) => format!("internal: {e}"),
     }
 }

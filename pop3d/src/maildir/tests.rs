@@ -381,7 +381,11 @@ fn a_journal_left_by_a_crash_is_finished_exactly() {
             }
         })
         .collect();
-    fs::write(fx.dir().join(journal::JOURNAL), journal::render(&doomed)).unwrap();
+    fs::write(
+        fx.dir().join(journal::JOURNAL),
+        journal::render(&super::DeletePolicy::Remove, &doomed),
+    )
+    .unwrap();
     std::mem::drop(h); // the process dies: no commit, no unlock call
                        // Meanwhile another program flagged the second file.
     fs::rename(

@@ -693,21 +693,23 @@ fn expire(
             doomed.extend(doomed_of(e));
         }
     }
-    if times.len() != before {
-        if let Err(e) = policy::save_retrieved(dirs, &times) {
-            tracing::warn!(maildir, error = %e, "cannot prune the retrieval times");
+    if !expired.is_empty() {
+        let count = expired.len();
+        tracing::info!(maildir, count, days, policy = %store.policy.delete, "expiring retrieved messages");
+        if let Err(e) = delete(dirs, doomed, &expired, count, maildir, &store.policy.delete) {
+            // As at QUIT: what could not be deleted stays, for good.
+            tracing::warn!(maildir, error = %e, "expiry did not delete every message");
+        }
+        for (uid, _) in &expired {
+            times.remove(uid);
         }
     }
-    if expired.is_empty() {
-        return Ok(false);
+    if times.len() != before {
+        if let Err(e) = policy::save_retrieved(dirs, &times) {
+            tracing::warn!(maildir, error = %e, "cannot save the retrieval times");
+        }
     }
-    let count = expired.len();
-    tracing::info!(maildir, count, days, policy = %store.policy.delete, "expiring retrieved messages");
-    if let Err(e) = delete(dirs, doomed, &expired, count, maildir, &store.policy.delete) {
-        // Those not deleted stay listed; the next login tries again.
-        tracing::warn!(maildir, error = %e, "expiry did not delete every message");
-    }
-    Ok(true)
+    Ok(!expired.is_empty())
 }
 
 /// The files of one message: its name and any other names of the same file.

@@ -207,6 +207,10 @@ impl<K: Hash + Eq + Copy> Recent<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procedure::{Procedure, Step};
+    use crate::{ReadOutcome, Shutdown};
+    use pop3_proto::{Config, Refusal, Request, Session};
+    use std::sync::Arc;
 
     const ATTACKER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)));
     const OWNER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)));
@@ -308,5 +312,82 @@ mod tests {
         let late = t0 + Duration::from_secs(1_000);
         f.failed(ATTACKER, None, late);
         assert_eq!(f.entries(), (1, 100));
+    }
+
+    /// One connection from `ip` at `now` under `failures`: sends `input`,
+    /// refuses every credential check. Returns the users the handler was
+    /// asked about and what the server wrote; `now` ends where it did.
+    fn connection(
+        failures: &Arc<FailedLogins>,
+        ip: Option<IpAddr>,
+        now: &mut Instant,
+        input: &str,
+    ) -> (Vec<String>, String) {
+        let config = Arc::new(Config::builder().build().unwrap());
+        let session = Session::new(config, crate::fresh_greeting(), *now);
+        let mut p: Procedure<Option<bytes::Bytes>> =
+            Procedure::new(session, Shutdown::new()).with_failures(failures.clone(), ip);
+        let (mut asked, mut wrote, mut input) = (Vec::new(), String::new(), Some(input));
+        loop {
+            match p.next(*now) {
+                Step::Write(t) => {
+                    wrote.push_str(&String::from_utf8_lossy(&t.to_vec()));
+                    p.written(*now, t, Ok(()));
+                }
+                Step::Read { deadline, .. } => match input.take() {
+                    Some(text) => p.read(*now, Ok(ReadOutcome::Data(text.len())), text.as_bytes()),
+                    // A held -ERR is due before the idle timeout: wait for it.
+                    None => match deadline.filter(|&d| d < *now + Duration::from_secs(600)) {
+                        Some(due) => {
+                            *now = due;
+                            p.read(*now, Ok(ReadOutcome::TimedOut), &[]);
+                        }
+                        None => return (asked, wrote),
+                    },
+                },
+                Step::Sleep { until, .. } => {
+                    *now = until;
+                    p.woke(*now);
+                }
+                Step::Call(Request::Authenticate { user, .. }) => {
+                    asked.push(user);
+                    p.authenticated(
+                        *now,
+                        Err(Refusal::auth("invalid user name or password").into()),
+                    );
+                }
+                other => panic!("unexpected step {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_procedure_refuses_over_the_limit_before_the_handler_and_after_the_delay() {
+        let failures = Arc::new(limits(2, 100));
+        let mut now = Instant::now();
+        let t0 = now;
+        let (asked, _) = connection(
+            &failures,
+            ATTACKER,
+            &mut now,
+            "USER a\r\nPASS x\r\nUSER b\r\nPASS y\r\n",
+        );
+        assert_eq!(asked, ["a", "b"]);
+        assert_eq!(now - t0, Duration::from_secs(4), "two failed-login delays");
+        let t1 = now;
+        let (asked, wrote) = connection(&failures, ATTACKER, &mut now, "USER c\r\nPASS z\r\n");
+        assert!(asked.is_empty(), "the handler never saw it");
+        assert!(wrote.ends_with("+OK send PASS\r\n-ERR [SYS/TEMP] too many failed logins from your address, try again later\r\n"), "{wrote}");
+        assert_eq!(
+            now - t1,
+            Duration::from_secs(2),
+            "held back like a wrong password"
+        );
+        // The refusal was not recorded: the window still ends 300 s after the failures.
+        let (asked, _) = connection(&failures, OWNER, &mut now, "USER c\r\nPASS z\r\n");
+        assert_eq!(asked, ["c"], "other addresses are checked");
+        now = t0 + Duration::from_secs(302);
+        let (asked, _) = connection(&failures, ATTACKER, &mut now, "USER d\r\nPASS z\r\n");
+        assert_eq!(asked, ["d"]);
     }
 }

@@ -137,7 +137,7 @@ struct Settings {
 
     /// Failed logins as one user (from any address) within
     /// --failed-login-window after which that user's attempts are refused
-    /// unchecked, with "-ERR [AUTH]", from addresses that failed too; an
+    /// unchecked, with `-ERR [AUTH]`, from addresses that failed too; an
     /// address with no recent failure is always checked, so the user can
     /// still log in; 0: no limit. [default: 5]
     #[arg(long, value_name = "N")]

@@ -33,6 +33,11 @@
 //!   the reply and the disk agree, nothing is finished silently later. A
 //!   filesystem cannot unlink several files atomically, so this is "all,
 //!   or a reported part".
+//! - **Policies** ([`policy`]): deletion removes, moves into a Maildir++
+//!   folder or flags `T` (then `T`-flagged messages are not listed), as
+//!   the journal's header says; `--expire` deletes messages retrieved
+//!   days ago at login, through the same journal; `--login-delay` is
+//!   checked after the password, before and under the lock.
 //! - **Untrusted Maildirs.** A user who can write into their Maildir
 //!   cannot make pop3d act outside it: every operation is relative to
 //!   directory handles opened without following links, the journal and

@@ -664,6 +664,28 @@ mod tests {
     }
 
     #[test]
+    fn policies_from_the_settings_file() {
+        let file: Settings = toml::from_str(
+            "delete-policy = \"move:.Trash\"\nexpire = 30\nlogin-delay = 300\nmax-failed-logins-per-user = 0\n",
+        )
+        .unwrap();
+        let merged = Settings {
+            expire: Some(7),
+            ..Settings::default()
+        }
+        .over(file);
+        assert_eq!(
+            merged.delete_policy,
+            Some(crate::maildir::DeletePolicy::Move(".Trash".into()))
+        );
+        assert_eq!(merged.expire, Some(7), "the command line wins");
+        assert_eq!(merged.login_delay, Some(300));
+        assert_eq!(merged.max_failed_logins_per_user, Some(0));
+        let bad = toml::from_str::<Settings>("delete-policy = \"move:Trash\"\n");
+        assert!(bad.unwrap_err().to_string().contains("Maildir++ folder"));
+    }
+
+    #[test]
     fn tls_settings_from_the_settings_file() {
         let file: Settings = toml::from_str(
             "tls-cert = \"/etc/pop3d/chain.pem\"\ntls-key = \"/etc/pop3d/key.pem\"\nlisten-tls = [\"0.0.0.0:995\"]\n",

@@ -600,17 +600,11 @@ fn lock_maildir(
         }
         Err(TryLockError::Error(e)) => return Err(internal(e)),
     }
-    if let Some(delay) = delay {
-        // Under the lock: of two logins that both passed the check above,
-        // the second sees the first's record (the lock is released as
-        // the function returns).
-        if let Some(wait) = policy::login_wait(&dirs, delay, now) {
-            return Err(HandlerError::LoginDelay(wait));
-        }
-        policy::record_login(&dirs, now).map_err(|e| {
-            tracing::error!(maildir, error = %e, "cannot record the login time");
-            internal(e)
-        })?;
+    // Under the lock: of two logins that both passed the check above, the
+    // second sees the first's record (the lock is released as the
+    // function returns), which is written once the maildrop is listed.
+    if let Some(wait) = delay.and_then(|d| policy::login_wait(&dirs, d, now)) {
+        return Err(HandlerError::LoginDelay(wait));
     }
     journal::recover(&dirs, &maildir).map_err(internal)?;
     match dirs.clean_tmp(now) {
@@ -633,6 +627,12 @@ fn lock_maildir(
         uid: uid.clone(),
     });
     let drop = Maildrop::new(listing).map_err(internal)?;
+    if delay.is_some() {
+        policy::record_login(&dirs, now).map_err(|e| {
+            tracing::error!(maildir, error = %e, "cannot record the login time");
+            internal(e)
+        })?;
+    }
     Ok((
         Locked {
             dirs: Arc::new(dirs),

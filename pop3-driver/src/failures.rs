@@ -124,9 +124,11 @@ impl FailedLogins {
         let l = self.limits;
         let user = user.map(|u| self.user_key(u));
         let mut t = self.tables();
-        if let (Some(ip), Some(max)) = (ip, l.per_ip) {
+        // Addresses are counted for the user limit too (is this one clean?).
+        let keep = l.per_ip.or(l.per_user.map(|_| 1));
+        if let (Some(ip), Some(keep)) = (ip, keep) {
             t.by_ip
-                .record(ip.to_canonical(), now, l.window, max, l.max_entries);
+                .record(ip.to_canonical(), now, l.window, keep, l.max_entries);
         }
         if let (Some(user), Some(max)) = (user, l.per_user) {
             t.by_user.record(user, now, l.window, max, l.max_entries);
@@ -278,6 +280,24 @@ mod tests {
         // Once the failures age out, alice is free everywhere.
         let later = t0 + Duration::from_secs(301);
         assert_eq!(f.check(ip(0), "alice", later), None);
+    }
+
+    #[test]
+    fn the_user_limit_works_without_the_address_limit() {
+        let f = FailedLogins::new(FailedLoginLimits {
+            per_ip: None,
+            ..FailedLoginLimits::default()
+        });
+        let t0 = Instant::now();
+        for n in 0..5 {
+            f.failed(ip(n), Some("alice"), t0);
+        }
+        assert_eq!(f.check(ip(0), "alice", t0), Some(LoginLimit::User));
+        assert_eq!(f.check(OWNER, "alice", t0), None);
+        for _ in 0..50 {
+            f.failed(ATTACKER, Some("x"), t0);
+        }
+        assert_eq!(f.check(ATTACKER, "y", t0), None, "no address limit");
     }
 
     #[test]

@@ -8,27 +8,31 @@
 
 #![forbid(unsafe_code)]
 
+mod activation;
 mod demo;
 mod hashing;
+mod inetd;
 mod maildir;
 mod oauth;
+mod startup;
 mod tls;
 mod users;
 
 use std::io::BufRead as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pop3_proto::{Expire, Mechanism};
-use pop3_tokio::{Config, FailedLoginLimits, Service};
-use std::io::Write as _;
-
+use pop3_tokio::{Config, ConnectionInfo, FailedLoginLimits, Refusal, Service};
 use tracing::{error, info, warn};
 
-use crate::maildir::{Maildirs, Policy};
+use crate::maildir::{MaildirHandler, Maildirs, Policy};
+use crate::startup::StartupError;
 use crate::tls::Tls;
 use crate::users::Users;
 
@@ -61,12 +65,18 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Serve one session on standard input and output (inetd, xinetd,
+    /// systemd `Accept=yes`), then exit. Logs go to standard error unless
+    /// it is the connection too.
+    #[arg(long)]
+    inetd: bool,
+
     #[command(flatten)]
     settings: Settings,
 }
 
 /// The server settings, from the command line or the settings file.
-#[derive(Debug, Default, clap::Args, serde::Deserialize)]
+#[derive(Debug, Default, Clone, clap::Args, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct Settings {
     /// Directory holding one Maildir per user (needs --users).
@@ -271,25 +281,50 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         scheme: users::Scheme,
     },
+    /// Check a settings file and options without serving: the users file, the certificate,
+    /// the OAuth keys and the Maildir root are loaded and checked. Exits 0
+    /// and says what it found, or names the problem and exits with the
+    /// status pop3d would fail to start with.
+    CheckConfig {
+        /// The settings file (TOML); without it, --config's.
+        file: Option<PathBuf>,
+        /// Options as the server takes them; they win over the file's.
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if let Some(Command::Passwd { user, scheme }) = &cli.command {
         return passwd(user, *scheme);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(cli) {
+    if !(cli.inetd && inetd::stderr_is_the_connection()) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    let cli_inetd = cli.inetd;
+    let outcome = match cli.command.take() {
+        Some(Command::CheckConfig { file, settings }) => check_config(
+            settings.over(cli.settings),
+            file.as_deref().or(cli.config.as_deref()),
+        ),
+        _ => run(cli),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e}");
-            ExitCode::FAILURE
+            // Not through the log filter: a failure to start is always told.
+            if !(cli_inetd && inetd::stderr_is_the_connection()) {
+                eprintln!("pop3d: {e}");
+            }
+            ExitCode::from(e.status() as u8)
         }
     }
 }
@@ -391,37 +426,65 @@ fn mechanisms(users: &Users, oauth: bool) -> Vec<Mechanism> {
     list
 }
 
-fn run(cli: Cli) -> Result<(), String> {
-    let mut cli = match &cli.config {
-        Some(path) => cli.settings.over(Settings::load(path)?),
-        None => cli.settings,
+/// Everything checked and loaded, nothing bound yet: what `check-config`
+/// validates and what serving starts from.
+struct Prepared {
+    settings: Settings,
+    config: Config,
+    store: Arc<Maildirs>,
+    tls: Option<Arc<Tls>>,
+    root: PathBuf,
+    /// The users file, re-read on SIGHUP (none for the demo).
+    users_file: Option<PathBuf>,
+    user_count: usize,
+    /// The demo's Maildir, which lives as long as the server.
+    demo_dir: Option<tempfile::TempDir>,
+}
+
+/// Reads the settings (the command line over `file`) and loads and checks
+/// everything they name.
+fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupError> {
+    let cli = match file {
+        Some(path) => {
+            startup::readable(path, "settings file")?;
+            settings.over(Settings::load(path)?)
+        }
+        None => settings,
     };
     let demo = cli.maildir_root.is_none() && cli.users.is_none();
+    for (path, what) in [
+        (&cli.tls_cert, "certificate file"),
+        (&cli.tls_key, "key file"),
+        (&cli.oauth_keys, "OAuth keys file"),
+    ] {
+        if let Some(path) = path {
+            startup::readable(path, what)?;
+        }
+    }
     let tls = tls_settings(&cli, demo)?;
     let oauth = oauth_settings(&cli)?;
-    default_listeners(&mut cli, tls.is_some());
-    // The demo's Maildir lives as long as the server.
     let mut demo_dir = None;
-    let (root, users) = match (&cli.maildir_root, &cli.users) {
+    let (root, users, users_file) = match (&cli.maildir_root, &cli.users) {
         (Some(root), Some(path)) => {
-            let loaded = Users::load(path)?;
-            for (line, why) in &loaded.skipped {
-                warn!("{}:{line}: {why}; that user cannot log in", path.display());
-            }
-            (root.clone(), loaded.users)
+            startup::maildir_root(root)?;
+            startup::readable(path, "users file")?;
+            (root.clone(), load_users(path)?, Some(path.clone()))
         }
         (Some(_), None) | (None, Some(_)) => {
-            return Err("--maildir-root and --users go together (neither: the demo)".into())
+            return Err(StartupError::config(
+                "--maildir-root and --users go together (neither: the demo)",
+            ))
         }
         (None, None) => {
             let dir = tempfile::Builder::new()
                 .prefix("pop3d-demo-")
                 .tempdir()
-                .map_err(|e| format!("cannot create the demo maildir: {e}"))?;
-            let users = demo::create(dir.path()).map_err(|e| format!("demo maildir: {e}"))?;
+                .map_err(|e| StartupError::os(format!("cannot create the demo maildir: {e}")))?;
+            let users = demo::create(dir.path())
+                .map_err(|e| StartupError::os(format!("demo maildir: {e}")))?;
             let root = dir.path().to_owned();
             demo_dir = Some(dir);
-            (root, users)
+            (root, users, None)
         }
     };
     let config = Config::builder()
@@ -439,9 +502,17 @@ fn run(cli: Cli) -> Result<(), String> {
         .expire(cli.expire.map_or(Expire::Never, Expire::Days), false)
         .build()
         .map_err(|e| e.to_string())?;
+    // The command line refuses 0; a settings file is checked here.
+    if cli.max_unauthenticated == Some(0) || cli.max_connections_per_ip == Some(0) {
+        return Err(StartupError::config(
+            "max-unauthenticated and max-connections-per-ip must be at least 1",
+        ));
+    }
     let user_count = users.len();
     if cli.login_delay == Some(0) || cli.failed_login_window == Some(0) {
-        return Err("login-delay and failed-login-window must be at least 1".into());
+        return Err(StartupError::config(
+            "login-delay and failed-login-window must be at least 1",
+        ));
     }
     let policy = Policy {
         delete: cli.delete_policy.clone().unwrap_or_default(),
@@ -455,164 +526,272 @@ fn run(cli: Cli) -> Result<(), String> {
         oauth,
         policy,
     );
+    Ok(Prepared {
+        settings: cli,
+        config,
+        store,
+        tls: tls.map(Arc::new),
+        root,
+        users_file,
+        user_count,
+        demo_dir,
+    })
+}
+
+/// The users file's table, with a warning for each user skipped.
+fn load_users(path: &Path) -> Result<Users, String> {
+    let loaded = Users::load(path)?;
+    for (line, why) in &loaded.skipped {
+        warn!("{}:{line}: {why}; that user cannot log in", path.display());
+    }
+    Ok(loaded.users)
+}
+
+/// `pop3d check-config`: loads and checks everything, binds nothing, and
+/// says what it found.
+fn check_config(settings: Settings, file: Option<&Path>) -> Result<(), StartupError> {
+    let prepared = prepare(settings, file)?;
+    let mut s = prepared.settings.clone();
+    default_listeners(&mut s, prepared.tls.is_some());
+    let list = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "pop3d: configuration OK: {} users, maildirs in {}, listen [{}], listen-tls [{}], TLS {}",
+        prepared.user_count,
+        prepared.root.display(),
+        list(&s.listen),
+        list(&s.listen_tls),
+        if prepared.tls.is_some() { "on" } else { "off" }
+    );
+    Ok(())
+}
+
+/// The service over `prepared`'s store, with the limits and logging the
+/// settings ask for.
+fn service(
+    prepared: &Prepared,
+) -> Service<impl Fn(&ConnectionInfo) -> Result<MaildirHandler, Refusal> + Send + Sync + 'static> {
+    let cli = &prepared.settings;
+    let store = prepared.store.clone();
+    let max_connections = cli.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     let failed_logins = FailedLoginLimits {
         per_ip: Some(cli.max_failed_logins_per_ip.unwrap_or(10)).filter(|&n| n > 0),
         per_user: Some(cli.max_failed_logins_per_user.unwrap_or(5)).filter(|&n| n > 0),
         window: Duration::from_secs(cli.failed_login_window.unwrap_or(300)),
         ..FailedLoginLimits::default()
     };
-    let max_connections = cli.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    // The command line refuses 0; a settings file is checked here.
-    if cli.max_unauthenticated == Some(0) || cli.max_connections_per_ip == Some(0) {
-        return Err("max-unauthenticated and max-connections-per-ip must be at least 1".into());
-    }
-    let mut service = Service::new(config, move |_conn| Ok(store.handler()))
-        .max_connections(max_connections)
-        .max_unauthenticated(
-            cli.max_unauthenticated
-                .map_or(max_connections.div_ceil(2), saturating_usize),
-        )
-        .max_connections_per_ip(
-            cli.max_connections_per_ip
-                .map_or(DEFAULT_MAX_CONNECTIONS_PER_IP, saturating_usize),
-        )
-        .failed_login_limits(failed_logins)
-        .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))
-        .on_session_end(|conn, end| {
-            let peer = conn.peer.map(|p| p.to_string()).unwrap_or_default();
-            if let Some(error) = &end.tls_error {
-                info!(peer, tls = conn.tls, error = %error, reason = %end.reason, evicted = end.evicted, "TLS handshake failed");
-                return;
-            }
-            let user = end.user.as_deref().unwrap_or("-");
-            if let Some(error) = &end.error {
-                warn!(peer, user, error = %error, reason = %end.reason, "session failed");
-            }
-            info!(
-                peer,
-                user,
-                evicted = end.evicted,
-                commands = end.stats.commands,
-                bad_commands = end.stats.bad_commands,
-                bodies = end.stats.bodies_sent,
-                bytes_sent = end.stats.bytes_sent,
-                reason = %end.reason,
-                "session ended"
-            );
-        })
-        .on_accept_error(|error| warn!(error = %error, "accepting a connection failed"));
-    if let Some(tls) = &tls {
+    let mut service = Service::new(prepared.config.clone(), move |_conn: &ConnectionInfo| {
+        Ok(store.handler())
+    })
+    .max_connections(max_connections)
+    .max_unauthenticated(
+        cli.max_unauthenticated
+            .map_or(max_connections.div_ceil(2), saturating_usize),
+    )
+    .max_connections_per_ip(
+        cli.max_connections_per_ip
+            .map_or(DEFAULT_MAX_CONNECTIONS_PER_IP, saturating_usize),
+    )
+    .failed_login_limits(failed_logins)
+    .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))
+    .on_session_end(|conn, end| {
+        let peer = conn.peer.map(|p| p.to_string()).unwrap_or_default();
+        if let Some(error) = &end.tls_error {
+            info!(peer, tls = conn.tls, error = %error, reason = %end.reason, evicted = end.evicted, "TLS handshake failed");
+            return;
+        }
+        let user = end.user.as_deref().unwrap_or("-");
+        if let Some(error) = &end.error {
+            warn!(peer, user, error = %error, reason = %end.reason, "session failed");
+        }
+        info!(
+            peer,
+            user,
+            evicted = end.evicted,
+            commands = end.stats.commands,
+            bad_commands = end.stats.bad_commands,
+            bodies = end.stats.bodies_sent,
+            bytes_sent = end.stats.bytes_sent,
+            reason = %end.reason,
+            "session ended"
+        );
+    })
+    .on_accept_error(|error| warn!(error = %error, "accepting a connection failed"));
+    if let Some(tls) = &prepared.tls {
         service = service.tls(tls.config.clone());
     }
+    service
+}
 
+fn run(cli: Cli) -> Result<(), StartupError> {
+    let prepared = prepare(cli.settings, cli.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        // Signals are handled before anyone learns the server is up.
-        let shutdown = service.shutdown_handle();
-                // Registered now, not when the task first runs, so that a signal
-        // right after the ready line is already ours.
-        let mut signals = Signals::register().map_err(|e| format!("cannot handle signals: {e}"))?;
-        tokio::spawn(async move {
-            // First signal: graceful; second: abort IO; third: abandon handler calls.
-            signals.next().await;
-            info!("shutting down");
-            shutdown.begin();
-            signals.next().await;
-            warn!("second signal: aborting sessions");
-            shutdown.abort();
-            signals.next().await;
-            shutdown.cancel();
-        });
-        // SIGHUP reloads the certificate; registered before the ready line too.
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
-        let tls = tls.map(std::sync::Arc::new);
-        let reload = tls.clone();
-        tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                match &reload {
-                    Some(tls) => tls.reload(),
-                    None => info!("SIGHUP: no TLS certificate configured, nothing to reload"),
+        .map_err(|e| StartupError::os(format!("cannot start the runtime: {e}")))?;
+    if cli.inetd {
+        let service = service(&prepared);
+        return runtime.block_on(inetd::serve_one(&service));
+    }
+    runtime.block_on(serve(&prepared))?;
+    drop(prepared);
+    Ok(())
+}
+
+/// Serves on the listeners until a shutdown signal.
+async fn serve(prepared: &Prepared) -> Result<(), StartupError> {
+    let service = service(prepared);
+    let cli = &prepared.settings;
+    // Signals are handled before anyone learns the server is up.
+    let shutdown = service.shutdown_handle();
+    // Registered now, not when the task first runs, so that a signal
+    // right after the ready line is already ours.
+    let mut signals =
+        Signals::register().map_err(|e| StartupError::os(format!("cannot handle signals: {e}")))?;
+    tokio::spawn(async move {
+        // First signal: graceful; second: abort IO; third: abandon handler calls.
+        signals.next().await;
+        info!("shutting down");
+        shutdown.begin();
+        signals.next().await;
+        warn!("second signal: aborting sessions");
+        shutdown.abort();
+        signals.next().await;
+        shutdown.cancel();
+    });
+    // SIGHUP reloads the users file and the certificate; registered before
+    // the ready line too.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| StartupError::os(format!("cannot handle SIGHUP: {e}")))?;
+    let tls = prepared.tls.clone();
+    let reload_users = prepared
+        .users_file
+        .clone()
+        .map(|path| (path, prepared.store.clone()));
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if let Some((path, store)) = &reload_users {
+                match load_users(path) {
+                    Ok(users) => {
+                        info!(users = users.len(), file = %path.display(), "users file reloaded");
+                        store.replace_users(users);
+                    }
+                    Err(e) => error!("users file not reloaded, keeping the old users: {e}"),
                 }
             }
-        });
-        let mut listeners = Vec::new();
-        for (addr, implicit_tls) in cli
-            .listen
-            .iter()
-            .map(|a| (a, false))
-            .chain(cli.listen_tls.iter().map(|a| (a, true)))
-        {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let bound = listener.local_addr().map_err(|e| e.to_string())?;
-            listeners.push((listener, bound, implicit_tls));
+            match &tls {
+                Some(tls) => tls.reload(),
+                None => info!("SIGHUP: no TLS certificate configured, nothing to reload"),
+            }
         }
-        // Scripts and tests read these lines to learn the ports: plain
-        // listeners first. A closed stdout is not worth failing for.
-        let mut out = std::io::stdout().lock();
-        for (_, bound, implicit_tls) in &listeners {
-            let _ = if *implicit_tls {
-                writeln!(out, "pop3d listening for implicit TLS on {bound}")
+    });
+    let mut listeners = Vec::new();
+    for passed in activation::passed()? {
+        let listener = tokio::net::TcpListener::from_std(passed.listener)
+            .map_err(|e| StartupError::os(format!("a passed socket: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| StartupError::os(e.to_string()))?;
+        listeners.push((listener, bound, passed.implicit_tls));
+    }
+    let activated = !listeners.is_empty();
+    // Passed sockets take the place of the default listener; listeners
+    // named on the command line or in the settings are added to them.
+    let mut wanted = cli.clone();
+    if !activated {
+        default_listeners(&mut wanted, prepared.tls.is_some());
+    }
+    for (addr, implicit_tls) in wanted
+        .listen
+        .iter()
+        .map(|a| (a, false))
+        .chain(wanted.listen_tls.iter().map(|a| (a, true)))
+    {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartupError::listen(addr, &e))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| StartupError::os(e.to_string()))?;
+        listeners.push((listener, bound, implicit_tls));
+    }
+    if listeners.iter().any(|(_, _, implicit)| *implicit) && prepared.tls.is_none() {
+        return Err(StartupError::config(
+            "a passed pop3s socket needs a certificate: give --tls-cert and --tls-key",
+        ));
+    }
+    announce(prepared, &listeners);
+    let mut servers = tokio::task::JoinSet::new();
+    for (listener, _, implicit_tls) in listeners {
+        let service = service.clone();
+        servers.spawn(async move {
+            let served = if implicit_tls {
+                pop3_tokio::serve_tls(&service, listener).await
             } else {
-                writeln!(out, "pop3d listening on {bound}")
+                pop3_tokio::serve(&service, listener).await
+            };
+            if let Err(e) = served {
+                tracing::error!(error = %e, "cannot serve");
+            }
+        });
+    }
+    info!(
+        maildirs = %prepared.root.display(),
+        users = prepared.user_count,
+        listeners = servers.len(),
+        activated,
+        stls = prepared.tls.is_some(),
+        "pop3d started"
+    );
+    while servers.join_next().await.is_some() {}
+    info!("stopped");
+    Ok(())
+}
+
+/// Prints the addresses served (scripts and tests read these lines to
+/// learn the ports: plain listeners first) and the demo's hints. A closed
+/// stdout is not worth failing for.
+fn announce(prepared: &Prepared, listeners: &[(tokio::net::TcpListener, SocketAddr, bool)]) {
+    let mut out = std::io::stdout().lock();
+    let mut ordered: Vec<_> = listeners.iter().map(|(_, a, tls)| (*a, *tls)).collect();
+    ordered.sort_by_key(|(_, tls)| *tls);
+    for (bound, implicit_tls) in &ordered {
+        let _ = if *implicit_tls {
+            writeln!(out, "pop3d listening for implicit TLS on {bound}")
+        } else {
+            writeln!(out, "pop3d listening on {bound}")
+        };
+    }
+    if prepared.demo_dir.is_some() {
+        let (user, pass) = (demo::USER, demo::PASSWORD);
+        let _ = writeln!(
+            out,
+            "demo maildir {} (user {user}, password {pass}); try:",
+            prepared.root.display()
+        );
+        for (bound, implicit_tls) in &ordered {
+            let _ = if *implicit_tls {
+                writeln!(out, "  curl -k pop3s://{bound}/ -u {user}:{pass}")
+            } else {
+                writeln!(
+                    out,
+                    "  curl -u {user}:{pass} pop3://{bound}/1\n  curl --ssl-reqd -k -u {user}:{pass} pop3://{bound}/1"
+                )
             };
         }
-        if demo_dir.is_some() {
-            let (user, pass) = (demo::USER, demo::PASSWORD);
+        if prepared.tls.is_some() {
             let _ = writeln!(
                 out,
-                "demo maildir {} (user {user}, password {pass}); try:",
-                root.display()
+                "  (-k: the demo certificate is self-signed, made at start)"
             );
-            for (_, bound, implicit_tls) in &listeners {
-                let _ = if *implicit_tls {
-                    writeln!(out, "  curl -k pop3s://{bound}/ -u {user}:{pass}")
-                } else {
-                    writeln!(
-                        out,
-                        "  curl -u {user}:{pass} pop3://{bound}/1\n  curl --ssl-reqd -k -u {user}:{pass} pop3://{bound}/1"
-                    )
-                };
-            }
-            if tls.is_some() {
-                let _ = writeln!(out, "  (-k: the demo certificate is self-signed, made at start)");
-            }
         }
-        let _ = out.flush();
-        drop(out);
-        let mut servers = tokio::task::JoinSet::new();
-        for (listener, _, implicit_tls) in listeners {
-            let service = service.clone();
-            servers.spawn(async move {
-                let served = if implicit_tls {
-                    pop3_tokio::serve_tls(&service, listener).await
-                } else {
-                    pop3_tokio::serve(&service, listener).await
-                };
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "cannot serve");
-                }
-            });
-        }
-        info!(
-            maildirs = %root.display(),
-            users = user_count,
-            listeners = cli.listen.len(),
-            tls_listeners = cli.listen_tls.len(),
-            stls = tls.is_some(),
-            "pop3d started"
-        );
-        while servers.join_next().await.is_some() {}
-        info!("stopped");
-        Ok::<(), String>(())
-    })?;
-    drop(demo_dir);
-    Ok(())
+    }
+    let _ = out.flush();
 }
 
 /// SIGTERM and SIGINT, registered as soon as this exists.

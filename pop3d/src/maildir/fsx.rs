@@ -80,7 +80,12 @@ impl Dirs {
     /// itself may be a link (an operator's choice); `new/`, `cur/` and
     /// `tmp/` must be real directories.
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(path)?;
+        std::fs::create_dir_all(path).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => {
+                io::Error::other(format!("{} is not a directory", path.display()))
+            }
+            _ => e,
+        })?;
         let root = rfs::openat(
             rfs::CWD,
             path,

@@ -81,7 +81,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -125,7 +125,9 @@ struct SizeKey {
 #[derive(Debug)]
 pub(crate) struct Maildirs {
     root: PathBuf,
-    users: Users,
+    /// Replaced whole when the users file is reloaded (SIGHUP); a check
+    /// uses the table it started with.
+    users: RwLock<Arc<Users>>,
     uidl_source: UidlSource,
     sizes: Mutex<HashMap<SizeKey, u64>>,
     /// Files whose size was counted (not from a name, not cached).
@@ -202,7 +204,7 @@ impl Maildirs {
         );
         Arc::new(Self {
             root,
-            users,
+            users: RwLock::new(Arc::new(users)),
             uidl_source,
             sizes: Mutex::default(),
             sizes_counted: AtomicU64::new(0),
@@ -215,6 +217,20 @@ impl Maildirs {
             scram_secret,
             policy,
         })
+    }
+
+    /// The users table now.
+    fn users(&self) -> Arc<Users> {
+        self.users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the users table (the users file was reloaded): logins from
+    /// now on are checked against `users`; sessions already logged in go on.
+    pub(crate) fn replace_users(&self, users: Users) {
+        *self.users.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(users);
     }
 
     /// A handler for one connection.
@@ -233,7 +249,8 @@ impl Maildirs {
     /// when nothing was hashed), unless the job is shed (its lane full):
     /// then the check fails at once, costing nothing.
     async fn check(self: &Arc<Self>, user: &str, credential: &Credential) -> HandlerResult<bool> {
-        let stored = self.users.get(user);
+        let users = self.users();
+        let stored = users.get(user);
         // Whether a hash must be checked; a credential of a kind this store
         // cannot check (Credential gains variants) only costs the decoy.
         let hashed = match (stored, credential) {
@@ -280,7 +297,8 @@ impl Maildirs {
     /// On a hashing thread: a user's own hash, then the decoy if that
     /// failed without costing one Argon2id of the decoy's parameters.
     fn check_hashed(&self, user: &str, credential: &Credential, scratch: &mut Scratch) -> bool {
-        let (Some(stored), Credential::Password(p)) = (self.users.get(user), credential) else {
+        let users = self.users();
+        let (Some(stored), Credential::Password(p)) = (users.get(user), credential) else {
             self.run_decoy(credential, scratch);
             return false;
         };
@@ -346,7 +364,7 @@ impl Maildirs {
     /// The user's SCRAM-SHA-256 keys, or decoy keys (stable per user) for a
     /// user who has none, so that the exchange does not tell who exists.
     fn scram_keys(&self, user: &str) -> ScramCredentials {
-        self.users
+        self.users()
             .get(user)
             .and_then(Stored::scram)
             .cloned()

@@ -1,0 +1,156 @@
+//! What pop3d's end-to-end and abuse tests share: the server as a child
+//! process, a Maildir site with users, and its memory.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_pop3d");
+
+/// A running pop3d; killed on drop.
+pub(crate) struct Pop3d {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Pop3d {
+    pub(crate) fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pop3d");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("pop3d listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Self { child, addr }
+    }
+
+    pub(crate) fn with_maildir(root: &Path, users: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--maildir-root",
+            root.to_str().unwrap(),
+            "--users",
+            users.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for the graceful exit.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Pop3d {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A maildir root with user `alice` whose password is hashed by `pop3d passwd`.
+pub(crate) struct Site {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+pub(crate) const PASSWORD: &str = "correct horse battery";
+
+impl Site {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let line = passwd(&["alice"], PASSWORD);
+        assert!(line.starts_with("alice:{ARGON2ID}$argon2id$"), "{line}");
+        std::fs::write(
+            dir.path().join("users"),
+            format!("# pop3d users\n{line}bob:{{PLAIN}}bobpw::::::\n"),
+        )
+        .unwrap();
+        for user in ["alice", "bob"] {
+            for sub in ["new", "cur", "tmp"] {
+                std::fs::create_dir_all(dir.path().join("mail").join(user).join(sub)).unwrap();
+            }
+        }
+        Self { dir }
+    }
+
+    pub(crate) fn root(&self) -> PathBuf {
+        self.dir.path().join("mail")
+    }
+
+    pub(crate) fn users(&self) -> PathBuf {
+        self.dir.path().join("users")
+    }
+
+    /// Delivers into `new/` (or `cur/`) with a Maildir name; returns the unique part.
+    pub(crate) fn deliver(&self, user: &str, sub: &str, seq: u32, body: &[u8]) -> String {
+        let unique = format!("{}.M{seq}P1.test", 1_700_000_000 + seq);
+        let name = if sub == "cur" {
+            format!("{unique}:2,S")
+        } else {
+            unique.clone()
+        };
+        std::fs::write(self.root().join(user).join(sub).join(name), body).unwrap();
+        unique
+    }
+
+    pub(crate) fn files(&self, user: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for sub in ["new", "cur"] {
+            for e in std::fs::read_dir(self.root().join(user).join(sub)).unwrap() {
+                names.push(format!(
+                    "{sub}/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        }
+        names.sort();
+        names
+    }
+
+    pub(crate) fn serve(&self) -> Pop3d {
+        Pop3d::with_maildir(&self.root(), &self.users(), &[])
+    }
+}
+
+/// `pop3d passwd ARGS` with `password` on standard input: the users-file line.
+pub(crate) fn passwd(args: &[&str], password: &str) -> String {
+    let mut passwd = Command::new(BIN)
+        .arg("passwd")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    passwd
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = passwd.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -14,7 +14,9 @@
 //! - nothing outside the Maildir is touched (a file outside, reachable
 //!   through links planted inside, keeps its bytes);
 //! - under `--delete-policy move:.Trash`, exactly the messages deleted at
-//!   QUIT are in `.Trash`, whole, each once.
+//!   QUIT are in `.Trash`, whole, each once; under `flag`, exactly those
+//!   and the ones an IMAP server flagged `T` carry the flag, and are
+//!   never listed again.
 //!
 //! Every message's body names its serial number, so the disk can be read
 //! back without trusting any name; lengths differ per message (the store
@@ -105,9 +107,11 @@ type Shared = OnceLock<(tempfile::TempDir, Arc<Maildirs>)>;
 fn shared(policy: &DeletePolicy) -> &'static (tempfile::TempDir, Arc<Maildirs>) {
     static REMOVE: Shared = OnceLock::new();
     static MOVE: Shared = OnceLock::new();
+    static FLAG: Shared = OnceLock::new();
     let cell = match policy {
         DeletePolicy::Remove => &REMOVE,
-        _ => &MOVE,
+        DeletePolicy::Move(_) => &MOVE,
+        DeletePolicy::Flag => &FLAG,
     };
     cell.get_or_init(|| {
         let root = tempfile::tempdir().unwrap();
@@ -152,8 +156,11 @@ struct World {
     uid_of: HashMap<usize, Uid>,
     serial_of: HashMap<Uid, usize>,
     session: Option<Session>,
-    /// Deleted at QUIT, so in `TRASH`: `None` if the policy removes.
+    /// Deleted at QUIT, so in `TRASH`: `None` unless the policy moves.
     trashed: Option<BTreeSet<usize>>,
+    /// Flagged `T` (deleted at QUIT, or by an IMAP server), so on disk but
+    /// never listed: `None` unless the policy flags.
+    hidden: Option<BTreeSet<usize>>,
 }
 
 fn serial_in(body: &[u8]) -> Option<usize> {
@@ -202,7 +209,8 @@ impl World {
             uid_of: HashMap::new(),
             serial_of: HashMap::new(),
             session: None,
-            trashed: (*policy != DeletePolicy::Remove).then(BTreeSet::new),
+            trashed: matches!(policy, DeletePolicy::Move(_)).then(BTreeSet::new),
+            hidden: (*policy == DeletePolicy::Flag).then(BTreeSet::new),
         }
     }
 
@@ -244,8 +252,21 @@ impl World {
 
     fn check(&self) -> Result<(), TestCaseError> {
         let disk = self.disk()?;
-        let on_disk: BTreeSet<usize> = disk.keys().copied().collect();
+        let flagged = |(_, name): &(String, Vec<u8>)| names::has_flag(name, b'T');
+        let on_disk: BTreeSet<usize> = disk
+            .iter()
+            .filter(|(_, at)| self.hidden.is_none() || !flagged(at))
+            .map(|(&serial, _)| serial)
+            .collect();
         prop_assert_eq!(&on_disk, &self.alive, "messages on disk");
+        if let Some(hidden) = &self.hidden {
+            let trashed: BTreeSet<usize> = disk
+                .iter()
+                .filter(|(_, at)| flagged(at))
+                .map(|(&serial, _)| serial)
+                .collect();
+            prop_assert_eq!(&trashed, hidden, "messages flagged T");
+        }
         prop_assert_eq!(fs::read(&self.outside).unwrap(), b"outside the maildir");
         if let Some(trashed) = &self.trashed {
             let in_trash: BTreeSet<usize> = self
@@ -415,7 +436,8 @@ impl World {
                 }
             }
             Op::Flag(i, flag) => {
-                if let Some((_, sub, name)) = self.pick(i)? {
+                if let Some((serial, sub, name)) = self.pick(i)? {
+                    let serial = Some(serial);
                     if sub == "cur" && !name.contains(&(flag as u8)) {
                         let mut target = name.clone();
                         if !target.windows(3).any(|w| w == b":2,") {
@@ -424,6 +446,12 @@ impl World {
                         target.push(flag as u8);
                         if !self.exists("cur", &target) {
                             fs::rename(self.path("cur", &name), self.path("cur", &target)).unwrap();
+                            if let (Some(hidden), 'T') = (&mut self.hidden, flag) {
+                                // IMAP's \Deleted: no longer a POP3 message.
+                                let serial = serial.expect("picked");
+                                self.alive.remove(&serial);
+                                hidden.insert(serial);
+                            }
                         }
                     }
                 }
@@ -529,7 +557,9 @@ impl World {
                     _ => None,
                 };
                 let got = self.read(n, top);
-                if self.alive.contains(&serial) {
+                // A message an IMAP server flagged T meanwhile is still there.
+                let hidden = self.hidden.as_ref().is_some_and(|h| h.contains(&serial));
+                if self.alive.contains(&serial) || hidden {
                     prop_assert!(got.is_ok(), "RETR of message {}: {:?}", serial, got.err());
                     prop_assert_eq!(
                         got.unwrap(),
@@ -582,6 +612,9 @@ impl World {
                     if self.alive.remove(&serial) {
                         if let Some(trashed) = &mut self.trashed {
                             trashed.insert(serial);
+                        }
+                        if let Some(hidden) = &mut self.hidden {
+                            hidden.insert(serial);
                         }
                     }
                 }
@@ -643,5 +676,12 @@ proptest! {
         ops in prop::collection::vec(op(), 1..48),
     ) {
         run(&DeletePolicy::Move(TRASH.to_owned()), ops)?;
+    }
+
+    #[test]
+    fn the_flag_policy_keeps_every_promise_and_hides_what_it_flags(
+        ops in prop::collection::vec(op(), 1..48),
+    ) {
+        run(&DeletePolicy::Flag, ops)?;
     }
 }

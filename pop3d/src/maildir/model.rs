@@ -437,7 +437,6 @@ impl World {
             }
             Op::Flag(i, flag) => {
                 if let Some((serial, sub, name)) = self.pick(i)? {
-                    let serial = Some(serial);
                     if sub == "cur" && !name.contains(&(flag as u8)) {
                         let mut target = name.clone();
                         if !target.windows(3).any(|w| w == b":2,") {
@@ -448,7 +447,6 @@ impl World {
                             fs::rename(self.path("cur", &name), self.path("cur", &target)).unwrap();
                             if let (Some(hidden), 'T') = (&mut self.hidden, flag) {
                                 // IMAP's \Deleted: no longer a POP3 message.
-                                let serial = serial.expect("picked");
                                 self.alive.remove(&serial);
                                 hidden.insert(serial);
                             }

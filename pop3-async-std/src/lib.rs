@@ -42,8 +42,8 @@ use pop3_driver::{write_all_vectored, ReadOutcome};
 
 pub use pop3_driver::tls::{self, TlsConfig};
 pub use pop3_driver::{
-    memory, proto, AsyncBodySource, AsyncHandler, ConnectionInfo, HandlerError, HandlerResult,
-    NewHandler, ReaderBody, Service, SessionEnd, Shutdown,
+    memory, proto, AsyncBodySource, AsyncHandler, ConnectionInfo, FailedLoginLimits, HandlerError,
+    HandlerResult, NewHandler, ReaderBody, Service, SessionEnd, Shutdown,
 };
 pub use pop3_driver::{observe, proxy_header};
 pub use pop3_proto::{

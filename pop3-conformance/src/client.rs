@@ -16,12 +16,12 @@ pub struct Client {
 impl Client {
     /// Connects and does not read the greeting.
     pub fn connect(addr: SocketAddr) -> Self {
-        Self::from_stream(TcpStream::connect(addr).expect("connect to the test server"))
+        Self::over(TcpStream::connect(addr).expect("connect to the test server"))
     }
 
-    /// A client over a stream connected by other means (from a chosen
-    /// source address, say); does not read the greeting.
-    pub fn from_stream(stream: TcpStream) -> Self {
+    /// A client over a connected stream (e.g. one bound to a chosen source
+    /// address); does not read the greeting.
+    pub fn over(stream: TcpStream) -> Self {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();

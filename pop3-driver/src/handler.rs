@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io::{self, Read};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pop3_proto::{Credential, Maildrop, MessageRef, Refusal, ScramCredentials};
@@ -12,12 +13,21 @@ use pop3_proto::{Credential, Maildrop, MessageRef, Refusal, ScramCredentials};
 /// `Reportable` is popart's `ReportableError`: the client gets
 /// `-ERR [CODE] text` and the session goes on. `Internal` ends the session
 /// (nothing is deleted, the maildrop is unlocked) and is passed to
-/// [`Handler::session_error`].
+/// [`Handler::session_error`]. `LoginDelay` is the answer "the credentials
+/// are good, but not yet" (RFC 2449 §8.1.2), worded by the session.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     /// Tell the client; the session goes on.
     #[error("{0}")]
     Reportable(Refusal),
+    /// The user logged in less than the login delay ago; this much of it
+    /// is left. Only from [`Handler::authenticate`] once the credentials
+    /// were verified, or from [`Handler::lock`] (holding no lock): the
+    /// client gets `-ERR [LOGIN-DELAY]` and AUTHORIZATION goes on (see
+    /// `Session::refuse_login_delay`). From any other call it is an
+    /// internal error.
+    #[error("logged in too recently ({0:?} of the login delay left)")]
+    LoginDelay(Duration),
     /// Not the client's business; the session ends.
     #[error("internal handler error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -60,7 +70,8 @@ pub trait Handler: Send + 'static {
     type Body: BodySource;
 
     /// Checks credentials. Refuse with [`Refusal::auth`] (the default code
-    /// for a credential refusal), or [`Refusal::login_delay`] and the like.
+    /// for a credential refusal), [`HandlerError::LoginDelay`] for good
+    /// credentials that come too soon, or [`Refusal::sys_temp`] and the like.
     fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()>;
 
     /// The user's SCRAM-SHA-256 keys, for SASL `SCRAM-SHA-256` (offer it
@@ -73,7 +84,10 @@ pub trait Handler: Send + 'static {
     }
 
     /// Locks the user's maildrop and describes it. Refuse with
-    /// [`Refusal::in_use`] when another session holds it.
+    /// [`Refusal::in_use`] when another session holds it, or with
+    /// [`HandlerError::LoginDelay`] (releasing the lock) when the user
+    /// logged in too recently: a store shared by several servers can check
+    /// and record the last login under its lock.
     fn lock(&mut self, user: &str) -> HandlerResult<Maildrop>;
 
     /// Opens a message for RETR (`top_lines == None`) or `TOP n k`

@@ -62,6 +62,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod blocking;
+mod failures;
 mod handler;
 pub mod memory;
 pub mod nonblocking;
@@ -75,6 +76,7 @@ mod shutdown;
 mod slots;
 pub mod tls;
 
+pub use failures::FailedLoginLimits;
 pub use handler::{
     AsyncBodySource, AsyncHandler, BodySource, Handler, HandlerError, HandlerResult, ReaderBody,
     DEFAULT_CHUNK,

@@ -17,6 +17,7 @@ use pop3_proto::{
     Session, Transmit, UsageError,
 };
 
+use crate::failures::FailedLogins;
 use crate::handler::{HandlerError, HandlerResult};
 use crate::observe::{Call, Observer};
 use crate::service::ConnectionInfo;
@@ -105,6 +106,19 @@ pub struct Procedure<B> {
     sniff: Option<Vec<u8>>,
     /// Why the connection was closed for a PROXY header.
     proxy_error: Option<String>,
+    /// The service's failed-login limits, with this connection's address.
+    guard: Option<LoginGuard>,
+}
+
+/// The failed-login limits as one connection sees them.
+#[derive(Debug)]
+struct LoginGuard {
+    failures: std::sync::Arc<FailedLogins>,
+    ip: Option<std::net::IpAddr>,
+    /// The user of the last login attempt, for the failure it may end in.
+    user: Option<String>,
+    /// The session's failed logins accounted for (recorded or refused here).
+    seen: u64,
 }
 
 impl<B> Procedure<B> {
@@ -128,6 +142,7 @@ impl<B> Procedure<B> {
             top: false,
             sniff: None,
             proxy_error: None,
+            guard: None,
         }
     }
 
@@ -167,6 +182,22 @@ impl<B> Procedure<B> {
         }
     }
 
+    /// The same, under the service's failed-login limits, for a
+    /// connection from `ip`.
+    pub(crate) fn with_failures(
+        mut self,
+        failures: std::sync::Arc<FailedLogins>,
+        ip: Option<std::net::IpAddr>,
+    ) -> Self {
+        self.guard = Some(LoginGuard {
+            failures,
+            ip,
+            user: None,
+            seen: 0,
+        });
+        self
+    }
+
     /// The same, holding `slot` (the service's admission).
     pub(crate) fn with_slot(mut self, slot: Slot) -> Self {
         self.slot = Some(slot);
@@ -196,18 +227,21 @@ impl<B> Procedure<B> {
         self.watch_shutdown(now);
         self.watch_slot(now);
         loop {
+            self.watch_failures(now);
             match self.session.poll_output(now) {
                 Output::Transmit(t) => return Step::Write(t),
                 Output::Event(Event::Request(request)) => {
-                    self.call = Some((Call::of(&request), now));
-                    self.top = matches!(
-                        request,
-                        Request::Retrieve {
-                            top_lines: Some(_),
-                            ..
-                        }
-                    );
-                    return Step::Call(request);
+                    if !self.limit_login(now, &request) {
+                        self.call = Some((Call::of(&request), now));
+                        self.top = matches!(
+                            request,
+                            Request::Retrieve {
+                                top_lines: Some(_),
+                                ..
+                            }
+                        );
+                        return Step::Call(request);
+                    }
                 }
                 Output::Event(Event::NeedBody) => {
                     if self.body.is_some() {
@@ -316,6 +350,40 @@ impl<B> Procedure<B> {
             self.logged_in = true;
             slot.logged_in();
         }
+    }
+
+    /// Records the session's new failed logins under the service's limits.
+    fn watch_failures(&mut self, now: Instant) {
+        let Some(guard) = &mut self.guard else { return };
+        let failed = self.session.stats().failed_logins;
+        while guard.seen < failed {
+            guard.seen += 1;
+            guard
+                .failures
+                .failed(guard.ip, guard.user.take().as_deref(), now);
+        }
+    }
+
+    /// A login attempt (a credential check, SCRAM keys) is checked against
+    /// the failed-login limits before the handler sees it; true if it was
+    /// refused (and the session answered).
+    fn limit_login(&mut self, now: Instant, request: &Request) -> bool {
+        let Some(guard) = &mut self.guard else {
+            return false;
+        };
+        let (Request::Authenticate { user, .. } | Request::ScramCredentials { user }) = request
+        else {
+            return false;
+        };
+        guard.user = Some(user.clone());
+        let Some(limit) = guard.failures.check(guard.ip, user, now) else {
+            return false;
+        };
+        // The session counts the refusal as a failed login: not recorded.
+        guard.seen += 1;
+        guard.user = None;
+        expect_fits(self.session.limit_login(now, limit));
+        true
     }
 
     /// A wait for the client ended: false if the slot was evicted meanwhile
@@ -507,6 +575,15 @@ impl<B> Procedure<B> {
     fn refuse_or_fail(&mut self, now: Instant, error: HandlerError) {
         match error {
             HandlerError::Reportable(refusal) => self.refuse(now, refusal),
+            HandlerError::LoginDelay(wait) => match self.session.refuse_login_delay(now, wait) {
+                Err(UsageError::NoPendingRequest { .. }) => self.fail(
+                    now,
+                    HandlerError::internal(
+                        "LoginDelay answered to a call other than authenticate or lock",
+                    ),
+                ),
+                result => expect_fits(result),
+            },
             internal @ HandlerError::Internal(_) => self.fail(now, internal),
         }
     }

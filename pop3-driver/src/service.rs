@@ -14,6 +14,7 @@ use bytes::Bytes;
 use event_listener::{Event, Listener as _};
 use pop3_proto::{Channel, Config, Greeting, Output, Refusal, Session};
 
+use crate::failures::{FailedLoginLimits, FailedLogins};
 use crate::observe::{Observer, Rejection};
 use crate::procedure::Procedure;
 use crate::proxy::{HeaderRead, Trust};
@@ -101,6 +102,7 @@ struct Inner<F> {
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
     max_per_ip: Option<usize>,
+    failures: Option<Arc<FailedLogins>>,
     /// Made from the limits above when the first connection comes.
     slots: OnceLock<Arc<Slots>>,
     shutdown_grace: Duration,
@@ -148,6 +150,7 @@ where
                 max_connections: None,
                 max_unauthenticated: None,
                 max_per_ip: None,
+                failures: None,
                 slots: OnceLock::new(),
                 shutdown_grace: Duration::from_secs(30),
                 tls: None,
@@ -189,6 +192,19 @@ where
     /// client has the proxy's address). Set before cloning or serving.
     pub fn max_connections_per_ip(mut self, max: usize) -> Self {
         self.inner_mut().max_per_ip = Some(max);
+        self
+    }
+
+    /// Limits failed logins per client address and per user over a
+    /// sliding window (see [`FailedLoginLimits`]; off by default). An
+    /// attempt over a limit is refused before the handler checks it, as
+    /// a wrong password is answered (after the failed-login delay, and
+    /// counted towards the session's failure limit): `-ERR [SYS/TEMP]`
+    /// for the address, `-ERR [AUTH]` for the user, which only addresses
+    /// that failed lately get, so the user can still log in from another.
+    /// Set before cloning or serving.
+    pub fn failed_login_limits(mut self, limits: FailedLoginLimits) -> Self {
+        self.inner_mut().failures = Some(Arc::new(FailedLogins::new(limits)));
         self
     }
 
@@ -459,6 +475,9 @@ where
                 }
                 if inner.proxy.as_ref().is_some_and(|trust| trust.sniff(info)) {
                     procedure = procedure.refusing_proxy_headers();
+                }
+                if let Some(failures) = &inner.failures {
+                    procedure = procedure.with_failures(failures.clone(), peer_ip(info));
                 }
                 Admission::Serve {
                     procedure,

@@ -608,3 +608,75 @@ fn stls_reply_write_timeout_closes_without_a_handshake() {
     assert_eq!(fake.written, "+OK POP3 server ready\r\n");
     assert_unlocked_intact(&store, 2);
 }
+
+/// A store that answers `HandlerError::LoginDelay` at one call.
+struct TooSoon {
+    inner: MemoryHandler,
+    at: &'static str,
+}
+
+impl Handler for TooSoon {
+    type Body = MemoryBody;
+
+    fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
+        self.inner.authenticate(user, credential)
+    }
+
+    fn lock(&mut self, user: &str) -> HandlerResult<Maildrop> {
+        if self.at == "lock" {
+            return Err(HandlerError::LoginDelay(Duration::from_millis(29_500)));
+        }
+        Handler::lock(&mut self.inner, user)
+    }
+
+    fn open(&mut self, message: &MessageRef, top: Option<u64>) -> HandlerResult<MemoryBody> {
+        if self.at == "open" {
+            return Err(HandlerError::LoginDelay(Duration::from_secs(1)));
+        }
+        Handler::open(&mut self.inner, message, top)
+    }
+
+    fn commit(&mut self, deleted: &[MessageRef]) -> HandlerResult<()> {
+        Handler::commit(&mut self.inner, deleted)
+    }
+
+    fn unlock(&mut self) {
+        Handler::unlock(&mut self.inner);
+    }
+}
+
+/// `HandlerError::LoginDelay` from `lock`: the core's `-ERR [LOGIN-DELAY]`
+/// at once (not a failed login: no delay), no unlock owed, AUTHORIZATION
+/// goes on. From a call where it means nothing (`open`), an internal error.
+#[test]
+fn login_delay_from_the_store_is_worded_by_the_core() {
+    let store = small_store();
+    let mut fake = Fake::new(vec![send(&format!("{LOGIN}QUIT\r\n"))]);
+    let mut handler = TooSoon {
+        inner: store.handler(),
+        at: "lock",
+    };
+    let end = serve(&mut fake, config(), &mut handler);
+    assert_eq!(
+        fake.written,
+        "+OK POP3 server ready\r\n+OK send PASS\r\n\
+         -ERR [LOGIN-DELAY] logged in too recently, try again in 30 seconds\r\n\
+         +OK pop.test POP3 server signing off\r\n"
+    );
+    assert_eq!(fake.elapsed(), Duration::ZERO);
+    assert_eq!(end.reason, CloseReason::Quit);
+    assert_eq!((store.locks(), store.unlocks()), (0, 0));
+
+    let mut fake = Fake::new(vec![send(&format!("{LOGIN}RETR 1\r\n"))]);
+    let mut handler = TooSoon {
+        inner: store.handler(),
+        at: "open",
+    };
+    let end = serve(&mut fake, config(), &mut handler);
+    assert!(fake.written.ends_with(INTERNAL), "{}", fake.written);
+    assert!(end
+        .error
+        .unwrap()
+        .contains("LoginDelay answered to a call other than"));
+    assert_unlocked_intact(&store, 2);
+}

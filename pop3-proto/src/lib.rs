@@ -193,4 +193,4 @@ pub use reply::{Refusal, ResponseCode};
 pub use sasl::Mechanism;
 pub use scram::{ScramCredentials, ScramParseError, MIN_SCRAM_ITERATIONS};
 pub use secret::Secret;
-pub use session::{Channel, Phase, Session, SessionStats, REPLY_HIGH_WATER};
+pub use session::{Channel, LoginLimit, Phase, Session, SessionStats, REPLY_HIGH_WATER};

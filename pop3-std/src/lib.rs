@@ -77,8 +77,8 @@ use rustls::{ServerConnection, StreamOwned};
 
 pub use pop3_driver::tls::{self, TlsConfig};
 pub use pop3_driver::{
-    memory, proto, BodySource, ConnectionInfo, Handler, HandlerError, HandlerResult, Interrupter,
-    NewHandler, ReaderBody, Service, SessionEnd, Shutdown,
+    memory, proto, BodySource, ConnectionInfo, FailedLoginLimits, Handler, HandlerError,
+    HandlerResult, Interrupter, NewHandler, ReaderBody, Service, SessionEnd, Shutdown,
 };
 pub use pop3_driver::{observe, proxy_header};
 pub use pop3_proto::{

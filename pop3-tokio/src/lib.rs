@@ -90,8 +90,8 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 pub use pop3_driver::tls::{self, TlsConfig};
 pub use pop3_driver::{
-    memory, proto, AsyncBodySource, AsyncHandler, ConnectionInfo, HandlerError, HandlerResult,
-    NewHandler, Service, SessionEnd, Shutdown,
+    memory, proto, AsyncBodySource, AsyncHandler, ConnectionInfo, FailedLoginLimits, HandlerError,
+    HandlerResult, NewHandler, Service, SessionEnd, Shutdown,
 };
 pub use pop3_driver::{observe, proxy_header};
 pub use pop3_proto::{

@@ -29,11 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pop3_proto::Mechanism;
-use pop3_tokio::{Config, ConnectionInfo, Refusal, Service};
+use pop3_proto::{Expire, Mechanism};
+use pop3_tokio::{Config, ConnectionInfo, FailedLoginLimits, Refusal, Service};
 use tracing::{error, info, warn};
 
-use crate::maildir::{MaildirHandler, Maildirs};
+use crate::maildir::{MaildirHandler, Maildirs, Policy};
 use crate::startup::StartupError;
 use crate::tls::Tls;
 use crate::users::Users;
@@ -170,6 +170,46 @@ struct Settings {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
+    /// Failed logins from one IP address within --failed-login-window
+    /// after which its login attempts are refused unchecked, with "-ERR
+    /// [SYS/TEMP]" after the usual failure delay; 0: no limit. [default: 10]
+    #[arg(long, value_name = "N")]
+    max_failed_logins_per_ip: Option<u32>,
+
+    /// Failed logins as one user (from any address) within
+    /// --failed-login-window after which that user's attempts are refused
+    /// unchecked, with `-ERR [AUTH]`, from addresses that failed too; an
+    /// address with no recent failure is always checked, so the user can
+    /// still log in; 0: no limit. [default: 5]
+    #[arg(long, value_name = "N")]
+    max_failed_logins_per_user: Option<u32>,
+
+    /// How far back failed logins count, in seconds. [default: 300]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    failed_login_window: Option<u64>,
+
+    /// Least time between two logins of one user, in seconds (RFC 2449
+    /// LOGIN-DELAY, announced in CAPA): a login sooner, with the right
+    /// password, gets "-ERR [LOGIN-DELAY]". Kept in each Maildir, so it
+    /// holds across pop3d processes sharing --maildir-root. [default: none]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
+    login_delay: Option<u32>,
+
+    /// What a message deleted at QUIT (or expired) becomes: `remove` (the
+    /// file is removed), `move:FOLDER` (moved into that Maildir++ folder of
+    /// the user's Maildir, e.g. `move:.Trash`, created if missing), or
+    /// `flag` (the Maildir `T` flag is added to its name, and POP3 no
+    /// longer lists messages flagged so). [default: remove]
+    #[arg(long, value_name = "POLICY")]
+    delete_policy: Option<crate::maildir::DeletePolicy>,
+
+    /// Delete (by --delete-policy) messages retrieved by RETR this many days
+    /// ago or more, at the user's next login; announced as EXPIRE in CAPA
+    /// (0: at the login after the session that retrieved them). [default:
+    /// never]
+    #[arg(long, value_name = "DAYS")]
+    expire: Option<u32>,
+
     /// Offer APOP. The greeting then carries a timestamp, and clients such as
     /// curl switch to APOP, which works only for users with a {PLAIN} secret.
     #[arg(long)]
@@ -232,6 +272,16 @@ impl Settings {
             max_connections: self.max_connections.or(file.max_connections),
             max_unauthenticated: self.max_unauthenticated.or(file.max_unauthenticated),
             max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
+            max_failed_logins_per_ip: self
+                .max_failed_logins_per_ip
+                .or(file.max_failed_logins_per_ip),
+            max_failed_logins_per_user: self
+                .max_failed_logins_per_user
+                .or(file.max_failed_logins_per_user),
+            failed_login_window: self.failed_login_window.or(file.failed_login_window),
+            login_delay: self.login_delay.or(file.login_delay),
+            delete_policy: self.delete_policy.or(file.delete_policy),
+            expire: self.expire.or(file.expire),
             apop: self.apop || file.apop,
             proxy_from: if self.proxy_from.is_empty() {
                 file.proxy_from
@@ -493,6 +543,8 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
         .utf8(true)
         .lang(true)
         .idle_timeout(Duration::from_secs(cli.idle_timeout.unwrap_or(600)))
+        .login_delay(cli.login_delay, false)
+        .expire(cli.expire.map_or(Expire::Never, Expire::Days), false)
         .build()
         .map_err(|e| e.to_string())?;
     // The command line refuses 0; a settings file is checked here.
@@ -509,11 +561,22 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
         .map_err(|e| StartupError::config(format!("--proxy-from: {e}")))?;
     let metrics = cli.metrics.map(|_| Arc::new(metrics::Metrics::new()));
     let user_count = users.len();
+    if cli.login_delay == Some(0) || cli.failed_login_window == Some(0) {
+        return Err(StartupError::config(
+            "login-delay and failed-login-window must be at least 1",
+        ));
+    }
+    let policy = Policy {
+        delete: cli.delete_policy.clone().unwrap_or_default(),
+        expire_days: cli.expire,
+        login_delay: cli.login_delay.map(|s| Duration::from_secs(s.into())),
+    };
     let store = Maildirs::new(
         root.clone(),
         users,
         cli.uidl_source.unwrap_or_default(),
         oauth,
+        policy,
     );
     Ok(Prepared {
         settings: cli,
@@ -570,6 +633,12 @@ fn service(
     let cli = &prepared.settings;
     let store = prepared.store.clone();
     let max_connections = cli.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let failed_logins = FailedLoginLimits {
+        per_ip: Some(cli.max_failed_logins_per_ip.unwrap_or(10)).filter(|&n| n > 0),
+        per_user: Some(cli.max_failed_logins_per_user.unwrap_or(5)).filter(|&n| n > 0),
+        window: Duration::from_secs(cli.failed_login_window.unwrap_or(300)),
+        ..FailedLoginLimits::default()
+    };
     let mut service = Service::new(prepared.config.clone(), move |_conn: &ConnectionInfo| {
         Ok(store.handler())
     })
@@ -582,6 +651,7 @@ fn service(
         cli.max_connections_per_ip
             .map_or(DEFAULT_MAX_CONNECTIONS_PER_IP, saturating_usize),
     )
+    .failed_login_limits(failed_logins)
     .shutdown_grace(Duration::from_secs(cli.shutdown_grace.unwrap_or(30)))
     .proxy_from(prepared.proxy_from.iter().copied())
     .observe(observe::Observe {
@@ -877,6 +947,28 @@ mod tests {
         };
         let file: Settings = toml::from_str("proxy-from = [\"10.0.0.0/8\"]\n").unwrap();
         assert_eq!(cli.over(file).proxy_from, ["::1"], "the command line wins");
+    }
+
+    #[test]
+    fn policies_from_the_settings_file() {
+        let file: Settings = toml::from_str(
+            "delete-policy = \"move:.Trash\"\nexpire = 30\nlogin-delay = 300\nmax-failed-logins-per-user = 0\n",
+        )
+        .unwrap();
+        let merged = Settings {
+            expire: Some(7),
+            ..Settings::default()
+        }
+        .over(file);
+        assert_eq!(
+            merged.delete_policy,
+            Some(crate::maildir::DeletePolicy::Move(".Trash".into()))
+        );
+        assert_eq!(merged.expire, Some(7), "the command line wins");
+        assert_eq!(merged.login_delay, Some(300));
+        assert_eq!(merged.max_failed_logins_per_user, Some(0));
+        let bad = toml::from_str::<Settings>("delete-policy = \"move:Trash\"\n");
+        assert!(bad.unwrap_err().to_string().contains("Maildir++ folder"));
     }
 
     #[test]

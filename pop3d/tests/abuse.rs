@@ -685,9 +685,16 @@ fn unknown_user_flood(
 #[test]
 fn a_login_flood_of_unknown_users_while_real_users_log_in() {
     const FLOOD: usize = 30;
+    // Every attempt must reach the hashing threads: no failed-login limit
+    // (`a_password_guessing_attack_from_one_address` has it).
     let attack = Attack::start(
         "unknown-user login flood",
-        &["--max-connections-per-ip", "1000"],
+        &[
+            "--max-connections-per-ip",
+            "1000",
+            "--max-failed-logins-per-ip",
+            "0",
+        ],
         |_| {},
     );
     let (sent, passes) = mpsc::channel();
@@ -732,6 +739,51 @@ fn a_login_flood_of_unknown_users_while_real_users_log_in() {
     attack.end(32 + 20 * hashing_threads());
 }
 
+/// One address guessing bob's password on many connections at once, with
+/// the default failed-login limits (10 per address, 5 per user, 5
+/// minutes): beyond them its attempts are refused unchecked, even with the
+/// right password, and every reply is a refusal held for the failure
+/// delay; bob, from an address with no failures, still logs in
+/// (`Attack::end`).
+#[test]
+fn a_password_guessing_attack_from_one_address() {
+    const GUESSES: usize = 30;
+    let attack = Attack::start("password guessing", &[], |_| {});
+    let addr = attack.addr();
+    let guess = |password: String| {
+        std::thread::spawn(move || {
+            let mut s = connect_from_attacker(addr);
+            assert!(read_line(&mut s).starts_with(b"+OK"));
+            s.write_all(b"USER bob\r\n").unwrap();
+            assert!(read_line(&mut s).starts_with(b"+OK"));
+            s.write_all(format!("PASS {password}\r\n").as_bytes())
+                .unwrap();
+            String::from_utf8(read_line(&mut s)).unwrap()
+        })
+    };
+    let guesses: Vec<_> = (0..GUESSES).map(|i| guess(format!("guess{i}"))).collect();
+    let mut limited = 0;
+    for g in guesses {
+        let reply = g.join().unwrap();
+        match reply.as_str() {
+            "-ERR [AUTH] invalid user name or password\r\n" => {}
+            "-ERR [SYS/TEMP] too many failed logins from your address, try again later\r\n"
+            | "-ERR [AUTH] too many failed logins for this user, try again later\r\n" => {
+                limited += 1
+            }
+            other => panic!("guess answered {other:?}"),
+        }
+    }
+    eprintln!("password guessing: {limited} of {GUESSES} guesses refused by the limits");
+    // The failures are recorded now: the right password is not checked.
+    assert_eq!(
+        guess("bobpw".into()).join().unwrap(),
+        "-ERR [SYS/TEMP] too many failed logins from your address, try again later\r\n"
+    );
+    // A wrong {PLAIN} password costs one decoy Argon2id on a hashing thread.
+    attack.end(32 + 20 * hashing_threads());
+}
+
 /// How many hashing threads pop3d runs here (one per core, at least two).
 fn hashing_threads() -> u64 {
     std::thread::available_parallelism().map_or(2, |n| n.get().max(2)) as u64
@@ -746,7 +798,12 @@ fn hashing_threads() -> u64 {
 fn argon2id_logins_in_a_loop() {
     let attack = Attack::start(
         "Argon2id logins in a loop",
-        &["--max-connections-per-ip", "1000"],
+        &[
+            "--max-connections-per-ip",
+            "1000",
+            "--max-failed-logins-per-ip",
+            "0",
+        ],
         |_| {},
     );
     let login = || {

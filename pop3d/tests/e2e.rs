@@ -197,6 +197,259 @@ fn deletion_reaches_the_disk_only_after_quit() {
     assert!(site.files("bob").is_empty());
 }
 
+/// A client connecting from `source` (any 127.0.0.0/8 address reaches
+/// the loopback listener), greeted.
+fn client_from(source: &str, addr: SocketAddr) -> Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut c = Client::over(socket.into());
+    let greeting = c.line();
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    c
+}
+
+/// One USER/PASS attempt from `source`: the reply to PASS.
+fn attempt(addr: SocketAddr, source: &str, user: &str, password: &str) -> String {
+    let mut c = client_from(source, addr);
+    assert!(c.command(&format!("USER {user}")).starts_with("+OK"));
+    c.command(&format!("PASS {password}"))
+}
+
+const USER_LIMITED: &str = "-ERR [AUTH] too many failed logins for this user, try again later";
+const WRONG: &str = "-ERR [AUTH] invalid user name or password";
+
+/// Issue 12, point 4: failed logins per address and per user, over a
+/// sliding window. A limited user is refused (unchecked, as for an unknown
+/// name) only to addresses that failed lately: the owner, from an address
+/// with no failure, logs in with the right password. A limited address is
+/// refused whatever user it names; other addresses go on.
+#[test]
+fn failed_logins_limit_addresses_and_users_but_not_the_owner() {
+    let site = Site::new();
+    let server = Pop3d::with_maildir(
+        &site.root(),
+        &site.users(),
+        &[
+            "--max-failed-logins-per-ip",
+            "3",
+            "--max-failed-logins-per-user",
+            "2",
+        ],
+    );
+    let addr = server.addr;
+    // Guessers of bob's password, and of a user who does not exist.
+    let user_limit = |user: &'static str, password: &'static str, sources: [&'static str; 3]| {
+        std::thread::spawn(move || {
+            assert_eq!(attempt(addr, sources[0], user, "guess1"), WRONG);
+            assert_eq!(attempt(addr, sources[1], user, "guess2"), WRONG);
+            // Even the right password is not checked from a guessing address.
+            let limited = attempt(addr, sources[0], user, password);
+            let owner = attempt(addr, sources[2], user, password);
+            (limited, owner)
+        })
+    };
+    let bob = user_limit("bob", "bobpw", ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    let nobody = user_limit("nobody", "x", ["127.0.0.5", "127.0.0.6", "127.0.0.8"]);
+    let address = std::thread::spawn(move || {
+        for n in 1..=3 {
+            assert_eq!(attempt(addr, "127.0.0.7", &format!("x{n}"), "guess"), WRONG);
+        }
+        attempt(addr, "127.0.0.7", "bob", "bobpw")
+    });
+    let (limited, owner) = bob.join().unwrap();
+    assert_eq!(limited, USER_LIMITED);
+    assert!(owner.starts_with("+OK bob's maildrop"), "{owner}");
+    let (limited, unknown) = nobody.join().unwrap();
+    assert_eq!(
+        limited, USER_LIMITED,
+        "the same refusal for a user who does not exist"
+    );
+    assert_eq!(unknown, WRONG);
+    assert_eq!(
+        address.join().unwrap(),
+        "-ERR [SYS/TEMP] too many failed logins from your address, try again later"
+    );
+    let mut c = Client::login(server.addr, "alice", PASSWORD);
+    assert!(c.command("QUIT").starts_with("+OK"));
+}
+
+fn capa(addr: SocketAddr) -> String {
+    let (mut c, _) = Client::greeted(addr);
+    assert!(c.command("CAPA").starts_with("+OK"));
+    String::from_utf8(c.multiline()).unwrap()
+}
+
+/// Issue 12, point 5: LOGIN-DELAY (RFC 2449) across two pop3d processes on
+/// one Maildir root, refused only with the right password.
+#[test]
+fn login_delay_holds_across_processes_and_only_after_the_password() {
+    let site = Site::new();
+    site.deliver("bob", "new", 1, b"Subject: 1\r\n\r\none\r\n");
+    let args = ["--login-delay", "2"];
+    let a = Pop3d::with_maildir(&site.root(), &site.users(), &args);
+    let b = Pop3d::with_maildir(&site.root(), &site.users(), &args);
+    assert!(capa(b.addr).contains("LOGIN-DELAY 2\r\n"));
+    let mut first = Client::login(a.addr, "bob", "bobpw");
+    let logged_in = std::time::Instant::now();
+    let (mut c, _) = Client::greeted(b.addr);
+    c.command("USER bob");
+    let early = "-ERR [LOGIN-DELAY] logged in too recently, try again in 2 seconds";
+    assert_eq!(
+        c.command("PASS bobpw"),
+        early,
+        "not IN-USE while A's session runs"
+    );
+    assert!(first.command("QUIT").starts_with("+OK"));
+    c.command("USER bob");
+    assert_eq!(c.command("PASS bobpw"), early);
+    c.command("USER bob");
+    assert_eq!(
+        c.command("PASS wrong"),
+        WRONG,
+        "a wrong password learns nothing"
+    );
+    // Another user is not held back.
+    let mut alice = Client::login(b.addr, "alice", PASSWORD);
+    assert!(alice.command("QUIT").starts_with("+OK"));
+    if let Some(left) = Duration::from_millis(2100).checked_sub(logged_in.elapsed()) {
+        std::thread::sleep(left);
+    }
+    c.command("USER bob");
+    assert!(c
+        .command("PASS bobpw")
+        .starts_with("+OK bob's maildrop has 1 messages"));
+    assert!(c.command("QUIT").starts_with("+OK"));
+}
+
+impl Site {
+    /// Names in a folder of `user`'s Maildir (`new/` and `cur/`), sorted.
+    fn folder_files(&self, user: &str, folder: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for sub in ["new", "cur"] {
+            let Ok(dir) = std::fs::read_dir(self.root().join(user).join(folder).join(sub)) else {
+                continue;
+            };
+            for e in dir {
+                names.push(format!(
+                    "{sub}/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        }
+        names.sort();
+        names
+    }
+}
+
+/// Issue 12, point 6: `--delete-policy move:.Trash` and `flag` over the
+/// wire, checked on disk.
+#[test]
+fn deleted_messages_are_moved_or_flagged_by_the_policy() {
+    for policy in ["move:.Trash", "flag"] {
+        let site = Site::new();
+        let one = site.deliver("bob", "new", 1, b"Subject: 1\r\n\r\none\r\n");
+        let two = site.deliver("bob", "cur", 2, b"Subject: 2\r\n\r\ntwo\r\n");
+        let server = Pop3d::with_maildir(&site.root(), &site.users(), &["--delete-policy", policy]);
+        let mut c = Client::login(server.addr, "bob", "bobpw");
+        assert!(c.command("DELE 1").starts_with("+OK"));
+        assert!(c.command("DELE 2").starts_with("+OK"));
+        assert!(c.command("QUIT").starts_with("+OK"));
+        if policy == "flag" {
+            assert_eq!(
+                site.files("bob"),
+                [format!("cur/{one}:2,T"), format!("cur/{two}:2,ST")]
+            );
+        } else {
+            assert!(site.files("bob").is_empty());
+            assert_eq!(
+                site.folder_files("bob", ".Trash"),
+                [format!("cur/{two}:2,S"), format!("new/{one}")]
+            );
+            assert!(site.root().join("bob/.Trash/tmp").is_dir());
+        }
+        let mut c = Client::login(server.addr, "bob", "bobpw");
+        assert_eq!(c.command("STAT"), "+OK 0 0", "{policy}: gone from POP3");
+    }
+}
+
+/// Issue 12, point 6: `--expire 0` is announced, and a message RETR sent
+/// whole is deleted at the next login; one only listed or TOPped stays.
+#[test]
+fn retrieved_messages_expire_at_a_later_login() {
+    let site = Site::new();
+    site.deliver("bob", "new", 1, b"Subject: 1\r\n\r\none\r\n");
+    let kept = site.deliver("bob", "new", 2, b"Subject: 2\r\n\r\ntwo\r\n");
+    let server = Pop3d::with_maildir(&site.root(), &site.users(), &["--expire", "0"]);
+    assert!(capa(server.addr).contains("EXPIRE 0\r\n"));
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    assert!(c.command("RETR 1").starts_with("+OK"));
+    c.multiline();
+    assert!(c.command("TOP 2 0").starts_with("+OK"));
+    c.multiline();
+    assert_eq!(
+        c.command("STAT"),
+        "+OK 2 38",
+        "nothing expires during the session"
+    );
+    assert!(c.command("QUIT").starts_with("+OK"));
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    assert_eq!(c.command("STAT"), "+OK 1 19");
+    assert_eq!(site.files("bob"), [format!("new/{kept}")]);
+}
+
+/// Issue 12, point 6: pop3d killed (SIGKILL) while QUIT moves many
+/// messages into `.Trash`; after a restart and a login, either every
+/// deleted message is in `.Trash` (the journal was written: the move is
+/// finished) or none is (it was not: the client heard nothing). Killed at
+/// once after QUIT, and killed as soon as the first file shows up in
+/// `.Trash` (the journal is written before it: all must end up moved);
+/// what the kill left is printed.
+#[test]
+fn a_server_killed_during_a_move_leaves_all_or_nothing_moved() {
+    const N: u32 = 300;
+    for at_first_move in [false, true, true] {
+        let site = Site::new();
+        for i in 0..N {
+            site.deliver("bob", "cur", i, b"Subject: move me\r\n\r\nbody\r\n");
+        }
+        let args = ["--delete-policy", "move:.Trash"];
+        let server = Pop3d::with_maildir(&site.root(), &site.users(), &args);
+        let mut c = Client::login(server.addr, "bob", "bobpw");
+        let dele: String = (1..=N).map(|n| format!("DELE {n}\r\n")).collect();
+        c.send(dele.as_bytes());
+        for _ in 0..N {
+            assert!(c.line().starts_with("+OK"));
+        }
+        c.send(b"QUIT\r\n");
+        let started = std::time::Instant::now();
+        while at_first_move && site.folder_files("bob", ".Trash").is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(20), "nothing moved");
+        }
+        server.kill();
+        let moved = site.folder_files("bob", ".Trash").len();
+        let left = site.files("bob").len();
+        eprintln!("killed (at the first move: {at_first_move}): {moved} moved, {left} left");
+        let restarted = Pop3d::with_maildir(&site.root(), &site.users(), &args);
+        let mut c = Client::login(restarted.addr, "bob", "bobpw");
+        let stat = c.command("STAT");
+        assert!(c.command("QUIT").starts_with("+OK"));
+        let moved = site.folder_files("bob", ".Trash").len();
+        let left = site.files("bob").len();
+        if at_first_move {
+            assert_eq!((moved, left), (N as usize, 0), "{stat}");
+        } else {
+            assert!(
+                (moved, left) == (N as usize, 0) || (moved, left) == (0, N as usize),
+                "{moved} moved, {left} left ({stat})"
+            );
+        }
+        assert_eq!(stat, format!("+OK {left} {}", left * 26));
+        assert!(!site.root().join("bob/pop3d-deleting").exists());
+    }
+}
+
 #[test]
 fn a_client_killed_mid_session_leaves_every_message() {
     let site = Site::new();

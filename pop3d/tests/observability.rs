@@ -133,7 +133,7 @@ fn connect_from(source: &str, to: SocketAddr) -> Client {
     });
     let stream = stream.into_std().unwrap();
     stream.set_nonblocking(false).unwrap();
-    Client::from_stream(stream)
+    Client::over(stream)
 }
 
 /// A PROXY v2 header: PROXY over TCP, with `tlvs` after the addresses.

@@ -3,7 +3,7 @@
 //! failed-login delay; the TLS restart (RFC 2595 §4).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -17,6 +17,17 @@ use crate::lang::{Text, Value};
 use crate::maildrop::{Maildrop, Marked};
 use crate::note::{LoginMethod, LoginOutcome};
 use crate::reply::{self, Refusal, ResponseCode};
+
+/// Which limit on failed logins refuses an attempt before its credentials
+/// are checked (see [`Session::limit_login`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LoginLimit {
+    /// The client's address has failed too often lately: `-ERR [SYS/TEMP]`.
+    Address,
+    /// Logins as this user have failed too often lately: `-ERR [AUTH]`.
+    User,
+}
 
 impl Session {
     /// RFC 1939 §4. Returns false for a command that counts as bad.
@@ -207,6 +218,74 @@ impl Session {
         Ok(())
     }
 
+    /// Answers [`Request::Authenticate`] or [`Request::Lock`]: the
+    /// credentials are good, but this user logged in less than the login
+    /// delay ago (RFC 2449 §8.1.2); `wait` is the time left. The client
+    /// gets `-ERR [LOGIN-DELAY]` at once (it is not a failed login), no
+    /// maildrop is held (for Lock: the handler holds no lock, so no
+    /// [`Event::Unlock`] follows), and AUTHORIZATION goes on.
+    ///
+    /// Give this answer only after the credentials were verified, so it
+    /// tells nothing about an account to someone without its password.
+    pub fn refuse_login_delay(&mut self, now: Instant, wait: Duration) -> Result<(), UsageError> {
+        self.enter(now)?;
+        if !matches!(
+            self.state,
+            State::Pending(Pending::Authenticate(_) | Pending::Lock)
+        ) {
+            return self.wrong_answer("Authenticate or Lock");
+        }
+        self.progress();
+        self.attempt_ended(LoginOutcome::Refused, None);
+        self.login = Login::Anonymous;
+        self.check_started = None;
+        self.scram = None;
+        // Whole seconds, rounded up: "try again in 0 seconds" would be wrong.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let text = self.config.languages[self.language]
+            .render(Text::LoginTooSoon, [("seconds", &seconds.max(1))])
+            .to_string();
+        self.queue.with_buf(|out| {
+            reply::err(out, Some(ResponseCode::LoginDelay), format_args!("{text}"));
+        });
+        self.resume();
+        self.after_answer();
+        Ok(())
+    }
+
+    /// Answers [`Request::Authenticate`] or [`Request::ScramCredentials`]
+    /// without a check: the driver's limits on failed logins refuse the
+    /// attempt (see [`LoginLimit`] for the codes). It is answered as a
+    /// wrong password is, so it looks and takes the same for existing and
+    /// unknown users: counted as a failed login (the session closes at
+    /// the configured maximum) and held back for the failed-login delay.
+    pub fn limit_login(&mut self, now: Instant, limit: LoginLimit) -> Result<(), UsageError> {
+        self.enter(now)?;
+        let State::Pending(pending @ (Pending::Authenticate(_) | Pending::ScramCredentials)) =
+            self.state
+        else {
+            return self.wrong_answer("Authenticate or ScramCredentials");
+        };
+        self.progress();
+        let lang = &self.config.languages[self.language];
+        match limit {
+            LoginLimit::Address => {
+                let text = lang
+                    .render(Text::TooManyFailuresFromAddress, [])
+                    .to_string();
+                self.login = Login::Anonymous;
+                self.scram = None;
+                self.failed_login(Refusal::sys_temp(text));
+            }
+            LoginLimit::User => {
+                let text = lang.render(Text::TooManyFailuresForUser, []).to_string();
+                self.refuse_login(pending, Refusal::auth(text));
+            }
+        }
+        self.after_answer();
+        Ok(())
+    }
+
     /// A refused `Authenticate` or `Lock` (see [`Session::refuse`]).
     pub(super) fn refuse_login(&mut self, pending: Pending, refusal: Refusal) {
         self.login = Login::Anonymous;
@@ -244,6 +323,7 @@ impl Session {
     pub(super) fn failed_login(&mut self, refusal: Refusal) {
         self.auth_failures += 1;
         self.attempt_ended(LoginOutcome::Failed, None);
+        self.stats.failed_logins += 1;
         let then_close = self.auth_failures >= self.config.max_auth_failures;
         let start = self.check_started.take().unwrap_or(self.now);
         let until = start + self.config.auth_failure_delay;

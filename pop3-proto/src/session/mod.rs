@@ -11,6 +11,8 @@ mod sasl;
 mod transaction;
 mod update;
 
+pub use authorization::LoginLimit;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,6 +75,9 @@ pub struct SessionStats {
     pub bodies_sent: u64,
     /// Input octets thrown away at STLS (sent after the STLS line, before TLS).
     pub discarded_at_stls: u64,
+    /// Failed logins: wrong credentials, broken SASL exchanges and
+    /// attempts refused by [`Session::limit_login`].
+    pub failed_logins: u64,
 }
 
 /// The kind of request with the handler.
@@ -161,7 +166,8 @@ enum Login {
 ///   [`grant_maildrop`](Self::grant_maildrop), [`begin_body`](Self::begin_body),
 ///   [`push_body`](Self::push_body), [`end_body`](Self::end_body),
 ///   [`commit_done`](Self::commit_done), [`refuse`](Self::refuse),
-///   [`fail`](Self::fail); an answer that does not fit returns a
+///   [`refuse_login_delay`](Self::refuse_login_delay),
+///   [`limit_login`](Self::limit_login), [`fail`](Self::fail); an answer that does not fit returns a
 ///   [`UsageError`] and changes nothing;
 /// - **output**: [`poll_output`](Self::poll_output).
 ///

@@ -92,23 +92,23 @@ impl Dirs {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let sub = |name: &str| -> io::Result<OwnedFd> {
-            match rfs::mkdirat(&root, name, Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
-            rfs::openat(&root, name, DIR_FLAGS, Mode::empty()).map_err(|e| match e {
-                Errno::LOOP | Errno::NOTDIR => io::Error::other(format!(
-                    "{}/{name} is not a directory (a symbolic link?); refusing to use it",
-                    path.display()
-                )),
-                e => e.into(),
-            })
-        };
+        Self::with_root(root, &path.display().to_string())
+    }
+
+    /// Opens (creating what is missing) the Maildir++ folder `name` (such
+    /// as `.Trash`) inside this Maildir, with its `new/`, `cur/` and `tmp/`;
+    /// never through a link, so a user cannot point it elsewhere.
+    pub(crate) fn folder(&self, name: &str) -> io::Result<Self> {
+        let shown = format!("folder {name}");
+        let root = open_subdir(&self.root, name, &shown)?;
+        Self::with_root(root, &shown)
+    }
+
+    fn with_root(root: OwnedFd, shown: &str) -> io::Result<Self> {
         Ok(Self {
-            new: sub("new")?,
-            cur: sub("cur")?,
-            tmp: sub("tmp")?,
+            new: open_subdir(&root, "new", shown)?,
+            cur: open_subdir(&root, "cur", shown)?,
+            tmp: open_subdir(&root, "tmp", shown)?,
             root,
         })
     }
@@ -219,7 +219,19 @@ impl Dirs {
         to: Sub,
         target: &[u8],
     ) -> io::Result<bool> {
-        let (fd, td) = (self.sub(from), self.sub(to));
+        self.move_noreplace(from, name, self, to, target)
+    }
+
+    /// [`Self::rename_noreplace`] into another Maildir (a folder of this one).
+    pub(crate) fn move_noreplace(
+        &self,
+        from: Sub,
+        name: &[u8],
+        other: &Self,
+        to: Sub,
+        target: &[u8],
+    ) -> io::Result<bool> {
+        let (fd, td) = (self.sub(from), other.sub(to));
         match rfs::renameat_with(fd, name, td, target, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(true),
             Err(Errno::EXIST) => Ok(false),
@@ -373,6 +385,21 @@ impl Dirs {
     pub(crate) fn rename_file(&self, from: &str, to: &str) -> io::Result<()> {
         Ok(rfs::renameat(&self.root, from, &self.root, to)?)
     }
+}
+
+/// Creates (if missing) and opens the directory `parent/name`, never
+/// through a link.
+fn open_subdir(parent: &OwnedFd, name: &str, shown: &str) -> io::Result<OwnedFd> {
+    match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    rfs::openat(parent, name, DIR_FLAGS, Mode::empty()).map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => io::Error::other(format!(
+            "{shown}/{name} is not a directory (a symbolic link?); refusing to use it"
+        )),
+        e => e.into(),
+    })
 }
 
 pub(crate) fn is_regular(st: &Stat) -> bool {

@@ -3,9 +3,14 @@
 //! finished at the next login.
 //!
 //! ```text
-//! pop3d-deleting 1
+//! pop3d-deleting 1[ move <folder>| flag]
 //! cur/<escaped name> <dev> <ino> <length>
 //! ```
+//!
+//! The header says what deleting means ([`DeletePolicy`]): removing the
+//! files (the plain header, as before there were policies), moving them
+//! into a Maildir++ folder, or flagging them `T`. A crash is finished with
+//! the action the journal names, the one the client was promised.
 //!
 //! The journal is never trusted further than it has to be: an entry is a
 //! plain name inside this Maildir's `new/` or `cur/` (no `/`, no `..`),
@@ -18,7 +23,8 @@ use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::fsx::{Dirs, Identity, Sub};
-use super::names::{escape, is_plain_name, show, unescape, unique_part};
+use super::names::{escape, has_flag, is_plain_name, show, unescape, unique_part, with_flag};
+use super::policy::DeletePolicy;
 
 pub(crate) const JOURNAL: &str = "pop3d-deleting";
 const HEADER: &str = "pop3d-deleting 1";
@@ -33,8 +39,12 @@ pub(crate) struct Doomed {
     pub(crate) id: Identity,
 }
 
-pub(crate) fn render(doomed: &[Doomed]) -> String {
-    let mut text = format!("{HEADER}\n");
+pub(crate) fn render(policy: &DeletePolicy, doomed: &[Doomed]) -> String {
+    let mut text = match policy {
+        DeletePolicy::Remove => format!("{HEADER}\n"),
+        DeletePolicy::Move(folder) => format!("{HEADER} move {folder}\n"),
+        DeletePolicy::Flag => format!("{HEADER} flag\n"),
+    };
     for d in doomed {
         text.push_str(&format!(
             "{}/{} {} {} {}\n",
@@ -50,13 +60,21 @@ pub(crate) fn render(doomed: &[Doomed]) -> String {
 
 /// Parses a journal; `None` if any part of it is not exactly what
 /// [`render`] writes.
-pub(crate) fn parse(data: &[u8]) -> Option<Vec<Doomed>> {
+pub(crate) fn parse(data: &[u8]) -> Option<(DeletePolicy, Vec<Doomed>)> {
     let text = std::str::from_utf8(data).ok()?;
     let mut lines = text.split_terminator('\n');
-    if lines.next()? != HEADER {
-        return None;
-    }
-    lines
+    let policy = match lines.next()?.strip_prefix(HEADER)? {
+        "" => DeletePolicy::Remove,
+        " flag" => DeletePolicy::Flag,
+        other => match format!("move:{}", other.strip_prefix(" move ")?)
+            .parse()
+            .ok()?
+        {
+            DeletePolicy::Move(folder) => DeletePolicy::Move(folder),
+            _ => return None,
+        },
+    };
+    let doomed = lines
         .map(|line| {
             let mut fields = line.split(' ');
             let path = fields.next()?;
@@ -81,28 +99,102 @@ pub(crate) fn parse(data: &[u8]) -> Option<Vec<Doomed>> {
             }
             Some(Doomed { sub, name, id })
         })
-        .collect()
+        .collect::<Option<_>>()?;
+    Some((policy, doomed))
 }
 
 /// What became of one doomed file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Removed now.
-    Removed,
-    /// Not there any more (another program removed it): nothing to do.
+    /// Removed, moved or flagged now.
+    Done,
+    /// Not there any more (another program removed it, or the action was
+    /// done before a crash): nothing to do.
     Gone,
+}
+
+/// A [`DeletePolicy`] ready to act: the folder opened for a move.
+pub(crate) enum Disposal {
+    Remove,
+    Move(Dirs),
+    Flag,
+}
+
+impl Disposal {
+    /// Opens what `policy` needs (creating a move's folder if missing).
+    pub(crate) fn open(dirs: &Dirs, policy: &DeletePolicy) -> io::Result<Self> {
+        Ok(match policy {
+            DeletePolicy::Remove => Self::Remove,
+            DeletePolicy::Move(folder) => Self::Move(dirs.folder(folder)?),
+            DeletePolicy::Flag => Self::Flag,
+        })
+    }
+
+    /// Makes the changes durable: the folders touched are synced.
+    pub(crate) fn sync(&self, dirs: &Dirs) -> io::Result<()> {
+        for sub in Sub::BOTH {
+            dirs.sync(Some(sub))?;
+            if let Self::Move(folder) = self {
+                folder.sync(Some(sub))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where exactly this file is now: at its name, or wherever another
+/// program renamed it in `new/` or `cur/` (same device, inode, length and
+/// unique part).
+fn locate(dirs: &Dirs, d: &Doomed) -> io::Result<Option<(Sub, Vec<u8>)>> {
+    Ok(dirs
+        .find(&d.id, (d.sub, &d.name))?
+        .filter(|(_, name)| unique_part(name) == unique_part(&d.name)))
+}
+
+/// Does the policy's action to exactly this file, or nothing if it is gone.
+pub(crate) fn dispose(dirs: &Dirs, d: &Doomed, how: &Disposal) -> io::Result<Outcome> {
+    match how {
+        Disposal::Remove => remove(dirs, d),
+        Disposal::Move(folder) => {
+            let Some((sub, name)) = locate(dirs, d)? else {
+                return Ok(Outcome::Gone);
+            };
+            if dirs.move_noreplace(sub, &name, folder, sub, &name)? {
+                Ok(Outcome::Done)
+            } else {
+                Err(io::Error::other(
+                    "the folder has a message of this name already",
+                ))
+            }
+        }
+        Disposal::Flag => {
+            let Some((sub, name)) = locate(dirs, d)? else {
+                return Ok(Outcome::Gone);
+            };
+            if has_flag(&name, b'T') {
+                return Ok(Outcome::Gone);
+            }
+            let target = with_flag(&name, b'T')
+                .ok_or_else(|| io::Error::other("the name's info is not `2,`: no flags to add"))?;
+            if dirs.rename_noreplace(sub, &name, Sub::Cur, &target)? {
+                Ok(Outcome::Done)
+            } else {
+                Err(io::Error::other("cur/ has the flagged name already"))
+            }
+        }
+    }
 }
 
 /// Removes exactly this file: at its name, or wherever another program
 /// renamed it in `new/` or `cur/` (same device, inode, length and unique
 /// part), or nothing.
-pub(crate) fn remove(dirs: &Dirs, d: &Doomed) -> io::Result<Outcome> {
+fn remove(dirs: &Dirs, d: &Doomed) -> io::Result<Outcome> {
     if dirs.unlink_if(d.sub, &d.name, &d.id)? {
-        return Ok(Outcome::Removed);
+        return Ok(Outcome::Done);
     }
     if let Some((sub, name)) = dirs.find(&d.id, (d.sub, &d.name))? {
         if unique_part(&name) == unique_part(&d.name) && dirs.unlink_if(sub, &name, &d.id)? {
-            return Ok(Outcome::Removed);
+            return Ok(Outcome::Done);
         }
     }
     Ok(Outcome::Gone)
@@ -110,8 +202,8 @@ pub(crate) fn remove(dirs: &Dirs, d: &Doomed) -> io::Result<Outcome> {
 
 /// Makes the intent durable: the journal is written (exclusively created,
 /// never through a link) and synced before anything is removed.
-pub(crate) fn write(dirs: &Dirs, doomed: &[Doomed]) -> io::Result<()> {
-    dirs.write_file(JOURNAL, render(doomed).as_bytes())
+pub(crate) fn write(dirs: &Dirs, policy: &DeletePolicy, doomed: &[Doomed]) -> io::Result<()> {
+    dirs.write_file(JOURNAL, render(policy, doomed).as_bytes())
 }
 
 /// Removes the journal once its work is done (or reported as not done).
@@ -135,7 +227,7 @@ pub(crate) fn recover(dirs: &Dirs, maildir: &str) -> io::Result<()> {
             None
         }
     };
-    let Some(doomed) = doomed else {
+    let Some((policy, doomed)) = doomed else {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -148,19 +240,20 @@ pub(crate) fn recover(dirs: &Dirs, maildir: &str) -> io::Result<()> {
         dirs.rename_file(JOURNAL, &aside)?;
         return dirs.sync(None);
     };
-    let mut removed = 0;
+    let how = Disposal::open(dirs, &policy)?;
+    let mut done = 0;
     for d in &doomed {
-        if remove(dirs, d)? == Outcome::Removed {
-            removed += 1;
+        if dispose(dirs, d, &how)? == Outcome::Done {
+            done += 1;
         }
         tracing::debug!(maildir, name = %show(&d.name), "journaled deletion finished");
     }
-    dirs.sync(Some(Sub::New))?;
-    dirs.sync(Some(Sub::Cur))?;
+    how.sync(dirs)?;
     tracing::info!(
         maildir,
-        removed,
+        done,
         journaled = doomed.len(),
+        policy = %policy,
         "finished a deletion interrupted by a crash"
     );
     clear(dirs)

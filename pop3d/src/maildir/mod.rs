@@ -33,6 +33,11 @@
 //!   the reply and the disk agree, nothing is finished silently later. A
 //!   filesystem cannot unlink several files atomically, so this is "all,
 //!   or a reported part".
+//! - **Policies** ([`policy`]): deletion removes, moves into a Maildir++
+//!   folder or flags `T` (then `T`-flagged messages are not listed), as
+//!   the journal's header says; `--expire` deletes messages retrieved
+//!   days ago at login, through the same journal; `--login-delay` is
+//!   checked after the password, before and under the lock.
 //! - **Untrusted Maildirs.** A user who can write into their Maildir
 //!   cannot make pop3d act outside it: every operation is relative to
 //!   directory handles opened without following links, the journal and
@@ -59,6 +64,7 @@
 mod fsx;
 mod journal;
 mod names;
+mod policy;
 mod uids;
 
 #[cfg(test)]
@@ -66,6 +72,7 @@ mod model;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use policy::{DeletePolicy, Policy};
 pub(crate) use uids::UidlSource;
 
 use std::collections::HashMap;
@@ -77,14 +84,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, ScramCredentials, SizeCounter};
-use pop3_tokio::{AsyncHandler, Credential, HandlerError, HandlerResult};
+use bytes::Bytes;
+use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, ScramCredentials, SizeCounter, Uid};
+use pop3_tokio::{AsyncBodySource, AsyncHandler, Credential, HandlerError, HandlerResult};
 
 use crate::hashing::{Hashers, Lane, Outcome, Scratch};
 use crate::oauth::TokenValidator;
 use crate::users::{Stored, Users};
 use fsx::{Dirs, Identity, Sub};
-use journal::Doomed;
+use journal::{Disposal, Doomed};
 use names::show;
 
 const LOCK_FILE: &str = "pop3d.lock";
@@ -139,6 +147,7 @@ pub(crate) struct Maildirs {
     /// Makes the SCRAM decoy keys of unknown users: random, for the life of
     /// the process, so one unknown user always gets the same salt.
     scram_secret: [u8; 32],
+    policy: Policy,
 }
 
 impl Maildirs {
@@ -147,15 +156,27 @@ impl Maildirs {
         users: Users,
         uidl_source: UidlSource,
         oauth: Option<TokenValidator>,
+        policy: Policy,
     ) -> Arc<Self> {
-        Self::build(root, users, uidl_source, oauth)
+        Self::build_with(root, users, uidl_source, oauth, policy)
     }
 
+    #[cfg(test)]
     fn build(
         root: PathBuf,
         users: Users,
         uidl_source: UidlSource,
         oauth: Option<TokenValidator>,
+    ) -> Arc<Self> {
+        Self::build_with(root, users, uidl_source, oauth, Policy::default())
+    }
+
+    fn build_with(
+        root: PathBuf,
+        users: Users,
+        uidl_source: UidlSource,
+        oauth: Option<TokenValidator>,
+        policy: Policy,
     ) -> Arc<Self> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         let started = Instant::now();
@@ -194,6 +215,7 @@ impl Maildirs {
             started,
             oauth,
             scram_secret,
+            policy,
         })
     }
 
@@ -405,6 +427,33 @@ struct Locked {
     maildir: String,
     _lock: File,
     entries: Vec<Entry>,
+    /// The entries' unique ids, in the same order.
+    uids: Vec<Uid>,
+    /// Entries whose body a RETR read to the end (kept only with `--expire`).
+    retrieved: Option<Arc<Mutex<Vec<usize>>>>,
+}
+
+/// A message body being sent. For a RETR under an expiry policy, reading
+/// it to the end records the message as retrieved.
+#[derive(Debug)]
+pub(crate) struct MessageBody {
+    file: pop3_tokio::TokioBody<tokio::fs::File>,
+    retrieved: Option<(Arc<Mutex<Vec<usize>>>, usize)>,
+}
+
+impl AsyncBodySource for MessageBody {
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        let chunk = self.file.next_chunk().await?;
+        if chunk.is_none() {
+            if let Some((retrieved, index)) = self.retrieved.take() {
+                retrieved
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(index);
+            }
+        }
+        Ok(chunk)
+    }
 }
 
 /// One connection's handler over [`Maildirs`].
@@ -424,7 +473,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl AsyncHandler for MaildirHandler {
-    type Body = pop3_tokio::TokioBody<tokio::fs::File>;
+    type Body = MessageBody;
 
     async fn authenticate(&mut self, user: &str, credential: &Credential) -> HandlerResult<()> {
         // A refusal is held by the protocol core for its failure delay,
@@ -444,7 +493,8 @@ impl AsyncHandler for MaildirHandler {
     async fn lock(&mut self, user: &str) -> HandlerResult<Maildrop> {
         let store = self.store.clone();
         let user = user.to_owned();
-        let (locked, drop) = blocking(move || lock_maildir(&store, &user)).await??;
+        let (locked, drop) =
+            blocking(move || lock_maildir(&store, &user, SystemTime::now())).await??;
         self.locked = Some(locked);
         Ok(drop)
     }
@@ -464,7 +514,14 @@ impl AsyncHandler for MaildirHandler {
         let (file, entry) =
             blocking(move || open_entry(&dirs, entry, retrieve, &maildir)).await??;
         locked.entries[index] = entry;
-        Ok(pop3_tokio::tokio_body(tokio::fs::File::from_std(file)))
+        Ok(MessageBody {
+            file: pop3_tokio::tokio_body(tokio::fs::File::from_std(file)),
+            retrieved: locked
+                .retrieved
+                .as_ref()
+                .filter(|_| retrieve)
+                .map(|r| (r.clone(), index)),
+        })
     }
 
     async fn commit(&mut self, deleted: &[MessageRef]) -> HandlerResult<()> {
@@ -484,41 +541,74 @@ impl AsyncHandler for MaildirHandler {
             };
             messages += 1;
             uids.push((m.uid.clone(), e.id));
-            doomed.push(Doomed {
-                sub: e.sub,
-                name: e.name.clone(),
-                id: e.id,
-            });
-            for (sub, name) in &e.links {
-                doomed.push(Doomed {
-                    sub: *sub,
-                    name: name.clone(),
-                    id: e.id,
-                });
-            }
+            doomed.extend(doomed_of(e));
         }
         if doomed.is_empty() {
             return Ok(());
         }
         let (dirs, maildir) = (locked.dirs.clone(), locked.maildir.clone());
-        blocking(move || delete(&dirs, doomed, &uids, messages, &maildir)).await?
+        let policy = self.store.policy.delete.clone();
+        blocking(move || delete(&dirs, doomed, &uids, messages, &maildir, &policy)).await?
     }
 
     async fn unlock(&mut self) {
-        // Dropping the lock file releases the OS lock.
-        self.locked = None;
+        // Dropping the lock file releases the OS lock: the retrieval
+        // times are saved first, under it.
+        let Some(locked) = self.locked.take() else {
+            return;
+        };
+        if locked.retrieved.is_some() {
+            let _ = blocking(move || save_retrievals(&locked, SystemTime::now())).await;
+        }
     }
 }
 
-/// Takes the user's lock, finishes a deletion a crash interrupted, cleans
-/// `tmp/`, and lists the maildrop.
-fn lock_maildir(store: &Maildirs, user: &str) -> HandlerResult<(Locked, Maildrop)> {
+/// Records the messages this session retrieved (the first retrieval of
+/// each counts), for expiry.
+fn save_retrievals(locked: &Locked, now: SystemTime) {
+    let Some(retrieved) = &locked.retrieved else {
+        return;
+    };
+    let indices = std::mem::take(&mut *retrieved.lock().unwrap_or_else(|p| p.into_inner()));
+    if indices.is_empty() {
+        return;
+    }
+    let mut times = policy::load_retrieved(&locked.dirs, &locked.maildir);
+    let secs = policy::unix_secs(now);
+    let before = times.len();
+    for i in indices {
+        if let Some(uid) = locked.uids.get(i) {
+            times.entry(uid.clone()).or_insert(secs);
+        }
+    }
+    if times.len() != before {
+        if let Err(e) = policy::save_retrieved(&locked.dirs, &times) {
+            let maildir = &locked.maildir;
+            tracing::warn!(maildir, error = %e, "cannot record retrieval times; those messages do not expire yet");
+        }
+    }
+}
+
+/// Takes the user's lock (refusing a login within the login delay, which
+/// it then records), finishes a deletion a crash interrupted, cleans
+/// `tmp/`, deletes expired messages, and lists the maildrop.
+fn lock_maildir(
+    store: &Maildirs,
+    user: &str,
+    now: SystemTime,
+) -> HandlerResult<(Locked, Maildrop)> {
     let path = store.root.join(user);
     let maildir = path.display().to_string();
     let dirs = Dirs::open(&path).map_err(|e| {
         tracing::error!(maildir, error = %e, "cannot open the maildir");
         internal(e)
     })?;
+    let delay = store.policy.login_delay;
+    // Checked before the lock too: a session of this user still running
+    // (here or in another process) is a login too recent, not IN-USE.
+    if let Some(wait) = delay.and_then(|d| policy::login_wait(&dirs, d, now)) {
+        return Err(HandlerError::LoginDelay(wait));
+    }
     let served_before = dirs.has(LOCK_FILE).map_err(internal)?;
     let lock = dirs.open_lock(LOCK_FILE).map_err(internal)?;
     match lock.try_lock() {
@@ -528,13 +618,61 @@ fn lock_maildir(store: &Maildirs, user: &str) -> HandlerResult<(Locked, Maildrop
         }
         Err(TryLockError::Error(e)) => return Err(internal(e)),
     }
+    // Under the lock: of two logins that both passed the check above, the
+    // second sees the first's record (the lock is released as the
+    // function returns), which is written once the maildrop is listed.
+    if let Some(wait) = delay.and_then(|d| policy::login_wait(&dirs, d, now)) {
+        return Err(HandlerError::LoginDelay(wait));
+    }
     journal::recover(&dirs, &maildir).map_err(internal)?;
-    match dirs.clean_tmp(SystemTime::now()) {
+    match dirs.clean_tmp(now) {
         Ok(0) => {}
         Ok(removed) => tracing::info!(maildir, removed, "removed tmp/ files older than 36 hours"),
         Err(e) => tracing::warn!(maildir, error = %e, "cannot clean tmp/"),
     }
-    let entries = scan(store, &dirs, &path).map_err(internal)?;
+    let (mut entries, mut ids) = list(store, &dirs, &path, served_before, &maildir)?;
+    let retrieved = match store.policy.expire_days {
+        None => None,
+        Some(days) => {
+            if expire(store, &dirs, &entries, &ids, days, now, &maildir)? {
+                (entries, ids) = list(store, &dirs, &path, served_before, &maildir)?;
+            }
+            Some(Arc::default())
+        }
+    };
+    let listing = entries.iter().zip(&ids).map(|(e, uid)| MessageInfo {
+        size: e.size,
+        uid: uid.clone(),
+    });
+    let drop = Maildrop::new(listing).map_err(internal)?;
+    if delay.is_some() {
+        policy::record_login(&dirs, now).map_err(|e| {
+            tracing::error!(maildir, error = %e, "cannot record the login time");
+            internal(e)
+        })?;
+    }
+    Ok((
+        Locked {
+            dirs: Arc::new(dirs),
+            maildir,
+            _lock: lock,
+            entries,
+            uids: ids,
+            retrieved,
+        },
+        drop,
+    ))
+}
+
+/// The maildrop's messages and their unique ids.
+fn list(
+    store: &Maildirs,
+    dirs: &Dirs,
+    path: &std::path::Path,
+    served_before: bool,
+    maildir: &str,
+) -> HandlerResult<(Vec<Entry>, Vec<Uid>)> {
+    let entries = scan(store, dirs, path).map_err(internal)?;
     let wants: Vec<uids::Want<'_>> = entries
         .iter()
         .map(|e| uids::Want {
@@ -544,31 +682,79 @@ fn lock_maildir(store: &Maildirs, user: &str) -> HandlerResult<(Locked, Maildrop
         })
         .collect();
     let ids =
-        uids::assign(&dirs, &wants, store.uidl_source, served_before, &maildir).map_err(|e| {
+        uids::assign(dirs, &wants, store.uidl_source, served_before, maildir).map_err(|e| {
             tracing::error!(maildir, error = %e, "cannot record unique ids");
             internal(e)
         })?;
-    let listing = entries
-        .iter()
-        .zip(ids)
-        .map(|(e, uid)| MessageInfo { size: e.size, uid });
-    let drop = Maildrop::new(listing).map_err(internal)?;
-    Ok((
-        Locked {
-            dirs: Arc::new(dirs),
-            maildir,
-            _lock: lock,
-            entries,
-        },
-        drop,
-    ))
+    Ok((entries, ids))
+}
+
+/// Deletes (by the delete policy, journaled like a QUIT) the messages
+/// retrieved `days` or more days ago, and forgets the retrieval times of
+/// messages no longer there. True if any message was deleted.
+fn expire(
+    store: &Maildirs,
+    dirs: &Dirs,
+    entries: &[Entry],
+    ids: &[Uid],
+    days: u32,
+    now: SystemTime,
+    maildir: &str,
+) -> HandlerResult<bool> {
+    let mut times = policy::load_retrieved(dirs, maildir);
+    let before = times.len();
+    let live: std::collections::HashSet<&Uid> = ids.iter().collect();
+    times.retain(|uid, _| live.contains(uid));
+    let mut doomed = Vec::new();
+    let mut expired = Vec::new();
+    for (e, uid) in entries.iter().zip(ids) {
+        if times
+            .get(uid)
+            .is_some_and(|&secs| policy::expired(secs, days, now))
+        {
+            expired.push((uid.clone(), e.id));
+            doomed.extend(doomed_of(e));
+        }
+    }
+    if !expired.is_empty() {
+        let count = expired.len();
+        tracing::info!(maildir, count, days, policy = %store.policy.delete, "expiring retrieved messages");
+        if let Err(e) = delete(dirs, doomed, &expired, count, maildir, &store.policy.delete) {
+            // As at QUIT: what could not be deleted stays, for good.
+            tracing::warn!(maildir, error = %e, "expiry did not delete every message");
+        }
+        for (uid, _) in &expired {
+            times.remove(uid);
+        }
+    }
+    if times.len() != before {
+        if let Err(e) = policy::save_retrieved(dirs, &times) {
+            tracing::warn!(maildir, error = %e, "cannot save the retrieval times");
+        }
+    }
+    Ok(!expired.is_empty())
+}
+
+/// The files of one message: its name and any other names of the same file.
+fn doomed_of(e: &Entry) -> impl Iterator<Item = Doomed> + '_ {
+    std::iter::once((e.sub, &e.name))
+        .chain(e.links.iter().map(|(sub, name)| (*sub, name)))
+        .map(|(sub, name)| Doomed {
+            sub,
+            name: name.clone(),
+            id: e.id,
+        })
 }
 
 /// `new/` and `cur/`, in delivery order, with sizes.
 fn scan(store: &Maildirs, dirs: &Dirs, path: &std::path::Path) -> io::Result<Vec<Entry>> {
     let mut found = Vec::new();
+    let hide_trashed = store.policy.delete == DeletePolicy::Flag;
     for sub in Sub::BOTH {
         for (name, st) in dirs.list(sub)? {
+            if hide_trashed && names::has_flag(&name, b'T') {
+                continue; // deleted under the flag policy
+            }
             let unique = names::unique_part(&name);
             let delivered = names::delivery_time(unique)
                 .unwrap_or((st.st_mtime as u64, (st.st_mtime_nsec / 1000) as u32));
@@ -673,7 +859,8 @@ fn open_entry(
     Ok((file, e))
 }
 
-/// Removes the marked files at QUIT: journaled first, then removed one by
+/// Deletes the marked files at QUIT (or expired ones at login) by the
+/// delete policy: journaled first, then removed, moved or flagged one by
 /// one (each only if it is still that file); the reply says exactly what
 /// happened, and the journal is removed either way, so that a failure
 /// reported now is not undone silently at the next login.
@@ -683,6 +870,7 @@ fn delete(
     marked_ids: &[(pop3_proto::Uid, Identity)],
     messages: usize,
     maildir: &str,
+    policy: &DeletePolicy,
 ) -> HandlerResult<()> {
     // Where each file is now (another program may have renamed it).
     let mut resolved = Vec::with_capacity(doomed.len());
@@ -702,7 +890,17 @@ fn delete(
         }
         return Ok(());
     }
-    if let Err(e) = journal::write(dirs, &resolved) {
+    let how = match Disposal::open(dirs, policy) {
+        Ok(how) => how,
+        Err(e) => {
+            tracing::error!(maildir, error = %e, policy = %policy, "cannot open the folder for deleted messages; nothing deleted");
+            return Err(Refusal::sys_temp(
+                "no deleted message was removed (cannot open the folder for them)",
+            )
+            .into());
+        }
+    };
+    if let Err(e) = journal::write(dirs, policy, &resolved) {
         tracing::error!(maildir, error = %e, "cannot write the delete journal; nothing deleted");
         let _ = dirs.remove_file(&format!("{}.tmp", journal::JOURNAL));
         return Err(Refusal::sys_temp(
@@ -712,15 +910,13 @@ fn delete(
     }
     let mut failed = Vec::new();
     for d in &resolved {
-        if let Err(e) = journal::remove(dirs, d) {
-            tracing::error!(maildir, name = %show(&d.name), error = %e, "cannot remove a deleted message");
+        if let Err(e) = journal::dispose(dirs, d, &how) {
+            tracing::error!(maildir, name = %show(&d.name), error = %e, policy = %policy, "cannot delete a message");
             failed.push(d.id);
         }
     }
-    for sub in Sub::BOTH {
-        if let Err(e) = dirs.sync(Some(sub)) {
-            tracing::warn!(maildir, error = %e, "cannot sync a folder after deletion");
-        }
+    if let Err(e) = how.sync(dirs) {
+        tracing::warn!(maildir, error = %e, "cannot sync a folder after deletion");
     }
     let removed: Vec<pop3_proto::Uid> = marked_ids
         .iter()

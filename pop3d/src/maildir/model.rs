@@ -12,7 +12,11 @@
 //! - RETR and TOP serve exactly that message's bytes, and the listed size
 //!   is exactly its CRLF size;
 //! - nothing outside the Maildir is touched (a file outside, reachable
-//!   through links planted inside, keeps its bytes).
+//!   through links planted inside, keeps its bytes);
+//! - under `--delete-policy move:.Trash`, exactly the messages deleted at
+//!   QUIT are in `.Trash`, whole, each once; under `flag`, exactly those
+//!   and the ones an IMAP server flagged `T` carry the flag, and are
+//!   never listed again.
 //!
 //! Every message's body names its serial number, so the disk can be read
 //! back without trusting any name; lengths differ per message (the store
@@ -30,7 +34,7 @@ use pop3_proto::{Maildrop, MessageRef, SizeCounter, Uid};
 use pop3_tokio::{AsyncBodySource as _, AsyncHandler as _, HandlerError};
 use proptest::prelude::*;
 
-use super::{names, MaildirHandler, Maildirs, UidlSource};
+use super::{names, DeletePolicy, MaildirHandler, Maildirs, Policy, UidlSource};
 use crate::users::{Stored, Users};
 
 /// How an outside program names a delivery.
@@ -96,17 +100,39 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// One store for all cases (the decoy hash is slow in debug builds); each
-/// case has its own user directory.
-fn shared() -> &'static (tempfile::TempDir, Arc<Maildirs>) {
-    static SHARED: OnceLock<(tempfile::TempDir, Arc<Maildirs>)> = OnceLock::new();
-    SHARED.get_or_init(|| {
+type Shared = OnceLock<(tempfile::TempDir, Arc<Maildirs>)>;
+
+/// One store per delete policy for all cases (the decoy hash is slow in
+/// debug builds); each case has its own user directory.
+fn shared(policy: &DeletePolicy) -> &'static (tempfile::TempDir, Arc<Maildirs>) {
+    static REMOVE: Shared = OnceLock::new();
+    static MOVE: Shared = OnceLock::new();
+    static FLAG: Shared = OnceLock::new();
+    let cell = match policy {
+        DeletePolicy::Remove => &REMOVE,
+        DeletePolicy::Move(_) => &MOVE,
+        DeletePolicy::Flag => &FLAG,
+    };
+    cell.get_or_init(|| {
         let root = tempfile::tempdir().unwrap();
         let users = Users::single("unused", Stored::Plain("x".to_owned().into()));
-        let store = Maildirs::build(root.path().to_owned(), users, UidlSource::Auto, None);
+        let policy = Policy {
+            delete: policy.clone(),
+            ..Policy::default()
+        };
+        let store = Maildirs::build_with(
+            root.path().to_owned(),
+            users,
+            UidlSource::Auto,
+            None,
+            policy,
+        );
         (root, store)
     })
 }
+
+/// The folder deleted messages are moved to, in the move policy's cases.
+const TRASH: &str = ".Trash";
 
 struct Session {
     handler: MaildirHandler,
@@ -130,6 +156,11 @@ struct World {
     uid_of: HashMap<usize, Uid>,
     serial_of: HashMap<Uid, usize>,
     session: Option<Session>,
+    /// Deleted at QUIT, so in `TRASH`: `None` unless the policy moves.
+    trashed: Option<BTreeSet<usize>>,
+    /// Flagged `T` (deleted at QUIT, or by an IMAP server), so on disk but
+    /// never listed: `None` unless the policy flags.
+    hidden: Option<BTreeSet<usize>>,
 }
 
 fn serial_in(body: &[u8]) -> Option<usize> {
@@ -145,9 +176,9 @@ fn crlf_size(body: &[u8]) -> u64 {
 }
 
 impl World {
-    fn new() -> Self {
+    fn new(policy: &DeletePolicy) -> Self {
         static CASE: AtomicUsize = AtomicUsize::new(0);
-        let (root, store) = shared();
+        let (root, store) = shared(policy);
         let case = CASE.fetch_add(1, Ordering::Relaxed);
         let dir = root.path().join(format!("case{case}"));
         for sub in ["new", "cur", "tmp"] {
@@ -178,6 +209,8 @@ impl World {
             uid_of: HashMap::new(),
             serial_of: HashMap::new(),
             session: None,
+            trashed: matches!(policy, DeletePolicy::Move(_)).then(BTreeSet::new),
+            hidden: (*policy == DeletePolicy::Flag).then(BTreeSet::new),
         }
     }
 
@@ -187,9 +220,20 @@ impl World {
 
     /// Serial -> (folder, name) of every message file on disk.
     fn disk(&self) -> Result<HashMap<usize, (String, Vec<u8>)>, TestCaseError> {
+        self.files_in(&self.dir)
+    }
+
+    /// The same for the messages in a Maildir (the user's, or a folder of it).
+    fn files_in(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<HashMap<usize, (String, Vec<u8>)>, TestCaseError> {
         let mut found = HashMap::new();
         for sub in ["new", "cur"] {
-            for e in fs::read_dir(self.dir.join(sub)).unwrap() {
+            let Ok(entries) = fs::read_dir(dir.join(sub)) else {
+                continue; // a folder not made yet
+            };
+            for e in entries {
                 let e = e.unwrap();
                 if e.file_type().unwrap().is_symlink() {
                     continue;
@@ -208,9 +252,30 @@ impl World {
 
     fn check(&self) -> Result<(), TestCaseError> {
         let disk = self.disk()?;
-        let on_disk: BTreeSet<usize> = disk.keys().copied().collect();
+        let flagged = |(_, name): &(String, Vec<u8>)| names::has_flag(name, b'T');
+        let on_disk: BTreeSet<usize> = disk
+            .iter()
+            .filter(|(_, at)| self.hidden.is_none() || !flagged(at))
+            .map(|(&serial, _)| serial)
+            .collect();
         prop_assert_eq!(&on_disk, &self.alive, "messages on disk");
+        if let Some(hidden) = &self.hidden {
+            let trashed: BTreeSet<usize> = disk
+                .iter()
+                .filter(|(_, at)| flagged(at))
+                .map(|(&serial, _)| serial)
+                .collect();
+            prop_assert_eq!(&trashed, hidden, "messages flagged T");
+        }
         prop_assert_eq!(fs::read(&self.outside).unwrap(), b"outside the maildir");
+        if let Some(trashed) = &self.trashed {
+            let in_trash: BTreeSet<usize> = self
+                .files_in(&self.dir.join(TRASH))?
+                .keys()
+                .copied()
+                .collect();
+            prop_assert_eq!(&in_trash, trashed, "messages in {}", TRASH);
+        }
         Ok(())
     }
 
@@ -371,7 +436,7 @@ impl World {
                 }
             }
             Op::Flag(i, flag) => {
-                if let Some((_, sub, name)) = self.pick(i)? {
+                if let Some((serial, sub, name)) = self.pick(i)? {
                     if sub == "cur" && !name.contains(&(flag as u8)) {
                         let mut target = name.clone();
                         if !target.windows(3).any(|w| w == b":2,") {
@@ -380,6 +445,11 @@ impl World {
                         target.push(flag as u8);
                         if !self.exists("cur", &target) {
                             fs::rename(self.path("cur", &name), self.path("cur", &target)).unwrap();
+                            if let (Some(hidden), 'T') = (&mut self.hidden, flag) {
+                                // IMAP's \Deleted: no longer a POP3 message.
+                                self.alive.remove(&serial);
+                                hidden.insert(serial);
+                            }
                         }
                     }
                 }
@@ -485,7 +555,9 @@ impl World {
                     _ => None,
                 };
                 let got = self.read(n, top);
-                if self.alive.contains(&serial) {
+                // A message an IMAP server flagged T meanwhile is still there.
+                let hidden = self.hidden.as_ref().is_some_and(|h| h.contains(&serial));
+                if self.alive.contains(&serial) || hidden {
                     prop_assert!(got.is_ok(), "RETR of message {}: {:?}", serial, got.err());
                     prop_assert_eq!(
                         got.unwrap(),
@@ -533,7 +605,16 @@ impl World {
                 self.rt.block_on(session.handler.unlock());
                 prop_assert!(result.is_ok(), "commit: {:?}", result.err());
                 for n in &session.marked {
-                    self.alive.remove(&session.serials[*n]);
+                    let serial = session.serials[*n];
+                    // One removed meanwhile by another program is not moved.
+                    if self.alive.remove(&serial) {
+                        if let Some(trashed) = &mut self.trashed {
+                            trashed.insert(serial);
+                        }
+                        if let Some(hidden) = &mut self.hidden {
+                            hidden.insert(serial);
+                        }
+                    }
                 }
             }
             Op::Drop => {
@@ -546,8 +627,8 @@ impl World {
     }
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut world = World::new();
+fn run(policy: &DeletePolicy, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut world = World::new(policy);
     for op in ops {
         world.apply(op)?;
         world.check()?;
@@ -577,6 +658,28 @@ proptest! {
 
     #[test]
     fn the_store_keeps_every_promise(ops in prop::collection::vec(op(), 1..48)) {
-        run(ops)?;
+        run(&DeletePolicy::Remove, ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_move_policy_keeps_every_promise_and_loses_nothing(
+        ops in prop::collection::vec(op(), 1..48),
+    ) {
+        run(&DeletePolicy::Move(TRASH.to_owned()), ops)?;
+    }
+
+    #[test]
+    fn the_flag_policy_keeps_every_promise_and_hides_what_it_flags(
+        ops in prop::collection::vec(op(), 1..48),
+    ) {
+        run(&DeletePolicy::Flag, ops)?;
     }
 }

@@ -41,31 +41,47 @@ pub(crate) fn size_field(name: &[u8]) -> Option<u64> {
 /// order. An info that is not `2,...` (experimental semantics) is kept as is.
 pub(crate) fn cur_name(name: &[u8], size: u64) -> Vec<u8> {
     let (base, info) = split_info(name);
-    let mut out = base.to_vec();
+    let mut sized = base.to_vec();
     if size_field(name).is_none() {
-        out.extend_from_slice(format!(",W={size}").as_bytes());
+        sized.extend_from_slice(format!(",W={size}").as_bytes());
     }
-    out.push(b':');
-    match info {
-        None => out.extend_from_slice(b"2,S"),
-        Some(info) => match info.strip_prefix(b"2,") {
-            Some(rest) => {
-                // Flags up to an optional `,` extension, which is kept.
-                let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
-                let mut flags = rest[..end].to_vec();
-                if !flags.contains(&b'S') {
-                    flags.push(b'S');
-                }
-                flags.sort_unstable();
-                flags.dedup();
-                out.extend_from_slice(b"2,");
-                out.extend_from_slice(&flags);
-                out.extend_from_slice(&rest[end..]);
-            }
-            None => out.extend_from_slice(info),
-        },
+    if let Some(info) = info {
+        sized.push(b':');
+        sized.extend_from_slice(info);
     }
-    out
+    with_flag(&sized, b'S').unwrap_or(sized)
+}
+
+/// The name with `flag` added to its flags (`base:2,<flags>` in ASCII
+/// order, an extension after a `,` kept); a name without info gets
+/// `:2,<flag>`. `None` for an info that is not `2,...` (experimental
+/// semantics: no flags to add to).
+pub(crate) fn with_flag(name: &[u8], flag: u8) -> Option<Vec<u8>> {
+    let (base, info) = split_info(name);
+    let mut out = base.to_vec();
+    out.extend_from_slice(b":2,");
+    let (mut flags, ext) = match info {
+        None => (Vec::new(), &b""[..]),
+        Some(info) => {
+            let rest = info.strip_prefix(b"2,")?;
+            let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+            (rest[..end].to_vec(), &rest[end..])
+        }
+    };
+    flags.push(flag);
+    flags.sort_unstable();
+    flags.dedup();
+    out.extend_from_slice(&flags);
+    out.extend_from_slice(ext);
+    Some(out)
+}
+
+/// Whether the name carries `flag` (in a `:2,` info).
+pub(crate) fn has_flag(name: &[u8], flag: u8) -> bool {
+    match split_info(name).1.and_then(|info| info.strip_prefix(b"2,")) {
+        Some(rest) => rest.iter().take_while(|&&b| b != b',').any(|&b| b == flag),
+        None => false,
+    }
 }
 
 /// The UIDL value derived from a unique part alone: the unique part
@@ -188,6 +204,20 @@ mod tests {
         assert_eq!(cur_name(b"1.a.h,S=15:2,RF", 17), b"1.a.h,S=15,W=17:2,FRS");
         assert_eq!(cur_name(b"1.a.h:2,S", 17), b"1.a.h,W=17:2,S");
         assert_eq!(cur_name(b"1.a.h:1,x", 17), b"1.a.h,W=17:1,x");
+    }
+
+    #[test]
+    fn the_trash_flag_is_added_in_order_and_found() {
+        assert_eq!(with_flag(b"1.a.h", b'T').unwrap(), b"1.a.h:2,T");
+        assert_eq!(
+            with_flag(b"1.a.h,W=3:2,SR", b'T').unwrap(),
+            b"1.a.h,W=3:2,RST"
+        );
+        assert_eq!(with_flag(b"1.a.h:2,T,x", b'T').unwrap(), b"1.a.h:2,T,x");
+        assert_eq!(with_flag(b"1.a.h:1,x", b'T'), None);
+        assert!(has_flag(b"1.a.h:2,ST", b'T'));
+        assert!(!has_flag(b"1.a.h:2,S,T", b'T'));
+        assert!(!has_flag(b"1.T.h", b'T'));
     }
 
     #[test]

@@ -27,6 +27,15 @@ impl Fixture {
     }
 
     pub(super) fn with_source(source: UidlSource) -> Self {
+        Self::with(source, super::Policy::default())
+    }
+
+    /// A fixture whose store applies `policy`.
+    pub(super) fn with_policy(policy: super::Policy) -> Self {
+        Self::with(UidlSource::Auto, policy)
+    }
+
+    fn with(source: UidlSource, policy: super::Policy) -> Self {
         let root = tempfile::tempdir().unwrap();
         for user in ["u", "v"] {
             for sub in ["new", "cur", "tmp"] {
@@ -34,7 +43,7 @@ impl Fixture {
             }
         }
         let users = Users::single("u", Stored::Plain("pw".to_owned().into()));
-        let store = Maildirs::build(root.path().to_owned(), users, source, None);
+        let store = Maildirs::build_with(root.path().to_owned(), users, source, None, policy);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -115,6 +124,47 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Journal entries for these files (`sub/name`) as they are now.
+    fn doomed(&self, rels: &[&str]) -> Vec<journal::Doomed> {
+        rels.iter()
+            .map(|rel| {
+                use std::os::unix::fs::MetadataExt as _;
+                let st = fs::metadata(self.dir().join(rel)).unwrap();
+                let (sub, name) = rel.split_once('/').unwrap();
+                journal::Doomed {
+                    sub: if sub == "new" {
+                        fsx::Sub::New
+                    } else {
+                        fsx::Sub::Cur
+                    },
+                    name: name.as_bytes().to_vec(),
+                    id: fsx::Identity {
+                        dev: st.dev(),
+                        ino: st.ino(),
+                        len: st.len(),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Names in a folder's `new/` and `cur/`, as `sub/name`, sorted.
+    fn folder_files(&self, folder: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for sub in ["new", "cur"] {
+            for e in fs::read_dir(self.dir().join(folder).join(sub)).unwrap() {
+                names.push(format!(
+                    "{sub}/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        }
+        names.sort();
+        names
+    }
+}
+
 pub(super) fn reference(drop: &Maildrop, n: u32) -> MessageRef {
     let m = &drop.messages()[n as usize - 1];
     MessageRef {
@@ -127,6 +177,7 @@ pub(super) fn reference(drop: &Maildrop, n: u32) -> MessageRef {
 fn refusal_text(e: &HandlerError) -> String {
     match e {
         HandlerError::Reportable(r) => r.to_string(),
+        HandlerError::LoginDelay(wait) => format!("login delay: {wait:?}"),
         HandlerError::Internal(e) => format!("internal: {e}"),
     }
 }
@@ -359,28 +410,12 @@ fn a_journal_left_by_a_crash_is_finished_exactly() {
     fx.write("cur/3.c.h:2,", b"c");
     let (h, _listing) = fx.session();
     // The journal as a QUIT writes it, then a crash before any removal.
-    let doomed: Vec<journal::Doomed> = ["new/1.a.h", "cur/2.b.h,S=1:2,S"]
-        .iter()
-        .map(|rel| {
-            use std::os::unix::fs::MetadataExt as _;
-            let st = fs::metadata(fx.dir().join(rel)).unwrap();
-            let (sub, name) = rel.split_once('/').unwrap();
-            journal::Doomed {
-                sub: if sub == "new" {
-                    fsx::Sub::New
-                } else {
-                    fsx::Sub::Cur
-                },
-                name: name.as_bytes().to_vec(),
-                id: fsx::Identity {
-                    dev: st.dev(),
-                    ino: st.ino(),
-                    len: st.len(),
-                },
-            }
-        })
-        .collect();
-    fs::write(fx.dir().join(journal::JOURNAL), journal::render(&doomed)).unwrap();
+    let doomed = fx.doomed(&["new/1.a.h", "cur/2.b.h,S=1:2,S"]);
+    fs::write(
+        fx.dir().join(journal::JOURNAL),
+        journal::render(&super::DeletePolicy::Remove, &doomed),
+    )
+    .unwrap();
     std::mem::drop(h); // the process dies: no commit, no unlock call
                        // Meanwhile another program flagged the second file.
     fs::rename(
@@ -752,4 +787,191 @@ fn courier_uidls_survive_the_migration() {
             "version {version}"
         );
     }
+}
+
+fn policy(delete: &str) -> super::Policy {
+    super::Policy {
+        delete: delete.parse().unwrap(),
+        ..super::Policy::default()
+    }
+}
+
+#[test]
+fn the_move_policy_moves_deleted_messages_into_a_new_folder() {
+    let fx = Fixture::with_policy(policy("move:.Trash"));
+    fx.write("new/1.a.h", b"one\r\n");
+    fx.write("cur/2.b.h:2,S", b"two\r\n");
+    fx.write("cur/3.c.h:2,", b"three\r\n");
+    let (h, drop) = fx.session();
+    fx.quit(h, &drop, &[1, 2]).unwrap();
+    assert_eq!(fx.files(), ["cur/3.c.h:2,"]);
+    assert_eq!(fx.folder_files(".Trash"), ["cur/2.b.h:2,S", "new/1.a.h"]);
+    assert!(fx.dir().join(".Trash/tmp").is_dir());
+    assert_eq!(
+        fs::read(fx.dir().join(".Trash/new/1.a.h")).unwrap(),
+        b"one\r\n"
+    );
+    assert!(!fx.dir().join(journal::JOURNAL).exists());
+    assert_eq!(fx.uids(), ["3.c.h"]);
+}
+
+#[test]
+fn the_move_policy_refuses_a_folder_that_is_a_link() {
+    let fx = Fixture::with_policy(policy("move:.Trash"));
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), fx.dir().join(".Trash")).unwrap();
+    fx.write("new/1.a.h", b"one\r\n");
+    let (h, drop) = fx.session();
+    let err = fx.quit(h, &drop, &[1]).unwrap_err();
+    assert!(
+        refusal_text(&err).starts_with("[SYS/TEMP] no deleted message"),
+        "{err}"
+    );
+    assert_eq!(fx.files(), ["new/1.a.h"]);
+    assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn the_flag_policy_marks_deleted_messages_and_hides_them() {
+    let fx = Fixture::with_policy(policy("flag"));
+    fx.write("new/1.a.h", b"one\r\n");
+    fx.write("cur/2.b.h:2,S", b"two\r\n");
+    fx.write("cur/3.c.h:2,", b"three\r\n");
+    // Flagged by an IMAP client (\Deleted, not expunged): not listed either.
+    fx.write("cur/4.d.h:2,ST", b"four\r\n");
+    let (h, drop) = fx.session();
+    assert_eq!(drop.messages().len(), 3);
+    fx.quit(h, &drop, &[1, 2]).unwrap();
+    assert_eq!(
+        fx.files(),
+        [
+            "cur/1.a.h:2,T",
+            "cur/2.b.h:2,ST",
+            "cur/3.c.h:2,",
+            "cur/4.d.h:2,ST"
+        ]
+    );
+    assert_eq!(fx.uids(), ["3.c.h"]);
+}
+
+#[test]
+fn a_move_interrupted_by_a_crash_is_finished_at_the_next_login() {
+    let fx = Fixture::with_policy(policy("move:.Trash"));
+    for n in 1..=3 {
+        fx.write(format!("cur/{n}.x.h:2,S"), b"body\r\n");
+    }
+    let (h, _drop) = fx.session();
+    let doomed = fx.doomed(&["cur/1.x.h:2,S", "cur/2.x.h:2,S"]);
+    fs::write(
+        fx.dir().join(journal::JOURNAL),
+        journal::render(&policy("move:.Trash").delete, &doomed),
+    )
+    .unwrap();
+    // The crash came after the first move.
+    fs::create_dir_all(fx.dir().join(".Trash/cur")).unwrap();
+    fs::rename(
+        fx.dir().join("cur/1.x.h:2,S"),
+        fx.dir().join(".Trash/cur/1.x.h:2,S"),
+    )
+    .unwrap();
+    std::mem::drop(h);
+    // A server started with another policy finishes the journaled one.
+    let users = Users::single("u", Stored::Plain("pw".to_owned().into()));
+    let other = Maildirs::build(fx.root.path().to_owned(), users, UidlSource::Auto, None);
+    let mut h = other.handler();
+    let listing = fx.rt.block_on(h.lock("u")).unwrap();
+    assert_eq!(listing.messages().len(), 1);
+    fx.rt.block_on(h.unlock());
+    assert_eq!(fx.files(), ["cur/3.x.h:2,S"]);
+    assert_eq!(
+        fx.folder_files(".Trash"),
+        ["cur/1.x.h:2,S", "cur/2.x.h:2,S"]
+    );
+    assert!(!fx.dir().join(journal::JOURNAL).exists());
+}
+
+#[test]
+fn a_journal_naming_a_folder_outside_the_maildir_is_set_aside() {
+    let fx = Fixture::new();
+    fx.write("cur/1.x.h:2,S", b"body\r\n");
+    let doomed = fx.doomed(&["cur/1.x.h:2,S"]);
+    let text = journal::render(&super::DeletePolicy::Remove, &doomed).replacen(
+        "pop3d-deleting 1",
+        "pop3d-deleting 1 move ../../elsewhere",
+        1,
+    );
+    fs::write(fx.dir().join(journal::JOURNAL), text).unwrap();
+    assert_eq!(fx.uids().len(), 1);
+    assert_eq!(fx.files(), ["cur/1.x.h:2,S"]);
+    assert!(!fx.dir().join(journal::JOURNAL).exists());
+}
+
+#[test]
+fn messages_retrieved_days_ago_expire_at_login_by_the_delete_policy() {
+    let fx = Fixture::with_policy(super::Policy {
+        expire_days: Some(3),
+        ..policy("move:.Trash")
+    });
+    fx.write("new/1.a.h", b"one\r\n");
+    fx.write("new/2.b.h", b"two\r\n");
+    fx.write("new/3.c.h", b"three\r\n");
+    let (mut h, drop) = fx.session();
+    fx.read(&mut h, &drop, 1, None).unwrap();
+    fx.read(&mut h, &drop, 2, None).unwrap();
+    fx.read(&mut h, &drop, 3, Some(0)).unwrap(); // TOP is not a retrieval
+    fx.rt.block_on(h.unlock());
+    let text = fs::read_to_string(fx.dir().join(super::policy::RETRIEVED)).unwrap();
+    assert!(
+        text.starts_with("pop3d-retrieved 1\n1.a.h ") && text.contains("\n2.b.h "),
+        "{text}"
+    );
+    assert!(!text.contains("3.c.h"));
+    // Not yet: the next login lists all three.
+    assert_eq!(fx.uids().len(), 3);
+    // Three days later (the times as written, moved back): 1 and 2 expire.
+    let now = super::policy::unix_secs(SystemTime::now());
+    let old = now - 3 * 86_400;
+    let recent = now - 3 * 86_400 + 60;
+    fs::write(
+        fx.dir().join(super::policy::RETRIEVED),
+        format!("pop3d-retrieved 1\n1.a.h {old}\n2.b.h {recent}\ngone.uid {old}\n"),
+    )
+    .unwrap();
+    assert_eq!(fx.uids(), ["2.b.h", "3.c.h"]);
+    assert_eq!(fx.folder_files(".Trash"), ["cur/1.a.h,W=5:2,S"]);
+    assert_eq!(
+        fs::read_to_string(fx.dir().join(super::policy::RETRIEVED)).unwrap(),
+        format!("pop3d-retrieved 1\n2.b.h {recent}\n"),
+        "expired and vanished messages are forgotten"
+    );
+}
+
+#[test]
+fn a_login_within_the_delay_is_refused_before_and_under_the_lock() {
+    let fx = Fixture::with_policy(super::Policy {
+        login_delay: Some(Duration::from_secs(60)),
+        ..super::Policy::default()
+    });
+    let (h, drop) = fx.session();
+    // A second login while the first session runs: LOGIN-DELAY, not IN-USE.
+    let mut second = fx.store.handler();
+    match fx.rt.block_on(second.lock("u")) {
+        Err(HandlerError::LoginDelay(wait)) => {
+            assert!(wait <= Duration::from_secs(60) && wait > Duration::from_secs(50))
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    fx.quit(h, &drop, &[]).unwrap();
+    assert!(matches!(
+        fx.rt.block_on(second.lock("u")),
+        Err(HandlerError::LoginDelay(_))
+    ));
+    // Another user is not held back.
+    let mut v = fx.store.handler();
+    assert!(fx.rt.block_on(v.lock("v")).is_ok());
+    // A minute later (the record, moved back) the user gets in.
+    let t = SystemTime::now() - Duration::from_secs(61);
+    let dirs = fsx::Dirs::open(&fx.dir()).unwrap();
+    super::policy::record_login(&dirs, t).unwrap();
+    assert!(fx.rt.block_on(second.lock("u")).is_ok());
 }

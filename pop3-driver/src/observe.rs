@@ -7,7 +7,7 @@
 use std::io;
 use std::time::Duration;
 
-use pop3_proto::{Note, Request};
+use pop3_proto::{LoginLimit, Note, Request};
 
 use crate::{ConnectionInfo, SessionEnd};
 
@@ -18,6 +18,13 @@ pub trait Observer: Send + Sync + 'static {
     /// A connection was refused before its session started.
     fn refused(&self, info: &ConnectionInfo, why: Rejection) {
         let _ = (info, why);
+    }
+
+    /// A login attempt was refused unchecked by the failed-login limits
+    /// (`Service::failed_login_limits`); the session answers it as a
+    /// failed login, and notes it as one.
+    fn login_limited(&self, info: &ConnectionInfo, limit: LoginLimit) {
+        let _ = (info, limit);
     }
 
     /// A session started (its greeting is on its way).

@@ -382,6 +382,9 @@ impl<B> Procedure<B> {
         // The session counts the refusal as a failed login: not recorded.
         guard.seen += 1;
         guard.user = None;
+        if let Some((observer, info)) = &self.observer {
+            observer.login_limited(info, limit);
+        }
         expect_fits(self.session.limit_login(now, limit));
         true
     }

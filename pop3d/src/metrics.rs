@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use pop3_proto::{CloseReason, LoginAttempt, Note};
+use pop3_proto::{CloseReason, LoginAttempt, LoginLimit, Note};
 use pop3_tokio::observe::{Call, Rejection};
 
 type Labels<const N: usize> = [(&'static str, &'static str); N];
@@ -87,7 +87,7 @@ impl Metrics {
         );
         registry.register(
             "refused",
-            "Connections refused before a session, by reason (full, per_address, proxy, ...)",
+            "Connections refused before a session, by reason (full, per_address, proxy, ...), and login attempts refused unchecked by the failed-login limits (failed_logins_per_ip, failed_logins_per_user)",
             metrics.refused.clone(),
         );
         registry.register(
@@ -103,6 +103,17 @@ impl Metrics {
 
     pub(crate) fn refused(&self, why: Rejection) {
         self.refused.get_or_create(&[("reason", why.name())]).inc();
+    }
+
+    /// A login refused unchecked by the failed-login limits: counted with
+    /// the connection refusals, as `failed_logins_per_ip` or `_per_user`.
+    pub(crate) fn login_limited(&self, limit: LoginLimit) {
+        let reason = match limit {
+            LoginLimit::Address => "failed_logins_per_ip",
+            LoginLimit::User => "failed_logins_per_user",
+            _ => "failed_logins",
+        };
+        self.refused.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub(crate) fn session_started(&self) {

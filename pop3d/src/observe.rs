@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pop3_proto::{LoginAttempt, LoginOutcome, Note};
+use pop3_proto::{LoginAttempt, LoginLimit, LoginOutcome, Note};
 use pop3_tokio::observe::{Call, Observer, Rejection};
 use pop3_tokio::{ConnectionInfo, SessionEnd};
 
@@ -20,6 +20,12 @@ impl Observer for Observe {
     fn refused(&self, _info: &ConnectionInfo, why: Rejection) {
         if let Some(m) = &self.metrics {
             m.refused(why);
+        }
+    }
+
+    fn login_limited(&self, _info: &ConnectionInfo, limit: LoginLimit) {
+        if let Some(m) = &self.metrics {
+            m.login_limited(limit);
         }
     }
 

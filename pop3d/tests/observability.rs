@@ -312,6 +312,36 @@ fn proxy_headers_from_trusted_and_untrusted_sources() {
     );
 }
 
+/// Login attempts the failed-login limits refuse unchecked are counted
+/// with the refusals, and as failed logins (the client cannot tell them
+/// from a wrong password).
+#[test]
+fn metrics_count_failed_login_limit_refusals() {
+    let server = Server::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-failed-logins-per-ip",
+        "1",
+    ]);
+    let (mut c, _) = Client::greeted(server.addr);
+    assert!(c.command("USER demo").starts_with("+OK"));
+    assert!(c.command("PASS wrong").starts_with("-ERR [AUTH]"));
+    assert!(c.command("USER demo").starts_with("+OK"));
+    assert!(c.command("PASS demo").starts_with("-ERR [SYS/TEMP]"));
+    assert!(c.command("QUIT").starts_with("+OK"));
+    let m = server.scrape_when(r#"pop3_sessions_total{reason="quit"}"#, 1.0);
+    assert_eq!(
+        m.get(r#"pop3_refused_total{reason="failed_logins_per_ip"}"#),
+        Some(&1.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get(r#"pop3_logins_total{mechanism="USER",outcome="failed"}"#),
+        Some(&2.0),
+        "{m:#?}"
+    );
+}
+
 #[test]
 fn metrics_count_real_sessions() {
     let server = Server::start(&["--metrics", "127.0.0.1:0", "--max-connections-per-ip", "2"]);

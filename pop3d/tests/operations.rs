@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use pop3_conformance::tls::{TestPki, TlsClient};
@@ -52,25 +52,11 @@ impl Spawned {
 
     /// Waits (up to 20 s) for a line containing `text`.
     fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("never printed {text:?}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("exited before {text:?}"),
-            }
-        }
+        support::wait_for_line(&self.lines, text)
     }
 
     fn hangup(&self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
+        support::signal(&self.child, "-HUP");
     }
 }
 

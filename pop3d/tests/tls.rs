@@ -3,12 +3,13 @@
 //! poplib (`stls()`, `POP3_SSL`) and a rustls client; certificate rotation
 //! with SIGHUP.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::Receiver;
 
 use pop3_conformance::tls::{TestPki, TlsClient};
 use pop3_conformance::Client;
@@ -82,26 +83,12 @@ impl Pop3d {
 
     /// Sends SIGHUP.
     fn hangup(&self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
+        support::signal(&self.child, "-HUP");
     }
 
     /// Waits for a log line containing `text` (up to 20 s).
     fn logged(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("pop3d never logged {text:?}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("pop3d exited"),
-            }
-        }
+        support::wait_for_line(&self.log, text)
     }
 }
 

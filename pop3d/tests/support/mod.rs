@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_pop3d");
 
@@ -58,8 +60,7 @@ impl Pop3d {
 
     /// SIGTERM, then wait for the graceful exit.
     pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        signal(&self.child, "-TERM");
         self.child.wait().unwrap()
     }
 }
@@ -153,4 +154,29 @@ pub(crate) fn passwd(args: &[&str], password: &str) -> String {
     let out = passwd.wait_with_output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Sends `signal` (`-HUP`, `-TERM`) to `child` with kill(1).
+pub(crate) fn signal(child: &Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits (up to 20 s) for a line from `lines` (a child's output)
+/// containing `text`, and returns it.
+pub(crate) fn wait_for_line(lines: &Receiver<String>, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => panic!("never printed {text:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("exited before printing {text:?}"),
+        }
+    }
 }

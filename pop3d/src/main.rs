@@ -393,6 +393,14 @@ fn passwd(user: &str, scheme: users::Scheme) -> ExitCode {
     }
 }
 
+/// Threads for the Maildir's file work (locking, listing, reading,
+/// deleting; password hashing has threads of its own). tokio's default of
+/// 512 lets a burst of logins start a thread for nearly every one, and
+/// their stacks and allocator arenas stay: about 12 KiB per connection
+/// of the burst, held for good. File work on one disk gains nothing from
+/// more threads than this.
+const BLOCKING_THREADS: usize = 16;
+
 /// `--max-connections` when not given.
 const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 
@@ -694,21 +702,40 @@ fn service(
 
 fn run(cli: Cli) -> Result<(), StartupError> {
     let prepared = prepare(cli.settings, cli.config.as_deref())?;
+    let descriptors = raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(|e| StartupError::os(format!("cannot start the runtime: {e}")))?;
     if cli.inetd {
         let service = service(&prepared);
         return runtime.block_on(inetd::serve_one(&service));
     }
-    runtime.block_on(serve(&prepared))?;
+    runtime.block_on(serve(&prepared, descriptors))?;
     drop(prepared);
     Ok(())
 }
 
+/// Raises the soft limit on open descriptors to the hard limit (as
+/// Dovecot's master and nginx do): each session holds its socket, and a
+/// logged-in Maildir session its lock file and directories too, so the
+/// usual soft limit of 1024 would cap sessions far below
+/// `--max-connections`. Returns the limit now in force.
+fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            warn!(error = %e, "cannot raise the open-descriptor limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 /// Serves on the listeners until a shutdown signal.
-async fn serve(prepared: &Prepared) -> Result<(), StartupError> {
+async fn serve(prepared: &Prepared, descriptors: Option<u64>) -> Result<(), StartupError> {
     let service = service(prepared);
     let cli = &prepared.settings;
     // Signals are handled before anyone learns the server is up.
@@ -829,6 +856,7 @@ async fn serve(prepared: &Prepared) -> Result<(), StartupError> {
         listeners = servers.len(),
         activated,
         stls = prepared.tls.is_some(),
+        descriptors = descriptors.map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
         "pop3d started"
     );
     while servers.join_next().await.is_some() {}

@@ -167,7 +167,17 @@ where
             mut handler,
             permit,
         } => {
-            let end = drive(procedure, &mut transport, &mut handler, service.shutdown()).await;
+            // Borrowed, not moved in: an async fn's arguments are kept
+            // twice in its future, and this future is what every idle
+            // connection costs.
+            let mut procedure = procedure;
+            let end = drive(
+                &mut procedure,
+                &mut transport,
+                &mut handler,
+                service.shutdown(),
+            )
+            .await;
             transport.close(transport.now() + crate::FINAL_WRITE).await;
             // The session counts as live until its connection is closed.
             drop(permit);
@@ -318,7 +328,7 @@ async fn within<R: AsyncRuntime>(
 /// error. Every locked maildrop is unlocked (the unlock itself gets
 /// [`ABORT_WAIT`] once the shutdown is cancelled).
 pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
-    mut procedure: Procedure<H::Body>,
+    procedure: &mut Procedure<H::Body>,
     transport: &mut T,
     handler: &mut H,
     shutdown: &Shutdown,
@@ -360,7 +370,9 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                 procedure.pulled(transport.now(), chunk);
             }
             Step::StartTls { deadline } => {
-                let handshake = async { transport.start_tls(deadline).await };
+                // Boxed: the handshake's future is the largest and the
+                // rarest; inline it would size every connection's future.
+                let handshake = Box::pin(async { transport.start_tls(deadline).await });
                 let result = handshake
                     .or(stage(shutdown, Stage::Abort, aborted_io()))
                     .await;

@@ -10,9 +10,10 @@ use pop3_proto::Request;
 
 use crate::handler::{BodySource, Handler, HandlerResult};
 use crate::procedure::{panic_error, Procedure, Step};
+use crate::read_buffer::ReadBuffer;
 use crate::service::{Admission, ConnectionInfo, NewHandler, Reserved, Service};
 use crate::slots::{Interrupter, Wake};
-use crate::{ReadOutcome, SessionEnd, READ_BUFFER};
+use crate::{ReadOutcome, SessionEnd};
 
 /// The IO a blocking adapter provides: a byte stream with deadlines, and
 /// the runtime's clock.
@@ -217,7 +218,7 @@ pub fn drive<T: Transport, H: Handler>(
     transport: &mut T,
     handler: &mut H,
 ) -> SessionEnd {
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = ReadBuffer::new();
     loop {
         match procedure.next(transport.now()) {
             Step::Write(t) => {
@@ -262,8 +263,12 @@ pub fn drive<T: Transport, H: Handler>(
                 let _ = catch_unwind(AssertUnwindSafe(|| handler.session_error(&error)));
             }
             Step::Read { deadline, .. } => {
-                let outcome = transport.read(&mut buf, deadline);
-                procedure.read(transport.now(), outcome, &buf);
+                let outcome = transport.read(buf.space(), deadline);
+                let read = outcome.as_ref().ok().copied();
+                procedure.read(transport.now(), outcome, buf.bytes());
+                if let Some(read) = read {
+                    buf.adapt(&read);
+                }
             }
             Step::Sleep { until, .. } => {
                 transport.sleep_until(until);

@@ -70,6 +70,7 @@ pub mod observe;
 mod procedure;
 pub mod proxy;
 pub mod proxy_header;
+mod read_buffer;
 mod segments;
 mod service;
 mod shutdown;
@@ -90,9 +91,6 @@ pub use shutdown::{Shutdown, Stage};
 pub use slots::Interrupter;
 
 use pop3_proto::{CloseReason, Session, SessionStats};
-
-/// Size of the read buffer each connection uses.
-pub(crate) const READ_BUFFER: usize = 4096;
 
 /// How long the last writes of a connection may take: the `-ERR` line of a
 /// rejected connection, and the flush and shutdown when closing.

@@ -11,10 +11,11 @@ use pop3_proto::Request;
 
 use crate::handler::{AsyncBodySource, AsyncHandler, HandlerError, HandlerResult};
 use crate::procedure::{panic_error, Procedure, Step};
+use crate::read_buffer::ReadBuffer;
 use crate::service::{AcceptBackoff, Admission, ConnectionInfo, NewHandler, Reserved, Service};
 use crate::shutdown::{Shutdown, Stage};
 use crate::slots::{Tenant, Wake};
-use crate::{ReadOutcome, SessionEnd, ABORT_WAIT, READ_BUFFER};
+use crate::{ReadOutcome, SessionEnd, ABORT_WAIT};
 
 /// The IO an async adapter provides: a byte stream with deadlines, a timer
 /// and the runtime's clock.
@@ -333,7 +334,7 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
     handler: &mut H,
     shutdown: &Shutdown,
 ) -> SessionEnd {
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = ReadBuffer::new();
     // Wakes a read when the service evicts this connection to make room.
     let tenant = procedure.tenant();
     loop {
@@ -397,13 +398,19 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                     std::panic::catch_unwind(AssertUnwindSafe(|| handler.session_error(&error)));
             }
             Step::Read { deadline, wake_on } => {
-                let read = async { Some(transport.read(&mut buf, deadline).await) };
+                let read = async { Some(transport.read(buf.space(), deadline).await) };
                 let woken = read
                     .or(stage(shutdown, wake_on, None))
                     .or(evicted(tenant.as_deref(), None))
                     .await;
                 match woken {
-                    Some(outcome) => procedure.read(transport.now(), outcome, &buf),
+                    Some(outcome) => {
+                        let read = outcome.as_ref().ok().copied();
+                        procedure.read(transport.now(), outcome, buf.bytes());
+                        if let Some(read) = read {
+                            buf.adapt(&read);
+                        }
+                    }
                     None => procedure.interrupted(transport.now()),
                 }
             }

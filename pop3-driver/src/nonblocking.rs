@@ -344,24 +344,27 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                 let result = write.or(stage(shutdown, Stage::Abort, aborted_io())).await;
                 procedure.written(transport.now(), t, result);
             }
+            // Handler calls are boxed: their futures (the handler's own
+            // state) would otherwise size every connection's future, idle
+            // or not; one allocation per call is nothing beside the call.
             Step::Call(Request::Authenticate { user, credential }) => {
-                let r = guarded(shutdown, handler.authenticate(&user, &credential)).await;
+                let r = guarded(shutdown, Box::pin(handler.authenticate(&user, &credential))).await;
                 procedure.authenticated(transport.now(), r);
             }
             Step::Call(Request::ScramCredentials { user }) => {
-                let r = guarded(shutdown, handler.scram_credentials(&user)).await;
+                let r = guarded(shutdown, Box::pin(handler.scram_credentials(&user))).await;
                 procedure.scram_found(transport.now(), r);
             }
             Step::Call(Request::Lock { user }) => {
-                let r = guarded(shutdown, handler.lock(&user)).await;
+                let r = guarded(shutdown, Box::pin(handler.lock(&user))).await;
                 procedure.locked(transport.now(), r);
             }
             Step::Call(Request::Retrieve { message, top_lines }) => {
-                let r = guarded(shutdown, handler.open(&message, top_lines)).await;
+                let r = guarded(shutdown, Box::pin(handler.open(&message, top_lines))).await;
                 procedure.opened(transport.now(), r);
             }
             Step::Call(Request::Commit { deleted }) => {
-                let r = guarded(shutdown, handler.commit(&deleted)).await;
+                let r = guarded(shutdown, Box::pin(handler.commit(&deleted))).await;
                 procedure.committed(transport.now(), r);
             }
             Step::Pull(body) => {

@@ -23,7 +23,8 @@ impl Observer for Observe {
         }
     }
 
-    fn login_limited(&self, _info: &ConnectionInfo, limit: LoginLimit) {
+    fn login_limited(&self, info: &ConnectionInfo, limit: LoginLimit) {
+        tracing::info!(target: "pop3d", "{}", login_limited_line(info, limit));
         if let Some(m) = &self.metrics {
             m.login_limited(limit);
         }
@@ -102,6 +103,25 @@ pub(crate) fn auth_failed_line(info: &ConnectionInfo, attempt: &LoginAttempt) ->
         ip(info.peer),
         ip(info.local),
         attempt.method.name()
+    )
+}
+
+/// The line for a login attempt the failed-login limits refused
+/// unchecked: `login refused: too many failed logins: rip=203.0.113.5
+/// lip=10.0.0.1 limit=address` (or `limit=user`). Not an `auth failed`
+/// line: nothing was checked, and the password may have been right.
+pub(crate) fn login_limited_line(info: &ConnectionInfo, limit: LoginLimit) -> String {
+    let ip = |addr: Option<std::net::SocketAddr>| {
+        addr.map_or_else(|| "-".to_owned(), |a| a.ip().to_canonical().to_string())
+    };
+    let limit = match limit {
+        LoginLimit::Address => "address",
+        _ => "user",
+    };
+    format!(
+        "login refused: too many failed logins: rip={} lip={} limit={limit}",
+        ip(info.peer),
+        ip(info.local)
     )
 }
 

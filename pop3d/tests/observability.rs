@@ -313,8 +313,8 @@ fn proxy_headers_from_trusted_and_untrusted_sources() {
 }
 
 /// Login attempts the failed-login limits refuse unchecked are counted
-/// with the refusals, and as failed logins (the client cannot tell them
-/// from a wrong password).
+/// with the refusals and as refused logins, and logged with a line of
+/// their own, not as failed logins (nothing was checked).
 #[test]
 fn metrics_count_failed_login_limit_refusals() {
     let server = Server::start(&[
@@ -337,8 +337,27 @@ fn metrics_count_failed_login_limit_refusals() {
     );
     assert_eq!(
         m.get(r#"pop3_logins_total{mechanism="USER",outcome="failed"}"#),
-        Some(&2.0),
+        Some(&1.0),
         "{m:#?}"
+    );
+    assert_eq!(
+        m.get(r#"pop3_logins_total{mechanism="USER",outcome="refused"}"#),
+        Some(&1.0),
+        "{m:#?}"
+    );
+    // One auth-failed line (fail2ban's), for the wrong password only; the
+    // refusal has its own line.
+    let logs = server.logs_when("login refused: too many failed logins", 1);
+    assert_eq!(
+        logs.iter().filter(|l| l.contains("auth failed:")).count(),
+        1,
+        "{logs:#?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains(
+            "login refused: too many failed logins: rip=127.0.0.1 lip=127.0.0.1 limit=address"
+        )),
+        "{logs:#?}"
     );
 }
 

@@ -267,6 +267,9 @@ impl Session {
             return self.wrong_answer("Authenticate or ScramCredentials");
         };
         self.progress();
+        // Noted as a refusal, not a failure: nothing was checked (and the
+        // password may well have been right).
+        self.attempt_ended(LoginOutcome::Refused, None);
         let lang = &self.config.languages[self.language];
         match limit {
             LoginLimit::Address => {

@@ -431,6 +431,9 @@ struct Locked {
     uids: Vec<Uid>,
     /// Entries whose body a RETR read to the end (kept only with `--expire`).
     retrieved: Option<Arc<Mutex<Vec<usize>>>>,
+    /// The session reached QUIT: only then do its retrievals count (a body
+    /// read out for sending may never have reached a client that vanished).
+    quit: bool,
 }
 
 /// A message body being sent. For a RETR under an expiry policy, reading
@@ -527,8 +530,9 @@ impl AsyncHandler for MaildirHandler {
     async fn commit(&mut self, deleted: &[MessageRef]) -> HandlerResult<()> {
         let locked = self
             .locked
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| internal("commit without a lock"))?;
+        locked.quit = true;
         let mut doomed = Vec::new();
         let mut uids = Vec::new();
         let mut messages = 0;
@@ -557,7 +561,7 @@ impl AsyncHandler for MaildirHandler {
         let Some(locked) = self.locked.take() else {
             return;
         };
-        if locked.retrieved.is_some() {
+        if locked.retrieved.is_some() && locked.quit {
             let _ = blocking(move || save_retrievals(&locked, SystemTime::now())).await;
         }
     }
@@ -659,6 +663,7 @@ fn lock_maildir(
             entries,
             uids: ids,
             retrieved,
+            quit: false,
         },
         drop,
     ))

@@ -915,10 +915,17 @@ fn messages_retrieved_days_ago_expire_at_login_by_the_delete_policy() {
     fx.write("new/1.a.h", b"one\r\n");
     fx.write("new/2.b.h", b"two\r\n");
     fx.write("new/3.c.h", b"three\r\n");
+    // A session that ends without QUIT retrieved nothing: what was read
+    // out may never have reached the client.
+    let (mut h, drop) = fx.session();
+    fx.read(&mut h, &drop, 1, None).unwrap();
+    fx.rt.block_on(h.unlock());
+    assert!(!fx.dir().join(super::policy::RETRIEVED).exists());
     let (mut h, drop) = fx.session();
     fx.read(&mut h, &drop, 1, None).unwrap();
     fx.read(&mut h, &drop, 2, None).unwrap();
     fx.read(&mut h, &drop, 3, Some(0)).unwrap(); // TOP is not a retrieval
+    fx.rt.block_on(h.commit(&[])).unwrap(); // QUIT
     fx.rt.block_on(h.unlock());
     let text = fs::read_to_string(fx.dir().join(super::policy::RETRIEVED)).unwrap();
     assert!(

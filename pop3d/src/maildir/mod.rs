@@ -144,8 +144,10 @@ pub(crate) struct Maildirs {
     started: Instant,
     /// Checks OAuth bearer tokens (SASL XOAUTH2, OAUTHBEARER), if configured.
     oauth: Option<TokenValidator>,
-    /// Makes the SCRAM decoy keys of unknown users: random, for the life of
-    /// the process, so one unknown user always gets the same salt.
+    /// Makes the SCRAM decoy keys of unknown users, so one unknown user
+    /// always gets the same salt: kept in the Maildir root, so every pop3d
+    /// process on it (behind one balancer, after a restart, under inetd)
+    /// gives the same one.
     scram_secret: [u8; 32],
     policy: Policy,
 }
@@ -197,11 +199,7 @@ impl Maildirs {
         let capacity = threads * usize::try_from(per_thread).unwrap_or(usize::MAX / threads);
         let hashers =
             Hashers::new(threads, blocks, capacity, QUEUE_WAIT).expect("start the hashing threads");
-        let mut scram_secret = [0u8; 32];
-        argon2::password_hash::rand_core::RngCore::fill_bytes(
-            &mut argon2::password_hash::rand_core::OsRng,
-            &mut scram_secret,
-        );
+        let scram_secret = decoy_secret(&root);
         Arc::new(Self {
             root,
             users: RwLock::new(Arc::new(users)),
@@ -590,6 +588,49 @@ fn save_retrievals(locked: &Locked, now: SystemTime) {
             let maildir = &locked.maildir;
             tracing::warn!(maildir, error = %e, "cannot record retrieval times; those messages do not expire yet");
         }
+    }
+}
+
+/// Where the SCRAM decoy secret is kept, in the Maildir root (a name no
+/// user can have: user names never start with `.`).
+const DECOY_SECRET: &str = ".pop3d-decoy-secret";
+
+/// The secret of the SCRAM decoys, from `root`'s [`DECOY_SECRET`] file,
+/// made (random, mode 0600, written whole before it is linked into place)
+/// by the first process that needs it. If the root cannot hold it, a
+/// random one for this process, with a warning: unknown users then get
+/// other salts from other processes.
+fn decoy_secret(root: &std::path::Path) -> [u8; 32] {
+    let path = root.join(DECOY_SECRET);
+    let read = |path: &std::path::Path| -> Option<[u8; 32]> {
+        let text = std::fs::read(path).ok()?;
+        text.get(..32)?.try_into().ok()
+    };
+    if let Some(secret) = read(&path) {
+        return secret;
+    }
+    let mut secret = [0u8; 32];
+    argon2::password_hash::rand_core::RngCore::fill_bytes(
+        &mut argon2::password_hash::rand_core::OsRng,
+        &mut secret,
+    );
+    let made = (|| -> io::Result<()> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".pop3d-decoy-secret.")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .tempfile_in(root)?;
+        std::io::Write::write_all(&mut tmp.as_file(), &secret)?;
+        tmp.as_file().sync_all()?;
+        // Linked, not renamed: of two processes racing, the first wins and
+        // the other reads its secret.
+        std::fs::hard_link(tmp.path(), &path)
+    })();
+    match made {
+        Ok(()) => secret,
+        Err(e) => read(&path).unwrap_or_else(|| {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the SCRAM decoy secret; this process uses its own");
+            secret
+        }),
     }
 }
 

@@ -982,3 +982,35 @@ fn a_login_within_the_delay_is_refused_before_and_under_the_lock() {
     super::policy::record_login(&dirs, t).unwrap();
     assert!(fx.rt.block_on(second.lock("u")).is_ok());
 }
+
+/// The SCRAM decoy keys of an unknown user are the same from every store
+/// on one Maildir root (another process, a restart, inetd), so comparing
+/// salts across them tells nothing; the secret is kept mode 0600.
+#[test]
+fn scram_decoys_are_the_same_across_processes_on_one_root() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let store = || {
+        Maildirs::build(
+            root.path().to_owned(),
+            Users::default(),
+            UidlSource::Auto,
+            None,
+        )
+    };
+    let (a, b) = (store(), store());
+    assert_eq!(a.scram_keys("nobody"), b.scram_keys("nobody"));
+    assert_ne!(a.scram_keys("nobody"), a.scram_keys("mallory"));
+    let secret = root.path().join(super::DECOY_SECRET);
+    let mode = fs::metadata(&secret).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Another root, another secret.
+    let other = tempfile::tempdir().unwrap();
+    let c = Maildirs::build(
+        other.path().to_owned(),
+        Users::default(),
+        UidlSource::Auto,
+        None,
+    );
+    assert_ne!(a.scram_keys("nobody"), c.scram_keys("nobody"));
+}

@@ -16,6 +16,11 @@
 //!   limited user, then it is not clean any more. A connection without an
 //!   address is never clean.
 //!
+//! Attempts being checked count against their address's limit until
+//! they are answered (an [`Attempt`] is held meanwhile): otherwise many
+//! attempts sent at once, or SCRAM exchanges opened before any proof is
+//! sent, would all be checked before the first failure is counted.
+//!
 //! Failures are what the session counts as one (`SessionStats::failed_logins`:
 //! wrong credentials, broken SASL exchanges); refused attempts are not
 //! recorded, so a refusal never prolongs a block. Success clears nothing:
@@ -29,7 +34,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pop3_proto::LoginLimit;
@@ -73,6 +78,32 @@ pub(crate) struct FailedLogins {
 struct Tables {
     by_ip: Recent<IpAddr>,
     by_user: Recent<u64>,
+    /// Attempts being checked, per address (an entry per address with at
+    /// least one: bounded by the connections).
+    in_flight: HashMap<IpAddr, u32>,
+}
+
+/// A login attempt being checked: it counts against its address's limit
+/// until it is dropped (when the session has answered it).
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    failures: Arc<FailedLogins>,
+    /// The address it is counted for, if any.
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut t = self.failures.tables();
+            if let Some(n) = t.in_flight.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    t.in_flight.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 impl FailedLogins {
@@ -93,18 +124,27 @@ impl FailedLogins {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether an attempt from `ip` as `user` at `now` is refused, and by which limit.
-    pub(crate) fn check(&self, ip: Option<IpAddr>, user: &str, now: Instant) -> Option<LoginLimit> {
+    /// Checks an attempt from `ip` as `user` at `now`: refused, and by
+    /// which limit, or admitted (counted against the address until the
+    /// [`Attempt`] is dropped).
+    pub(crate) fn check(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        user: &str,
+        now: Instant,
+    ) -> Result<Attempt, LoginLimit> {
         let window = self.limits.window;
         let user = self.user_key(user);
+        let ip = ip.map(|ip| ip.to_canonical());
         let mut t = self.tables();
-        let from_ip = ip.map_or(0, |ip| t.by_ip.count(&ip.to_canonical(), now, window));
+        let from_ip = ip.map_or(0, |ip| t.by_ip.count(&ip, now, window));
+        let checking = ip.map_or(0, |ip| t.in_flight.get(&ip).copied().unwrap_or(0));
         if self
             .limits
             .per_ip
-            .is_some_and(|max| from_ip >= max as usize)
+            .is_some_and(|max| from_ip + checking as usize >= max as usize)
         {
-            return Some(LoginLimit::Address);
+            return Err(LoginLimit::Address);
         }
         let clean = ip.is_some() && from_ip == 0;
         let as_user = t.by_user.count(&user, now, window);
@@ -114,9 +154,16 @@ impl FailedLogins {
                 .per_user
                 .is_some_and(|max| as_user >= max as usize)
         {
-            return Some(LoginLimit::User);
+            return Err(LoginLimit::User);
         }
-        None
+        let counted = ip.filter(|_| self.limits.per_ip.is_some());
+        if let Some(ip) = counted {
+            *t.in_flight.entry(ip).or_default() += 1;
+        }
+        Ok(Attempt {
+            failures: self.clone(),
+            ip: counted,
+        })
     }
 
     /// Records a failed login from `ip` as `user` (if known) at `now`.
@@ -217,13 +264,44 @@ mod tests {
     const ATTACKER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)));
     const OWNER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)));
 
-    fn limits(per_ip: u32, per_user: u32) -> FailedLogins {
-        FailedLogins::new(FailedLoginLimits {
+    fn limits(per_ip: u32, per_user: u32) -> Arc<FailedLogins> {
+        Arc::new(FailedLogins::new(FailedLoginLimits {
             per_ip: Some(per_ip),
             per_user: Some(per_user),
             window: Duration::from_secs(300),
             max_entries: 100,
-        })
+        }))
+    }
+
+    /// The verdict on an attempt that is over at once.
+    fn verdict(
+        f: &Arc<FailedLogins>,
+        ip: Option<IpAddr>,
+        user: &str,
+        now: Instant,
+    ) -> Option<LoginLimit> {
+        f.check(ip, user, now).err()
+    }
+
+    #[test]
+    fn attempts_being_checked_count_against_their_address() {
+        let f = limits(3, 100);
+        let t0 = Instant::now();
+        let held: Vec<_> = (0..3)
+            .map(|i| f.check(ATTACKER, &format!("u{i}"), t0).unwrap())
+            .collect();
+        assert_eq!(verdict(&f, ATTACKER, "u", t0), Some(LoginLimit::Address));
+        assert_eq!(verdict(&f, OWNER, "u", t0), None, "other addresses go on");
+        drop(held);
+        assert_eq!(verdict(&f, ATTACKER, "u", t0), None, "answered: free again");
+        // One failure and two attempts being checked fill the limit too.
+        f.failed(ATTACKER, Some("u"), t0);
+        let held: Vec<_> = (0..2)
+            .map(|_| f.check(ATTACKER, "u", t0).unwrap())
+            .collect();
+        assert_eq!(verdict(&f, ATTACKER, "u", t0), Some(LoginLimit::Address));
+        drop(held);
+        assert!(f.tables().in_flight.is_empty(), "nothing left behind");
     }
 
     fn ip(n: u32) -> Option<IpAddr> {
@@ -235,7 +313,7 @@ mod tests {
         let f = limits(3, 100);
         let t0 = Instant::now();
         for i in 0..3 {
-            assert_eq!(f.check(ATTACKER, &format!("user{i}"), t0), None);
+            assert_eq!(verdict(&f, ATTACKER, &format!("user{i}"), t0), None);
             f.failed(
                 ATTACKER,
                 Some(&format!("user{i}")),
@@ -243,11 +321,18 @@ mod tests {
             );
         }
         let t = t0 + Duration::from_secs(10);
-        assert_eq!(f.check(ATTACKER, "anyone", t), Some(LoginLimit::Address));
-        assert_eq!(f.check(OWNER, "anyone", t), None, "other addresses go on");
+        assert_eq!(
+            verdict(&f, ATTACKER, "anyone", t),
+            Some(LoginLimit::Address)
+        );
+        assert_eq!(
+            verdict(&f, OWNER, "anyone", t),
+            None,
+            "other addresses go on"
+        );
         // The first failure leaves the window 300 s after it came.
         let t = t0 + Duration::from_secs(300);
-        assert_eq!(f.check(ATTACKER, "anyone", t), None);
+        assert_eq!(verdict(&f, ATTACKER, "anyone", t), None);
     }
 
     #[test]
@@ -256,7 +341,7 @@ mod tests {
         let t0 = Instant::now();
         f.failed(ATTACKER, Some("a"), t0);
         let mapped = "::ffff:192.0.2.1".parse().ok();
-        assert_eq!(f.check(mapped, "b", t0), Some(LoginLimit::Address));
+        assert_eq!(verdict(&f, mapped, "b", t0), Some(LoginLimit::Address));
     }
 
     #[test]
@@ -265,39 +350,39 @@ mod tests {
         let t0 = Instant::now();
         // Five addresses guess alice's password once each.
         for n in 0..5 {
-            assert_eq!(f.check(ip(n), "alice", t0), None);
+            assert_eq!(verdict(&f, ip(n), "alice", t0), None);
             f.failed(ip(n), Some("alice"), t0);
         }
         // Those addresses are limited for alice (names compared without case) ...
-        assert_eq!(f.check(ip(0), "Alice", t0), Some(LoginLimit::User));
+        assert_eq!(verdict(&f, ip(0), "Alice", t0), Some(LoginLimit::User));
         // ... the owner's address, with no failure, is checked as usual,
-        assert_eq!(f.check(OWNER, "alice", t0), None);
+        assert_eq!(verdict(&f, OWNER, "alice", t0), None);
         // and a new attacking address gets one guess, then it is limited too.
         f.failed(ip(9), Some("alice"), t0);
-        assert_eq!(f.check(ip(9), "alice", t0), Some(LoginLimit::User));
+        assert_eq!(verdict(&f, ip(9), "alice", t0), Some(LoginLimit::User));
         // Other users are untouched.
-        assert_eq!(f.check(ip(0), "bob", t0), None);
+        assert_eq!(verdict(&f, ip(0), "bob", t0), None);
         // Once the failures age out, alice is free everywhere.
         let later = t0 + Duration::from_secs(301);
-        assert_eq!(f.check(ip(0), "alice", later), None);
+        assert_eq!(verdict(&f, ip(0), "alice", later), None);
     }
 
     #[test]
     fn the_user_limit_works_without_the_address_limit() {
-        let f = FailedLogins::new(FailedLoginLimits {
+        let f = Arc::new(FailedLogins::new(FailedLoginLimits {
             per_ip: None,
             ..FailedLoginLimits::default()
-        });
+        }));
         let t0 = Instant::now();
         for n in 0..5 {
             f.failed(ip(n), Some("alice"), t0);
         }
-        assert_eq!(f.check(ip(0), "alice", t0), Some(LoginLimit::User));
-        assert_eq!(f.check(OWNER, "alice", t0), None);
+        assert_eq!(verdict(&f, ip(0), "alice", t0), Some(LoginLimit::User));
+        assert_eq!(verdict(&f, OWNER, "alice", t0), None);
         for _ in 0..50 {
             f.failed(ATTACKER, Some("x"), t0);
         }
-        assert_eq!(f.check(ATTACKER, "y", t0), None, "no address limit");
+        assert_eq!(verdict(&f, ATTACKER, "y", t0), None, "no address limit");
     }
 
     #[test]
@@ -305,10 +390,10 @@ mod tests {
         let f = limits(1, 2);
         let t0 = Instant::now();
         f.failed(None, Some("carol"), t0);
-        assert_eq!(f.check(None, "carol", t0), None);
+        assert_eq!(verdict(&f, None, "carol", t0), None);
         f.failed(None, Some("carol"), t0);
-        assert_eq!(f.check(None, "carol", t0), Some(LoginLimit::User));
-        assert_eq!(f.check(None, "dave", t0), None);
+        assert_eq!(verdict(&f, None, "carol", t0), Some(LoginLimit::User));
+        assert_eq!(verdict(&f, None, "dave", t0), None);
     }
 
     #[test]
@@ -326,8 +411,8 @@ mod tests {
         // The newest are kept, the oldest went first.
         let t = t0 + Duration::from_secs(10);
         f.failed(ip(9_999), None, t);
-        assert_eq!(f.check(ip(9_999), "x", t), Some(LoginLimit::Address));
-        assert_eq!(f.check(ip(0), "x", t), None);
+        assert_eq!(verdict(&f, ip(9_999), "x", t), Some(LoginLimit::Address));
+        assert_eq!(verdict(&f, ip(0), "x", t), None);
         // Expired entries make room before live ones are dropped.
         let late = t0 + Duration::from_secs(1_000);
         f.failed(ATTACKER, None, late);
@@ -383,7 +468,7 @@ mod tests {
 
     #[test]
     fn the_procedure_refuses_over_the_limit_before_the_handler_and_after_the_delay() {
-        let failures = Arc::new(limits(2, 100));
+        let failures = limits(2, 100);
         let mut now = Instant::now();
         let t0 = now;
         let (asked, _) = connection(

@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pop3_proto::{
-    BodyProgress, CloseReason, Event, Maildrop, Output, Phase, Refusal, Request, ScramCredentials,
-    Session, Transmit, UsageError,
+    BodyProgress, CloseReason, Event, Maildrop, Note, Output, Phase, Refusal, Request,
+    ScramCredentials, Session, Transmit, UsageError,
 };
 
-use crate::failures::FailedLogins;
+use crate::failures::{Attempt, FailedLogins};
 use crate::handler::{HandlerError, HandlerResult};
 use crate::observe::{Call, Observer};
 use crate::service::ConnectionInfo;
@@ -119,6 +119,9 @@ struct LoginGuard {
     user: Option<String>,
     /// The session's failed logins accounted for (recorded or refused here).
     seen: u64,
+    /// The attempt being checked, counted against the address until the
+    /// session notes how it ended.
+    attempt: Option<Attempt>,
 }
 
 impl<B> Procedure<B> {
@@ -163,15 +166,18 @@ impl<B> Procedure<B> {
         self
     }
 
-    /// Passes the session's notes to the observer.
-    fn observe_notes(&mut self) {
-        match &self.observer {
-            Some((observer, info)) => {
-                for note in self.session.take_notes() {
-                    observer.noted(info, &note);
-                }
+    /// Passes the session's notes to the observer; a login attempt that
+    /// ended is no longer counted as being checked (its failure, if it
+    /// was one, is recorded first).
+    fn observe_notes(&mut self, now: Instant) {
+        self.watch_failures(now);
+        for note in self.session.take_notes() {
+            if let (Note::Login(_), Some(guard)) = (&note, &mut self.guard) {
+                guard.attempt = None;
             }
-            None => self.session.take_notes().for_each(drop),
+            if let Some((observer, info)) = &self.observer {
+                observer.noted(info, &note);
+            }
         }
     }
 
@@ -194,6 +200,7 @@ impl<B> Procedure<B> {
             ip,
             user: None,
             seen: 0,
+            attempt: None,
         });
         self
     }
@@ -217,7 +224,7 @@ impl<B> Procedure<B> {
 
     /// The next thing to do at `now`.
     pub fn next(&mut self, now: Instant) -> Step<'_, B> {
-        self.observe_notes();
+        self.observe_notes(now);
         if let Some(error) = self.report.take() {
             return Step::Report(error);
         }
@@ -263,7 +270,7 @@ impl<B> Procedure<B> {
                 }
                 Output::Event(Event::Unlock) => return Step::Unlock,
                 Output::Event(Event::Closed(reason)) => {
-                    self.observe_notes();
+                    self.observe_notes(now);
                     let mut end = SessionEnd::new(&self.session, reason);
                     end.tls_error = self.tls_error.take();
                     end.error = self.error.take();
@@ -376,8 +383,14 @@ impl<B> Procedure<B> {
             return false;
         };
         guard.user = Some(user.clone());
-        let Some(limit) = guard.failures.check(guard.ip, user, now) else {
-            return false;
+        // An attempt the session never noted the end of is over now.
+        guard.attempt = None;
+        let limit = match guard.failures.check(guard.ip, user, now) {
+            Ok(attempt) => {
+                guard.attempt = Some(attempt);
+                return false;
+            }
+            Err(limit) => limit,
         };
         // The session counts the refusal as a failed login: not recorded.
         guard.seen += 1;

@@ -742,7 +742,8 @@ fn a_login_flood_of_unknown_users_while_real_users_log_in() {
 /// One address guessing bob's password on many connections at once, with
 /// the default failed-login limits (10 per address, 5 per user, 5
 /// minutes): beyond them its attempts are refused unchecked, even with the
-/// right password, and every reply is a refusal held for the failure
+/// right password, and attempts still being checked count too (they used
+/// to slip through: 15 of 30 sent at once were checked), and every reply is a refusal held for the failure
 /// delay; bob, from an address with no failures, still logs in
 /// (`Attack::end`).
 #[test]
@@ -775,6 +776,13 @@ fn a_password_guessing_attack_from_one_address() {
         }
     }
     eprintln!("password guessing: {limited} of {GUESSES} guesses refused by the limits");
+    // Attempts being checked count against the address: of guesses sent
+    // at once, no more than the limit (10) reach a check.
+    assert!(
+        GUESSES - limited <= 10,
+        "{} of {GUESSES} simultaneous guesses were checked",
+        GUESSES - limited
+    );
     // The failures are recorded now: the right password is not checked.
     assert_eq!(
         guess("bobpw".into()).join().unwrap(),

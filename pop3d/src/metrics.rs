@@ -196,17 +196,27 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How long a scraper has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Scrapes served at once; a connection beyond them is closed at once, so
+/// the metrics port cannot take the descriptors POP3 sessions need.
+const MAX_SCRAPES: usize = 16;
+
 /// Serves `GET /metrics` on `listener` until the task is dropped; any
 /// other request gets 404 (or 405 for another method).
 pub(crate) async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
+    let scrapes = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(permit) = scrapes.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &metrics)).await;
+            drop(permit);
         });
     }
 }

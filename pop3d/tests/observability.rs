@@ -4,7 +4,7 @@
 //! line against the documented fail2ban filter, and JSON logs.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -310,6 +310,42 @@ fn proxy_headers_from_trusted_and_untrusted_sources() {
         m.get(r#"pop3_logins_total{mechanism="USER",outcome="failed"}"#),
         Some(&1.0)
     );
+}
+
+/// The metrics port serves a bounded number of scrapes at once: more
+/// connections are closed at once (they cannot take the descriptors POP3
+/// needs), POP3 goes on, and scrapes work again once those are gone.
+#[test]
+fn the_metrics_port_holds_a_bounded_number_of_connections() {
+    let server = Server::start(&["--metrics", "127.0.0.1:0"]);
+    let url = server.metrics.clone().unwrap();
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    // Connections that send half a request and wait.
+    let held: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = std::net::TcpStream::connect(addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = extra.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "a 17th scrape was served");
+    let mut c = Client::login(server.addr, "demo", "demo");
+    assert!(c.command("QUIT").starts_with("+OK"));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.scrape().contains_key("pop3_sessions_open{}"));
 }
 
 /// Login attempts the failed-login limits refuse unchecked are counted

@@ -456,7 +456,8 @@ pub fn per_address_limit_refuses_with_sys_temp<L: Launcher>() {
 /// PROXY protocol from a trusted source (here 127.0.0.1): the header's
 /// client is the connection's peer (the per-address limit counts it), a
 /// connection without a valid header is closed without a reply; from an
-/// untrusted source a header closes the connection.
+/// untrusted source a header closes the connection, and an empty first
+/// line is answered.
 pub fn proxy_header_names_the_client<L: Launcher>() {
     let mut spec = Spec::new(config().build().unwrap(), demo_store());
     spec.max_connections_per_ip = Some(1);
@@ -511,6 +512,11 @@ pub fn proxy_header_names_the_client<L: Launcher>() {
     assert_eq!(forger.closed(), (true, Vec::new()));
     let mut plain = Client::login(server.addr, "alice", "wonderland");
     assert!(plain.command("QUIT").starts_with("+OK"));
+    // An empty first line begins like a v2 signature; it is answered, not
+    // held for more bytes the client will never send.
+    let (mut blank, _) = Client::greeted(server.addr);
+    assert_eq!(blank.command(""), "-ERR empty command");
+    assert!(blank.command("QUIT").starts_with("+OK"));
 }
 
 /// The service's observer hears, in order, what a session does: its

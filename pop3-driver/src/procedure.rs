@@ -454,6 +454,13 @@ impl<B> Procedure<B> {
                 Some(mut first) => {
                     first.extend_from_slice(&buf[..n]);
                     match crate::proxy_header::looks_like_header(&first) {
+                        // Not told yet, but a whole line (an empty one:
+                        // "\r\n" begins a v2 signature) that the client
+                        // may be waiting on: POP3 it is, not a claim to an
+                        // address.
+                        None if first.ends_with(b"\n") => {
+                            let _ = self.session.handle_input(now, &first);
+                        }
                         // Not told yet: hold the bytes, read on.
                         None => self.sniff = Some(first),
                         Some(false) => {

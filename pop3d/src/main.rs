@@ -703,6 +703,12 @@ fn service(
 fn run(cli: Cli) -> Result<(), StartupError> {
     let prepared = prepare(cli.settings, cli.config.as_deref())?;
     let descriptors = raise_descriptor_limit();
+    if let Some(n) = descriptors.filter(|&n| n < MIN_DESCRIPTORS) {
+        // tokio's signal and IO drivers panic when they cannot get theirs.
+        return Err(StartupError::os(format!(
+            "only {n} open descriptors are allowed (ulimit -n); pop3d needs at least {MIN_DESCRIPTORS}"
+        )));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -716,6 +722,10 @@ fn run(cli: Cli) -> Result<(), StartupError> {
     drop(prepared);
     Ok(())
 }
+
+/// The fewest open descriptors pop3d starts with: the runtime's own, the
+/// listeners, and room for some sessions.
+const MIN_DESCRIPTORS: u64 = 64;
 
 /// Raises the soft limit on open descriptors to the hard limit (as
 /// Dovecot's master and nginx do): each session holds its socket, and a

@@ -893,7 +893,7 @@ fn accept_failures_are_logged_and_serving_goes_on() {
     let site = Site::new();
     // Few descriptors: accepting fails (EMFILE) once some clients are held.
     let command = format!(
-        "ulimit -n 40 && exec {BIN} --listen 127.0.0.1:0 --maildir-root {} --users {}",
+        "ulimit -n 80 && exec {BIN} --listen 127.0.0.1:0 --maildir-root {} --users {}",
         site.root().display(),
         site.users().display()
     );
@@ -923,7 +923,7 @@ fn accept_failures_are_logged_and_serving_goes_on() {
         }
     });
     let mut held = Vec::new();
-    for _ in 0..60 {
+    for _ in 0..120 {
         held.push(std::net::TcpStream::connect(addr).unwrap());
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

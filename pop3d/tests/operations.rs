@@ -221,6 +221,26 @@ fn startup_failures_exit_with_their_status_and_say_why() {
     assert!(err.contains("the Maildir root"), "{err}");
 }
 
+/// Too few descriptors to run at all: exit 71 and say so, not a panic in
+/// the runtime's drivers.
+#[test]
+fn too_few_descriptors_is_a_startup_failure() {
+    let site = Site::new();
+    let command = format!(
+        "ulimit -n 7 && exec {BIN} --listen 127.0.0.1:0 --maildir-root {} --users {}",
+        path(&site.root()),
+        path(&site.users())
+    );
+    let out = Command::new("sh")
+        .args(["-c", &command])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(71), "{err}");
+    assert!(err.contains("open descriptors"), "{err}");
+}
+
 #[test]
 fn inetd_mode_serves_one_session_over_a_pipe() {
     let site = Site::new();

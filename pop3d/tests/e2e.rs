@@ -736,6 +736,55 @@ fn scram_line(user: &str, password: &str) -> String {
     passwd(&["--scheme", "scram-sha-256", user], password)
 }
 
+/// SCRAM exchanges opened at once from one address, before any proof: an
+/// exchange counts against the address's failed-login limit from its first
+/// message until its proof is answered, so no more than the limit get a
+/// challenge (all of them did, and then a right proof after 19 wrong ones
+/// was accepted), and the wrong proofs then block the address.
+#[test]
+fn scram_exchanges_opened_at_once_count_against_the_address_limit() {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    let site = Site::new();
+    let mut users = std::fs::read_to_string(site.users()).unwrap();
+    users.push_str(&scram_line("carol", "pencil sharpener"));
+    std::fs::write(site.users(), users).unwrap();
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(site.root().join("carol").join(sub)).unwrap();
+    }
+    let server = Pop3d::with_maildir(
+        &site.root(),
+        &site.users(),
+        &["--max-failed-logins-per-ip", "3"],
+    );
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..8 {
+        let (mut c, _) = Client::greeted(server.addr);
+        let client = pop3_proto::testing::ScramClient::new("carol", "wrong");
+        let reply = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
+        if let Some(challenge) = reply.strip_prefix("+ ") {
+            let first = String::from_utf8(b64.decode(challenge).unwrap()).unwrap();
+            open.push((c, client.finish(&first).response));
+        } else {
+            assert_eq!(
+                reply,
+                "-ERR [SYS/TEMP] too many failed logins from your address, try again later"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(open.len(), 3, "{refused} refused");
+    for (mut c, proof) in open {
+        assert!(c.command(&proof).starts_with("-ERR [AUTH]"));
+    }
+    // Three failures now: even the right password is not checked.
+    let (mut c, _) = Client::greeted(server.addr);
+    let client = pop3_proto::testing::ScramClient::new("carol", "pencil sharpener");
+    let reply = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+}
+
 #[test]
 fn scram_users_log_in_with_scram_and_with_their_password() {
     use base64::Engine as _;

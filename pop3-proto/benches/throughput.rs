@@ -20,6 +20,11 @@
 //!   not copied) and given back with `handle_written` as it comes. This is
 //!   what a real server pays per message, minus the socket writes;
 //!   unchanged runs go out as zero-copy slices.
+//! - `retr_lf_64MiB/plain_copy` and `retr_lf_64MiB/session`: 64 MiB of
+//!   LF-stored mail (every line needs its CRLF, one in 97 a stuffed dot),
+//!   copied in 64 KiB chunks into one buffer made once, and streamed
+//!   through a session's RETR; the performance target is the session at
+//!   0.8x the copy.
 //! - `command_parser/mixed`: ~1000 typical command lines (valid and junk,
 //!   without CRLF) through `testing::parses`.
 //! - `session_pipelined/1000_commands`: one `handle_input` with 1000 pipelined
@@ -137,8 +142,13 @@ const WORDS: &[&str] = &[
 /// `dot_every == Some(n)`, every n-th line starts with `.`; otherwise no line
 /// does. Cut to exactly `BODY_SIZE` bytes (the last line may be partial).
 fn mail_text(line_end: &[u8], dot_every: Option<usize>) -> Vec<u8> {
+    mail_text_of(BODY_SIZE, line_end, dot_every)
+}
+
+/// [`mail_text`] of `size` bytes.
+fn mail_text_of(size: usize, line_end: &[u8], dot_every: Option<usize>) -> Vec<u8> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut out = Vec::with_capacity(BODY_SIZE + 128);
+    let mut out = Vec::with_capacity(size + 128);
     let mut line_no = 0usize;
     let mut push_line = |out: &mut Vec<u8>, text: &[u8]| {
         line_no += 1;
@@ -163,7 +173,7 @@ fn mail_text(line_end: &[u8], dot_every: Option<usize>) -> Vec<u8> {
         push_line(&mut out, header.as_bytes());
     }
     let mut line = Vec::with_capacity(96);
-    while out.len() < BODY_SIZE {
+    while out.len() < size {
         let width = 60 + rng.below(17);
         line.clear();
         while line.len() < width {
@@ -177,7 +187,7 @@ fn mail_text(line_end: &[u8], dot_every: Option<usize>) -> Vec<u8> {
             push_line(&mut out, b"");
         }
     }
-    out.truncate(BODY_SIZE);
+    out.truncate(size);
     out
 }
 
@@ -365,6 +375,70 @@ fn body_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// The stuffer against a plain copy of the same 64 MiB of LF-stored mail
+/// (as most delivery agents write it: every line needs its CRLF), in the
+/// same run: `retr_lf_64MiB/session` streams it through a logged-in
+/// session's RETR in 64 KiB chunks, `retr_lf_64MiB/plain_copy` copies the
+/// chunks into one buffer. Performance target: the session at 0.8x the
+/// copy or better.
+fn lf_retr_benches(c: &mut Criterion) {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let text = mail_text_of(SIZE, b"\n", Some(97));
+    let chunks: Vec<&[u8]> = text.chunks(CHUNK_SIZE).collect();
+    let now = Instant::now();
+    let config = Config::builder()
+        .output_high_water(16 * 1024 * 1024)
+        .build()
+        .unwrap();
+    let lines = memchr_count(&text);
+    let crlf_size = (text.len() + lines) as u64;
+    let mut session = logged_in(config, &[crlf_size], now);
+    let whole = Bytes::from(text.clone());
+    let body: Vec<Bytes> = (0..whole.len())
+        .step_by(CHUNK_SIZE)
+        .map(|at| whole.slice(at..whole.len().min(at + CHUNK_SIZE)))
+        .collect();
+    // Checked once: the reply line, every LF as CRLF, a dot before each
+    // line that starts with one, CRLF for the cut last line, ".".
+    let dots = text
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"."))
+        .count();
+    let tail = if text.ends_with(b"\n") { 0 } else { 2 };
+    let reply = format!("+OK {crlf_size} octets\r\n");
+    assert_eq!(
+        retr(&mut session, &body, now),
+        reply.len() + crlf_size as usize + dots + tail + 3
+    );
+
+    let mut group = c.benchmark_group("retr_lf_64MiB");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Bytes(text.len() as u64));
+    // Into one buffer made (and faulted in) once: the copy at memory speed.
+    let mut out = Vec::with_capacity(text.len());
+    out.extend_from_slice(&text);
+    group.bench_function("plain_copy", |b| {
+        b.iter(|| {
+            out.clear();
+            for chunk in black_box(&chunks) {
+                out.extend_from_slice(chunk);
+            }
+            out.len()
+        });
+    });
+    group.bench_function("session", |b| {
+        b.iter(|| retr(&mut session, black_box(&body), now));
+    });
+    group.finish();
+}
+
+fn memchr_count(text: &[u8]) -> usize {
+    text.iter().filter(|&&b| b == b'\n').count()
+}
+
 fn command_benches(c: &mut Criterion) {
     let lines = command_lines();
     let bytes: usize = lines.iter().map(Vec::len).sum();
@@ -417,6 +491,7 @@ fn command_benches(c: &mut Criterion) {
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     body_benches(&mut criterion);
+    lf_retr_benches(&mut criterion);
     command_benches(&mut criterion);
     criterion.final_summary();
 }

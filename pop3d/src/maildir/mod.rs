@@ -153,16 +153,7 @@ pub(crate) struct Maildirs {
 }
 
 impl Maildirs {
-    pub(crate) fn new(
-        root: PathBuf,
-        users: Users,
-        uidl_source: UidlSource,
-        oauth: Option<TokenValidator>,
-        policy: Policy,
-    ) -> Arc<Self> {
-        Self::build_with(root, users, uidl_source, oauth, policy)
-    }
-
+    /// The store under the default policy (for tests).
     #[cfg(test)]
     fn build(
         root: PathBuf,
@@ -170,10 +161,10 @@ impl Maildirs {
         uidl_source: UidlSource,
         oauth: Option<TokenValidator>,
     ) -> Arc<Self> {
-        Self::build_with(root, users, uidl_source, oauth, Policy::default())
+        Self::new(root, users, uidl_source, oauth, Policy::default())
     }
 
-    fn build_with(
+    pub(crate) fn new(
         root: PathBuf,
         users: Users,
         uidl_source: UidlSource,

@@ -120,7 +120,7 @@ fn shared(policy: &DeletePolicy) -> &'static (tempfile::TempDir, Arc<Maildirs>) 
             delete: policy.clone(),
             ..Policy::default()
         };
-        let store = Maildirs::build_with(
+        let store = Maildirs::new(
             root.path().to_owned(),
             users,
             UidlSource::Auto,

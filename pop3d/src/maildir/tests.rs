@@ -43,7 +43,7 @@ impl Fixture {
             }
         }
         let users = Users::single("u", Stored::Plain("pw".to_owned().into()));
-        let store = Maildirs::build_with(root.path().to_owned(), users, source, None, policy);
+        let store = Maildirs::new(root.path().to_owned(), users, source, None, policy);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

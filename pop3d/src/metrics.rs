@@ -109,9 +109,8 @@ impl Metrics {
     /// the connection refusals, as `failed_logins_per_ip` or `_per_user`.
     pub(crate) fn login_limited(&self, limit: LoginLimit) {
         let reason = match limit {
-            LoginLimit::Address => "failed_logins_per_ip",
             LoginLimit::User => "failed_logins_per_user",
-            _ => "failed_logins",
+            _ => "failed_logins_per_ip",
         };
         self.refused.get_or_create(&[("reason", reason)]).inc();
     }

@@ -91,9 +91,6 @@ impl Observer for Observe {
 /// when none was named), so it cannot end the line or fake a field; the
 /// fields always come in this order.
 pub(crate) fn auth_failed_line(info: &ConnectionInfo, attempt: &LoginAttempt) -> String {
-    let ip = |addr: Option<std::net::SocketAddr>| {
-        addr.map_or_else(|| "-".to_owned(), |a| a.ip().to_canonical().to_string())
-    };
     let user = attempt
         .user
         .as_deref()
@@ -111,18 +108,18 @@ pub(crate) fn auth_failed_line(info: &ConnectionInfo, attempt: &LoginAttempt) ->
 /// lip=10.0.0.1 limit=address` (or `limit=user`). Not an `auth failed`
 /// line: nothing was checked, and the password may have been right.
 pub(crate) fn login_limited_line(info: &ConnectionInfo, limit: LoginLimit) -> String {
-    let ip = |addr: Option<std::net::SocketAddr>| {
-        addr.map_or_else(|| "-".to_owned(), |a| a.ip().to_canonical().to_string())
-    };
-    let limit = match limit {
-        LoginLimit::Address => "address",
-        _ => "user",
-    };
     format!(
-        "login refused: too many failed logins: rip={} lip={} limit={limit}",
+        "login refused: too many failed logins: rip={} lip={} limit={}",
         ip(info.peer),
-        ip(info.local)
+        ip(info.local),
+        limit.name()
     )
+}
+
+/// An address as the log lines give it: the IP alone (an IPv4-mapped one
+/// as IPv4), `-` when unknown.
+fn ip(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "-".to_owned(), |a| a.ip().to_canonical().to_string())
 }
 
 #[cfg(test)]

@@ -29,6 +29,16 @@ pub enum LoginLimit {
     User,
 }
 
+impl LoginLimit {
+    /// A stable name for logs and metric labels: `address` or `user`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Address => "address",
+            Self::User => "user",
+        }
+    }
+}
+
 impl Session {
     /// RFC 1939 §4. Returns false for a command that counts as bad.
     pub(super) fn execute_authorization(&mut self, cmd: Command) -> bool {

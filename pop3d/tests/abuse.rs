@@ -121,6 +121,14 @@ impl Attack {
     }
 
     fn check_peak(&self, bound_mib: u64) {
+        // However many logins came at once: tokio's workers, its blocking
+        // pool (capped at 16), the hashing threads, and the main thread.
+        let threads = proc_status(self.server.child.id(), "Threads");
+        assert!(
+            threads <= 40,
+            "{}: {threads} threads (a login burst used to leave one each)",
+            self.name
+        );
         let peak = peak_rss_kib(self.server.child.id());
         eprintln!(
             "abuse case {}: peak RSS {:.1} MiB from {:.1} MiB before (bound {bound_mib} MiB)",
@@ -227,9 +235,9 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
     closed
 }
 
-/// A field of `/proc/PID/status` in KiB: `VmRSS` (resident now) or
-/// `VmHWM` (the peak).
-fn status_kib(pid: u32, field: &str) -> u64 {
+/// A number of `/proc/PID/status`: `VmRSS` (resident now, KiB), `VmHWM`
+/// (the peak, KiB), `Threads`.
+fn proc_status(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -239,11 +247,11 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS")
+    proc_status(pid, "VmRSS")
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM")
+    proc_status(pid, "VmHWM")
 }
 
 /// Connects until greeted, retrying while the server says it is busy (a
@@ -645,6 +653,49 @@ fn per_address_limit() {
         std::thread::sleep(Duration::from_millis(10));
     }
     attack.end(32);
+}
+
+/// A burst of 120 logins at once, each listing its own Maildir: the file
+/// work waits for a bounded pool of threads (16) instead of starting a
+/// thread for nearly every login, whose stack and allocator arena stayed
+/// (154 threads after 2,000 logins).
+#[test]
+fn a_burst_of_logins() {
+    const USERS: usize = 120;
+    let attack = Attack::start(
+        "a burst of 120 logins",
+        &["--max-connections-per-ip", "1000"],
+        |site| {
+            for i in 0..USERS {
+                add_plain_user(site, &format!("u{i}"), "pw");
+                site.deliver(&format!("u{i}"), "new", 1, b"Subject: x\r\n\r\nx\r\n");
+            }
+        },
+    );
+    let addr = attack.addr();
+    let gate = Arc::new(std::sync::Barrier::new(USERS));
+    let logins: Vec<_> = (0..USERS)
+        .map(|i| {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let mut s = connect_from_attacker(addr);
+                assert!(read_line(&mut s).starts_with(b"+OK"));
+                gate.wait();
+                s.write_all(format!("USER u{i}\r\nPASS pw\r\nSTAT\r\n").as_bytes())
+                    .unwrap();
+                for _ in 0..3 {
+                    let reply = read_line(&mut s);
+                    assert!(reply.starts_with(b"+OK"), "{}", escape_bytes(&reply));
+                }
+                s
+            })
+        })
+        .collect();
+    let held: Vec<TcpStream> = logins.into_iter().map(|t| t.join().unwrap()).collect();
+    let threads = proc_status(attack.server.child.id(), "Threads");
+    eprintln!("login burst: {threads} threads with {USERS} sessions logged in");
+    drop(held);
+    attack.end(48);
 }
 
 /// Opens `n` connections from `ATTACKER` that each send USER for an

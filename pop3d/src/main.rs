@@ -15,8 +15,12 @@ mod inetd;
 mod maildir;
 mod metrics;
 mod oauth;
+mod passwords;
+mod postgres;
 mod observe;
+mod manage;
 mod startup;
+mod store;
 mod tls;
 mod users;
 
@@ -33,7 +37,8 @@ use pop3_proto::{Expire, Mechanism};
 use pop3_tokio::{Config, ConnectionInfo, FailedLoginLimits, Refusal, Service};
 use tracing::{error, info, warn};
 
-use crate::maildir::{MaildirHandler, Maildirs, Policy};
+use crate::maildir::{Maildirs, Policy};
+use crate::store::{Store, StoreHandler};
 use crate::startup::StartupError;
 use crate::tls::Tls;
 use crate::users::Users;
@@ -96,6 +101,26 @@ enum LogFormat {
 #[derive(Debug, Default, Clone, clap::Args, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct Settings {
+    /// Serve from this PostgreSQL database instead of a Maildir root: a
+    /// connection URL (`postgres://user:password@host:port/db`) or a
+    /// libpq key=value string. Set it up with `pop3d db migrate`, add
+    /// users with `pop3d user add`, deliver with `pop3d deliver`. Several
+    /// pop3d instances may serve one database.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+
+    /// With --store: seconds a maildrop lock (a lease in the database) is
+    /// held without being renewed. A session renews it every third of
+    /// this; the lock of an instance that died frees itself this long
+    /// after its last renewal. [default: 30]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    lease_seconds: Option<u64>,
+
+    /// With --store: most database connections this instance opens
+    /// (sessions hold one only while a command needs it). [default: 16]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    db_pool_size: Option<u64>,
+
     /// Directory holding one Maildir per user (needs --users).
     #[arg(long, value_name = "DIR")]
     maildir_root: Option<PathBuf>,
@@ -253,6 +278,9 @@ impl Settings {
     /// These settings, with gaps filled from `file`.
     fn over(self, file: Self) -> Self {
         Self {
+            store: self.store.or(file.store),
+            lease_seconds: self.lease_seconds.or(file.lease_seconds),
+            db_pool_size: self.db_pool_size.or(file.db_pool_size),
             maildir_root: self.maildir_root.or(file.maildir_root),
             users: self.users.or(file.users),
             listen: if self.listen.is_empty() {
@@ -318,6 +346,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         scheme: users::Scheme,
     },
+    /// Set up or upgrade a database store's schema.
+    Db {
+        #[command(subcommand)]
+        command: manage::DbCommand,
+    },
+    /// Manage the users of a database store.
+    User {
+        #[command(subcommand)]
+        command: manage::UserCommand,
+    },
+    /// Deliver the message on standard input to USER's maildrop in a
+    /// database store (as Postfix's mailbox_command or a pipe transport).
+    /// Exits 0 when delivered, 67 (EX_NOUSER) for an unknown user, 75
+    /// (EX_TEMPFAIL) when the database fails (the sender retries).
+    Deliver {
+        /// The database (as pop3d --store).
+        #[arg(long, value_name = "URL")]
+        store: String,
+        /// The recipient.
+        user: String,
+    },
     /// Check a settings file and options without serving: the users file, the certificate,
     /// the OAuth keys and the Maildir root are loaded and checked. Exits 0
     /// and says what it found, or names the problem and exits with the
@@ -333,8 +382,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Some(Command::Passwd { user, scheme }) = &cli.command {
-        return passwd(user, *scheme);
+    match cli.command.take() {
+        Some(Command::Passwd { user, scheme }) => return passwd(&user, scheme),
+        Some(Command::Db { command }) => return manage::db(command),
+        Some(Command::User { command }) => return manage::user(command),
+        Some(Command::Deliver { store, user }) => return manage::deliver(&store, &user),
+        other => cli.command = other,
     }
     if !(cli.inetd && inetd::stderr_is_the_connection()) {
         let logs = tracing_subscriber::fmt()
@@ -480,8 +533,9 @@ fn mechanisms(users: &Users, oauth: bool) -> Vec<Mechanism> {
 struct Prepared {
     settings: Settings,
     config: Config,
-    store: Arc<Maildirs>,
+    store: Store,
     tls: Option<Arc<Tls>>,
+    /// What is served, for the logs: the Maildir root, or the database.
     root: PathBuf,
     /// The users file, re-read on SIGHUP (none for the demo).
     users_file: Option<PathBuf>,
@@ -504,7 +558,7 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
         }
         None => settings,
     };
-    let demo = cli.maildir_root.is_none() && cli.users.is_none();
+    let demo = cli.store.is_none() && cli.maildir_root.is_none() && cli.users.is_none();
     for (path, what) in [
         (&cli.tls_cert, "certificate file"),
         (&cli.tls_key, "key file"),
@@ -517,7 +571,33 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
     let tls = tls_settings(&cli, demo)?;
     let oauth = oauth_settings(&cli)?;
     let mut demo_dir = None;
-    let (root, users, users_file) = match (&cli.maildir_root, &cli.users) {
+    let mut database = None;
+    let (root, users, users_file) = if let Some(url) = &cli.store {
+        if cli.maildir_root.is_some() || cli.users.is_some() {
+            return Err(StartupError::config(
+                "--store serves from the database: not with --maildir-root or --users",
+            ));
+        }
+        for (set, name) in [
+            (cli.login_delay.is_some(), "login-delay"),
+            (cli.expire.is_some(), "expire"),
+            (cli.delete_policy.is_some(), "delete-policy"),
+            (cli.uidl_source.is_some(), "uidl-source"),
+            (cli.oauth_keys.is_some(), "oauth-keys"),
+        ] {
+            if set {
+                return Err(StartupError::config(format!(
+                    "{name} is not supported with --store yet"
+                )));
+            }
+        }
+        let size = cli.db_pool_size.map_or(16, saturating_usize);
+        let pool = postgres::pool(url, size)?;
+        let lease = Duration::from_secs(cli.lease_seconds.unwrap_or(30));
+        database = Some(postgres::PgStore::new(pool, lease));
+        (PathBuf::from(postgres::describe(url)), Users::default(), None)
+    } else {
+        match (&cli.maildir_root, &cli.users) {
         (Some(root), Some(path)) => {
             startup::maildir_root(root)?;
             startup::readable(path, "users file")?;
@@ -538,6 +618,7 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
             let root = dir.path().to_owned();
             demo_dir = Some(dir);
             (root, users, None)
+        }
         }
     };
     let config = Config::builder()
@@ -579,13 +660,16 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
         expire_days: cli.expire,
         login_delay: cli.login_delay.map(|s| Duration::from_secs(s.into())),
     };
-    let store = Maildirs::new(
-        root.clone(),
-        users,
-        cli.uidl_source.unwrap_or_default(),
-        oauth,
-        policy,
-    );
+    let store = match database {
+        Some(database) => Store::Postgres(database),
+        None => Store::Maildir(Maildirs::new(
+            root.clone(),
+            users,
+            cli.uidl_source.unwrap_or_default(),
+            oauth,
+            policy,
+        )),
+    };
     Ok(Prepared {
         settings: cli,
         config,
@@ -637,7 +721,7 @@ fn check_config(settings: Settings, file: Option<&Path>) -> Result<(), StartupEr
 /// settings ask for.
 fn service(
     prepared: &Prepared,
-) -> Service<impl Fn(&ConnectionInfo) -> Result<MaildirHandler, Refusal> + Send + Sync + 'static> {
+) -> Service<impl Fn(&ConnectionInfo) -> Result<StoreHandler, Refusal> + Send + Sync + 'static> {
     let cli = &prepared.settings;
     let store = prepared.store.clone();
     let max_connections = cli.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
@@ -770,10 +854,13 @@ async fn serve(prepared: &Prepared, descriptors: Option<u64>) -> Result<(), Star
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| StartupError::os(format!("cannot handle SIGHUP: {e}")))?;
     let tls = prepared.tls.clone();
-    let reload_users = prepared
-        .users_file
-        .clone()
-        .map(|path| (path, prepared.store.clone()));
+    let reload_users = match &prepared.store {
+        Store::Maildir(store) => prepared
+            .users_file
+            .clone()
+            .map(|path| (path, store.clone())),
+        Store::Postgres(_) => None,
+    };
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             if let Some((path, store)) = &reload_users {
@@ -845,6 +932,9 @@ async fn serve(prepared: &Prepared, descriptors: Option<u64>) -> Result<(), Star
     );
     if let Some((listener, _, metrics)) = metrics {
         tokio::spawn(metrics::serve(listener, metrics));
+    }
+    if let Store::Postgres(store) = &prepared.store {
+        store.check_schema().await;
     }
     let mut servers = tokio::task::JoinSet::new();
     for (listener, _, implicit_tls) in listeners {

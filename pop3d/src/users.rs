@@ -74,6 +74,17 @@ impl Stored {
         Ok(stored)
     }
 
+    /// The users-file password field: `{SCHEME}data`, as [`parse`](Self::parse) reads it.
+    pub(crate) fn field(&self) -> String {
+        match self {
+            Self::Plain(secret) => format!("{{PLAIN}}{}", secret.expose()),
+            Self::Argon2id(phc) => format!("{{ARGON2ID}}{phc}"),
+            Self::Sha512Crypt(hash) => format!("{{SHA512-CRYPT}}{hash}"),
+            Self::BlfCrypt(hash) => format!("{{BLF-CRYPT}}{hash}"),
+            Self::Scram(keys) => format!("{{SCRAM-SHA-256}}{keys}"),
+        }
+    }
+
     /// Whether `password` matches, for a scheme that costs nothing to
     /// check (`{PLAIN}`); `None` for a hashed one, which must go to
     /// [`verify`](Self::verify) on a hashing thread.
@@ -237,6 +248,11 @@ impl Users {
     /// How many users there are.
     pub(crate) fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Every user and their stored password, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Stored)> {
+        self.0.iter().map(|(user, stored)| (user.as_str(), stored))
     }
 
     /// True if some user can log in with SCRAM-SHA-256.

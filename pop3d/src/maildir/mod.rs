@@ -82,13 +82,13 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, ScramCredentials, SizeCounter, Uid};
 use pop3_tokio::{AsyncBodySource, AsyncHandler, Credential, HandlerError, HandlerResult};
 
-use crate::hashing::{Hashers, Lane, Outcome, Scratch};
+use crate::passwords::Passwords;
 use crate::oauth::TokenValidator;
 use crate::users::{Stored, Users};
 use fsx::{Dirs, Identity, Sub};
@@ -96,16 +96,6 @@ use journal::{Disposal, Doomed};
 use names::show;
 
 const LOCK_FILE: &str = "pop3d.lock";
-
-/// The longest a password check should wait for a hashing thread: half the
-/// protocol core's default failure delay (2 s), so that a failed login
-/// whose check queued is still answered at that delay, like any other.
-/// Each lane of the queue holds as many jobs as the threads hash in this
-/// time (at least one per thread); a decoy that waited longer is shed.
-const QUEUE_WAIT: Duration = Duration::from_secs(1);
-
-/// Seconds between two log lines about shed checks.
-const SHED_LOG_EVERY: u64 = 10;
 
 /// Size-cache entries kept before the cache starts over.
 const SIZE_CACHE_MAX: usize = 100_000;
@@ -132,16 +122,8 @@ pub(crate) struct Maildirs {
     sizes: Mutex<HashMap<SizeKey, u64>>,
     /// Files whose size was counted (not from a name, not cached).
     sizes_counted: AtomicU64,
-    /// Password hashes are slow and big (Argon2id: ~19 MiB): a few
-    /// threads run them, in memory they reuse.
-    hashers: Hashers,
-    /// An Argon2id hash no password matches, computed after any failed
-    /// check that did not already cost one Argon2id of its parameters.
-    decoy: Stored,
-    decoys_run: AtomicU64,
-    /// When a shed check was last logged (seconds since `started`).
-    shed_logged: AtomicU64,
-    started: Instant,
+    /// The password checks (hashing threads, decoy), as every store has.
+    pub(super) passwords: Arc<Passwords>,
     /// Checks OAuth bearer tokens (SASL XOAUTH2, OAUTHBEARER), if configured.
     oauth: Option<TokenValidator>,
     /// Makes the SCRAM decoy keys of unknown users, so one unknown user
@@ -171,25 +153,6 @@ impl Maildirs {
         oauth: Option<TokenValidator>,
         policy: Policy,
     ) -> Arc<Self> {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-        let started = Instant::now();
-        let decoy = crate::users::passwd_line(
-            "decoy",
-            "no password matches this",
-            crate::users::Scheme::Argon2id,
-        )
-        .ok()
-        .and_then(|line| Stored::parse(line.split_once(':')?.1).ok())
-        .expect("an Argon2id decoy hash");
-        let cost = started.elapsed();
-        let blocks = decoy.argon2_blocks().expect("the decoy is Argon2id");
-        // As many jobs per lane as the threads get through in QUEUE_WAIT
-        // (at least 4 a thread: a slow start must not make the lanes tiny;
-        // decoys that wait longer than QUEUE_WAIT are shed anyway).
-        let per_thread = (QUEUE_WAIT.as_nanos() / cost.as_nanos().max(1)).max(4);
-        let capacity = threads * usize::try_from(per_thread).unwrap_or(usize::MAX / threads);
-        let hashers =
-            Hashers::new(threads, blocks, capacity, QUEUE_WAIT).expect("start the hashing threads");
         let scram_secret = decoy_secret(&root);
         Arc::new(Self {
             root,
@@ -197,11 +160,7 @@ impl Maildirs {
             uidl_source,
             sizes: Mutex::default(),
             sizes_counted: AtomicU64::new(0),
-            hashers,
-            decoy,
-            decoys_run: AtomicU64::new(0),
-            shed_logged: AtomicU64::new(0),
-            started,
+            passwords: Arc::new(Passwords::new()),
             oauth,
             scram_secret,
             policy,
@@ -230,103 +189,18 @@ impl Maildirs {
         }
     }
 
-    /// Checks a credential. A `{PLAIN}` or APOP secret is compared here;
-    /// a hashed one is checked on a hashing thread ([`Lane::User`]). Every
-    /// failing path costs one Argon2id with the decoy's parameters: the
-    /// user's own hash if it has them, the decoy's otherwise (run after
-    /// the user's own check, whatever it cost, or as a [`Lane::Decoy`] job
-    /// when nothing was hashed), unless the job is shed (its lane full):
-    /// then the check fails at once, costing nothing.
+    /// Checks a credential: a bearer token against the OAuth issuer's
+    /// keys, anything else against the users file by [`Passwords::check`]
+    /// (with its decoy path for unknown users and failures).
     async fn check(self: &Arc<Self>, user: &str, credential: &Credential) -> HandlerResult<bool> {
-        let users = self.users();
-        let stored = users.get(user);
-        // Whether a hash must be checked; a credential of a kind this store
-        // cannot check (Credential gains variants) only costs the decoy.
-        let hashed = match (stored, credential) {
+        if let Credential::Bearer(token) = credential {
             // A token names its user; whether that user exists is not
             // learned from a refusal, so no decoy is needed.
-            (_, Credential::Bearer(token)) => {
-                let (store, user, token) = (self.clone(), user.to_owned(), token.clone());
-                return blocking(move || store.token_opens(&user, token.expose())).await;
-            }
-            (Some(s), Credential::Password(p)) => match s.verify_cheap(p.expose()) {
-                Some(true) => return Ok(true),
-                Some(false) => false,
-                None => true,
-            },
-            (Some(s), Credential::Apop(a)) if s.verify_apop(a) => return Ok(true),
-            _ => false,
-        };
-        let store = self.clone();
-        let outcome = if hashed {
-            let (user, credential) = (user.to_owned(), credential.clone());
-            self.hashers
-                .run(Lane::User, move |scratch| {
-                    store.check_hashed(&user, &credential, scratch)
-                })
-                .await
-        } else {
-            let credential = credential.clone();
-            self.hashers
-                .run(Lane::Decoy, move |scratch| {
-                    store.run_decoy(&credential, scratch);
-                    false
-                })
-                .await
-        };
-        match outcome {
-            Outcome::Ran(ok) => Ok(ok),
-            Outcome::Shed => {
-                self.note_shed();
-                Ok(false)
-            }
+            let (store, user, token) = (self.clone(), user.to_owned(), token.clone());
+            return blocking(move || store.token_opens(&user, token.expose())).await;
         }
-    }
-
-    /// On a hashing thread: a user's own hash, then the decoy if that
-    /// failed without costing one Argon2id of the decoy's parameters.
-    fn check_hashed(&self, user: &str, credential: &Credential, scratch: &mut Scratch) -> bool {
-        let users = self.users();
-        let (Some(stored), Credential::Password(p)) = (users.get(user), credential) else {
-            self.run_decoy(credential, scratch);
-            return false;
-        };
-        let ok = stored.verify(p.expose(), scratch);
-        if !ok && !stored.same_argon2_cost(&self.decoy) {
-            self.run_decoy(credential, scratch);
-        }
-        ok
-    }
-
-    /// On a hashing thread: one Argon2id of the decoy's parameters.
-    fn run_decoy(&self, credential: &Credential, scratch: &mut Scratch) {
-        let password: &[u8] = match credential {
-            Credential::Password(p) => p.expose(),
-            _ => b"apop",
-        };
-        let _ = self.decoy.verify(password, scratch);
-        self.decoys_run.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A check was shed: logged at most once every ten seconds.
-    fn note_shed(&self) {
-        // Stored as seconds since start, plus one: 0 is "never".
-        let now = self.started.elapsed().as_secs() + 1;
-        let last = self.shed_logged.load(Ordering::Relaxed);
-        if (last == 0 || now >= last + SHED_LOG_EVERY)
-            && self
-                .shed_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                shed = self.hashers.shed(),
-                hashed = self.hashers.ran(),
-                threads = self.hashers.threads(),
-                queue = self.hashers.capacity(),
-                "password checks shed (answered as failed logins): the hashing queue is full"
-            );
-        }
+        let stored = self.users().get(user).cloned();
+        Ok(self.passwords.check(stored, credential).await)
     }
 
     /// True if `token` is a valid access token issued for `user`, and

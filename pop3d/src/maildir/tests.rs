@@ -448,7 +448,7 @@ fn every_failed_password_check_computes_one_argon2id_of_the_decoys_cost() {
     let users = Users::parse(&text).unwrap().users;
     let root = tempfile::tempdir().unwrap();
     let store = Maildirs::build(root.path().to_owned(), users, UidlSource::Auto, None);
-    let decoys = || store.decoys_run.load(std::sync::atomic::Ordering::Relaxed);
+    let decoys = || store.passwords.decoys_run.load(std::sync::atomic::Ordering::Relaxed);
     let pass = |p: &str| Credential::Password(Secret::new(p.as_bytes().to_vec()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -470,16 +470,16 @@ fn every_failed_password_check_computes_one_argon2id_of_the_decoys_cost() {
     // (APOP failures take the same path: the credential cannot be built
     // outside the protocol core, so the session tests cover it.)
     // Successes run none; a {PLAIN} one does not even take a hashing thread.
-    let (before, hashed) = (decoys(), store.hashers.ran());
+    let (before, hashed) = (decoys(), store.passwords.hashers.ran());
     assert!(check("plain", "pw"));
-    assert_eq!(store.hashers.ran(), hashed, "no hashing job for {{PLAIN}}");
+    assert_eq!(store.passwords.hashers.ran(), hashed, "no hashing job for {{PLAIN}}");
     for user in ["sha", "blf", "a", "cheap"] {
         assert!(check(user, "pw"), "{user}");
     }
     assert_eq!(decoys(), before);
-    assert_eq!(store.hashers.shed(), 0);
+    assert_eq!(store.passwords.hashers.shed(), 0);
     assert!(
-        store.hashers.allocations() <= store.hashers.threads() as u64,
+        store.passwords.hashers.allocations() <= store.passwords.hashers.threads() as u64,
         "one Argon2 buffer per hashing thread at most, reused by every check"
     );
 }
@@ -507,8 +507,8 @@ fn a_flood_of_unknown_users_is_shed_and_real_users_go_first() {
         .enable_all()
         .build()
         .unwrap();
-    let capacity = store.hashers.capacity();
-    let threads = store.hashers.threads();
+    let capacity = store.passwords.hashers.capacity();
+    let threads = store.passwords.hashers.threads();
     // More attempts than the threads and the decoy lane can hold at once.
     let flood = 2 * (capacity + threads) + 10;
     let attempts: Vec<_> = (0..flood)
@@ -518,10 +518,10 @@ fn a_flood_of_unknown_users_is_shed_and_real_users_go_first() {
         })
         .collect();
     // Wait until the decoy lane is full: from then on the flood is shed.
-    while store.hashers.shed() == 0 {
+    while store.passwords.hashers.shed() == 0 {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let ran_before = store.hashers.ran();
+    let ran_before = store.passwords.hashers.ran();
     let (real, hashed) = rt.block_on(async {
         let plain = store.check("plain", &pass("pw")).await.unwrap();
         let hashed = store.check("a", &pass("pw")).await.unwrap();
@@ -534,22 +534,22 @@ fn a_flood_of_unknown_users_is_shed_and_real_users_go_first() {
     // run). Not "at most one per thread": under load a thread may take
     // another decoy before the login is even queued.
     assert!(
-        store.hashers.ran() < ran_before + capacity as u64,
+        store.passwords.hashers.ran() < ran_before + capacity as u64,
         "ran {} before, {} after",
         ran_before,
-        store.hashers.ran()
+        store.passwords.hashers.ran()
     );
     for attempt in attempts {
         assert!(!rt.block_on(attempt).unwrap().unwrap());
     }
-    let shed = store.hashers.shed();
+    let shed = store.passwords.hashers.shed();
     assert!(shed > 0);
     assert_eq!(
-        store.decoys_run.load(std::sync::atomic::Ordering::Relaxed) + shed,
+        store.passwords.decoys_run.load(std::sync::atomic::Ordering::Relaxed) + shed,
         flood as u64,
         "every unknown-user attempt cost one decoy hash, or was shed"
     );
-    assert!(store.hashers.allocations() <= threads as u64);
+    assert!(store.passwords.hashers.allocations() <= threads as u64);
 }
 
 #[test]

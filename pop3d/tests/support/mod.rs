@@ -2,6 +2,8 @@
 //! process, a Maildir site with users, and its memory.
 #![allow(dead_code)] // each test binary uses its own part
 
+pub(crate) mod cluster;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,486 @@
+//! The PostgreSQL store end to end: a throwaway cluster per test
+//! (`support::cluster`), the built `pop3d` binary serving it on loopback
+//! (`--store`), seeded with `pop3d db migrate`, `pop3d user ...` and
+//! `pop3d deliver`, and checked with Python's poplib, curl and a raw
+//! client.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pop3_conformance::Client;
+use pop3_proto::testing::{escape_bytes, expected_top, normalize_body};
+use support::cluster::Cluster;
+use support::{Pop3d, BIN, PASSWORD};
+
+/// `pop3d ARGS` with `stdin` on its standard input.
+fn pop3d(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pop3d");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// A migrated database with `alice` (Argon2id, [`PASSWORD`]) and `bob`
+/// (`{PLAIN}bobpw`).
+struct Db {
+    cluster: Cluster,
+    url: String,
+}
+
+impl Db {
+    fn new() -> Self {
+        let cluster = Cluster::start();
+        let url = cluster.url();
+        ok(&pop3d(&["db", "migrate", "--store", &url], b""));
+        ok(&pop3d(
+            &["user", "add", "--store", &url, "alice"],
+            format!("{PASSWORD}\n").as_bytes(),
+        ));
+        let users = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(users.path(), "bob:{PLAIN}bobpw::::::\n").unwrap();
+        ok(&pop3d(
+            &["user", "import", "--store", &url, users.path().to_str().unwrap()],
+            b"",
+        ));
+        Self { cluster, url }
+    }
+
+    fn deliver(&self, user: &str, message: &[u8]) -> Output {
+        pop3d(&["deliver", "--store", &self.url, user], message)
+    }
+
+    fn serve(&self, extra: &[&str]) -> Pop3d {
+        let mut args = vec!["--store", self.url.as_str()];
+        args.extend_from_slice(extra);
+        Pop3d::start(&args)
+    }
+}
+
+fn stat(addr: SocketAddr, user: &str, password: &str) -> String {
+    let mut c = Client::login(addr, user, password);
+    let stat = c.command("STAT");
+    c.command("QUIT");
+    stat
+}
+
+fn tricky_messages() -> Vec<Vec<u8>> {
+    let mut big = Vec::with_capacity(3 << 20);
+    big.extend_from_slice(b"Subject: three megabytes\r\n\r\n");
+    let mut i = 0u64;
+    while big.len() < 3 << 20 {
+        big.extend_from_slice(format!("{i:09} .dots. and text to fill the line\r\n").as_bytes());
+        if i.is_multiple_of(1000) {
+            big.extend_from_slice(b".a line that starts with a dot\r\n");
+        }
+        i += 1;
+    }
+    vec![
+        b"Subject: dots\r\n\r\n.\r\n..\r\n.leading\r\nend\r\n".to_vec(),
+        b".Subject-ish first byte is a dot\r\n\r\nbody\r\n".to_vec(),
+        b"Subject: no final newline\r\n\r\nlast line".to_vec(),
+        b"Subject: bare LF\n\nline one\nline two\n".to_vec(),
+        "Subject: =?utf-8?q?8-bit?=\r\n\r\nGr\u{fc}\u{df}e, \u{6771}\u{4eac}\r\n"
+            .as_bytes()
+            .to_vec(),
+        big,
+    ]
+}
+
+#[test]
+fn migrations_users_and_delivery_exit_codes() {
+    let db = Db::new();
+    let again = ok(&pop3d(&["db", "migrate", "--store", &db.url], b""));
+    assert!(again.contains("up to date"), "{again}");
+    assert_eq!(db.cluster.sql("SELECT count(*) FROM pop3d_migrations"), "1");
+    assert!(db.deliver("alice", b"Subject: one\r\n\r\nhi\r\n").status.success());
+    assert!(db.deliver("bob", b"Subject: two\n\nbare LF\n").status.success());
+    assert_eq!(db.deliver("nobody", b"x\r\n").status.code(), Some(67));
+    let list = ok(&pop3d(&["user", "list", "--store", &db.url], b""));
+    // Sizes in CRLF octets, counted at delivery (bob's 22 octets with
+    // three bare LFs: 25).
+    assert_eq!(list, "alice\tARGON2ID\t1\t20\nbob\tPLAIN\t1\t25\n", "{list}");
+    let out = pop3d(&["user", "remove", "--store", &db.url, "bob"], b"");
+    ok(&out);
+    assert_eq!(db.deliver("bob", b"x\r\n").status.code(), Some(67));
+    assert_eq!(
+        pop3d(&["user", "remove", "--store", &db.url, "bob"], b"").status.code(),
+        Some(67)
+    );
+    // A database that is down is a temporary failure: the sender retries.
+    let mut db = db;
+    db.cluster.stop();
+    let out = db.deliver("alice", b"Subject: later\r\n\r\n");
+    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn poplib_and_curl_fetch_tricky_messages_byte_for_byte() {
+    let db = Db::new();
+    let messages = tricky_messages();
+    for m in &messages {
+        ok(&db.deliver("alice", m));
+    }
+    let server = db.serve(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/fetch_all.py");
+    let port = server.addr.port().to_string();
+    let status = Command::new("python3")
+        .args([script, "127.0.0.1", &port, "alice", PASSWORD, out.path().to_str().unwrap()])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let list = std::fs::read_to_string(out.path().join("list.txt")).unwrap();
+    for (i, m) in messages.iter().enumerate() {
+        let n = i + 1;
+        let wire = normalize_body(m);
+        let got = std::fs::read(out.path().join(format!("retr_{n}"))).unwrap();
+        assert!(got == wire, "RETR {n} differs: {}", escape_bytes(&got[..got.len().min(200)]));
+        assert_eq!(
+            std::fs::read(out.path().join(format!("top_{n}"))).unwrap(),
+            expected_top(m, 0),
+            "TOP {n} 0"
+        );
+        assert!(list.contains(&format!("{n} {}\n", wire.len())), "LIST size of {n}: {list}");
+    }
+    let url = format!("pop3://{}/", server.addr);
+    let curl = |extra: &[&str], path: &str, auth: &str| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-u", auth, &format!("{url}{path}")])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let auth = format!("alice:{PASSWORD}");
+    for (i, m) in messages.iter().take(5).enumerate() {
+        let got = curl(&[], &(i + 1).to_string(), &auth);
+        assert_eq!(got.stdout, normalize_body(m), "curl RETR {}", i + 1);
+    }
+    assert_eq!(curl(&["-X", "TOP 2 0"], "", &auth).stdout, expected_top(&messages[1], 0));
+    // A {PLAIN} user imported from a users file, by SASL PLAIN (curl's choice).
+    assert!(curl(&[], "", "bob:bobpw").status.success());
+    // Wrong passwords and unknown users: the same [AUTH] refusal.
+    for (user, password) in [("alice", "wrong"), ("nobody", "x"), ("bob", "wrong")] {
+        let mut c = Client::connect(server.addr);
+        c.line();
+        c.command(&format!("USER {user}"));
+        let reply = c.command(&format!("PASS {password}"));
+        assert!(reply.starts_with("-ERR [AUTH]"), "{user}: {reply}");
+    }
+}
+
+fn uidl(addr: SocketAddr) -> Vec<u8> {
+    let mut c = Client::login(addr, "alice", PASSWORD);
+    assert!(c.command("UIDL").starts_with("+OK"));
+    let listing = c.multiline();
+    c.command("QUIT");
+    listing
+}
+
+#[test]
+fn uidls_are_stable_and_never_reused_and_only_quit_deletes() {
+    let db = Db::new();
+    for i in 0..3 {
+        ok(&db.deliver("alice", format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes()));
+    }
+    let server = db.serve(&[]);
+    let first = uidl(server.addr);
+    assert_eq!(first, uidl(server.addr), "UIDL is stable across sessions");
+    // DELE without QUIT (the client goes away): nothing is deleted.
+    {
+        let mut c = Client::login(server.addr, "alice", PASSWORD);
+        assert!(c.command("DELE 1").starts_with("+OK"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(stat(server.addr, "alice", PASSWORD).starts_with("+OK 3 "));
+    // DELE then QUIT: gone, and its id is never given again.
+    let mut c = Client::login(server.addr, "alice", PASSWORD);
+    assert!(c.command("DELE 1").starts_with("+OK"));
+    assert!(c.command("QUIT").starts_with("+OK"));
+    assert!(stat(server.addr, "alice", PASSWORD).starts_with("+OK 2 "));
+    ok(&db.deliver("alice", b"Subject: new\r\n\r\n"));
+    let text = String::from_utf8(uidl(server.addr)).unwrap();
+    let old: Vec<&str> = std::str::from_utf8(&first)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .collect();
+    let now: Vec<&str> = text.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+    assert_eq!(now.len(), 3);
+    assert_eq!(&now[..2], &old[1..], "the others keep their ids");
+    assert!(!old.contains(&now[2]), "a new message gets a new id: {now:?} {old:?}");
+    assert!(now.iter().all(|u| (1..=70).contains(&u.len()) && u.bytes().all(|b| (0x21..=0x7e).contains(&b))));
+}
+
+#[test]
+fn two_instances_one_user_exactly_one_in_use() {
+    let db = Db::new();
+    ok(&db.deliver("alice", b"Subject: a\r\n\r\n"));
+    let (a, b) = (db.serve(&[]), db.serve(&[]));
+    // Both at once, many times: exactly one gets the maildrop.
+    for _ in 0..5 {
+        let logins: Vec<_> = [a.addr, b.addr]
+            .into_iter()
+            .map(|addr| {
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    c.line();
+                    c.command("USER alice");
+                    let reply = c.command(&format!("PASS {PASSWORD}"));
+                    (c, reply)
+                })
+            })
+            .collect();
+        let mut replies: Vec<(Client, String)> = logins.into_iter().map(|t| t.join().unwrap()).collect();
+        let in_use = replies.iter().filter(|(_, r)| r.starts_with("-ERR [IN-USE]")).count();
+        let ok = replies.iter().filter(|(_, r)| r.starts_with("+OK")).count();
+        assert_eq!((ok, in_use), (1, 1), "{:?}", replies.iter().map(|r| &r.1).collect::<Vec<_>>());
+        for (c, _) in &mut replies {
+            c.command("QUIT");
+        }
+    }
+    // Released at QUIT: the other instance gets it at once.
+    assert!(stat(a.addr, "alice", PASSWORD).starts_with("+OK 1 "));
+    assert!(stat(b.addr, "alice", PASSWORD).starts_with("+OK 1 "));
+}
+
+#[test]
+fn a_killed_instances_lock_frees_itself_within_the_lease_time() {
+    let db = Db::new();
+    ok(&db.deliver("alice", b"Subject: a\r\n\r\n"));
+    let lease = 3;
+    let a = db.serve(&["--lease-seconds", "3"]);
+    let b = db.serve(&["--lease-seconds", "3"]);
+    let mut held = Client::login(a.addr, "alice", PASSWORD);
+    assert!(held.command("STAT").starts_with("+OK 1 "));
+    // Renewed while the session lives: still held after two lease times.
+    std::thread::sleep(Duration::from_secs(2 * lease));
+    let mut c = Client::connect(b.addr);
+    c.line();
+    c.command("USER alice");
+    assert!(c.command(&format!("PASS {PASSWORD}")).starts_with("-ERR [IN-USE]"));
+    let killed = Instant::now();
+    a.kill();
+    let mut waited = None;
+    while killed.elapsed() < Duration::from_secs(lease + 5) {
+        let mut c = Client::connect(b.addr);
+        c.line();
+        c.command("USER alice");
+        if c.command(&format!("PASS {PASSWORD}")).starts_with("+OK") {
+            waited = Some(killed.elapsed());
+            assert!(c.command("STAT").starts_with("+OK 1 "));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let waited = waited.expect("the lock never freed itself");
+    assert!(waited <= Duration::from_secs(lease + 1), "freed after {waited:?}");
+    drop(held);
+}
+
+#[test]
+fn deliveries_during_a_session_appear_in_the_next_one() {
+    let db = Db::new();
+    ok(&db.deliver("alice", b"Subject: first\r\n\r\nfirst\r\n"));
+    let server = db.serve(&[]);
+    let mut c = Client::login(server.addr, "alice", PASSWORD);
+    assert!(c.command("STAT").starts_with("+OK 1 "));
+    ok(&db.deliver("alice", b"Subject: second\r\n\r\nsecond\r\n"));
+    assert!(c.command("STAT").starts_with("+OK 1 "), "not in the current listing");
+    assert!(c.command("LIST 2").starts_with("-ERR"));
+    assert!(c.command("DELE 1").starts_with("+OK"));
+    assert!(c.command("QUIT").starts_with("+OK"));
+    let mut c = Client::login(server.addr, "alice", PASSWORD);
+    assert!(c.command("STAT").starts_with("+OK 1 "));
+    assert!(c.command("RETR 1").starts_with("+OK"));
+    assert!(String::from_utf8(c.multiline()).unwrap().contains("second"));
+}
+
+#[test]
+fn kill_9_during_a_quit_with_many_marked_messages_leaves_all_or_none() {
+    let db = Db::new();
+    let count = 3000;
+    let mut outcomes = Vec::new();
+    for delay_ms in [0u64, 2, 5, 10, 30] {
+        db.cluster.sql("DELETE FROM pop3d_messages");
+        // Seeded in bulk: each message one chunk of 2 KiB.
+        db.cluster.sql(&format!(
+            "WITH u AS (INSERT INTO pop3d_uidls (user_name, uidl)
+                 SELECT 'alice', 'bulk' || g || '-' || {delay_ms} FROM generate_series(1, {count}) g RETURNING uidl),
+             m AS (INSERT INTO pop3d_messages (user_name, uidl, size, octets, chunks)
+                 SELECT 'alice', uidl, 2048, 2048, 1 FROM u RETURNING id)
+             INSERT INTO pop3d_chunks (message_id, seq, data)
+                 SELECT id, 0, convert_to(repeat('x', 2046) || E'\\r\\n', 'UTF8') FROM m"
+        ));
+        let server = db.serve(&["--lease-seconds", "2"]);
+        let mut c = Client::login(server.addr, "alice", PASSWORD);
+        let mut dele = String::new();
+        for n in 1..=count {
+            dele.push_str(&format!("DELE {n}\r\n"));
+        }
+        c.send(dele.as_bytes());
+        for _ in 0..count {
+            assert!(c.line().starts_with("+OK"));
+        }
+        c.send(b"QUIT\r\n");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        server.kill();
+        let left: u32 = db
+            .cluster
+            .sql("SELECT count(*) FROM pop3d_messages WHERE user_name = 'alice'")
+            .parse()
+            .unwrap();
+        assert!(left == 0 || left == count, "{left} of {count} left after kill -9 at {delay_ms} ms");
+        outcomes.push(left);
+        // After the lease time, another instance serves what is left.
+        std::thread::sleep(Duration::from_secs(3));
+        let server = db.serve(&[]);
+        assert!(stat(server.addr, "alice", PASSWORD).starts_with(&format!("+OK {left} ")));
+    }
+    eprintln!("messages left after each kill -9: {outcomes:?}");
+}
+
+#[test]
+fn the_database_down_at_login_and_mid_session() {
+    let mut db = Db::new();
+    for i in 0..3 {
+        ok(&db.deliver("alice", format!("Subject: {i}\r\n\r\nbody\r\n").as_bytes()));
+    }
+    let server = db.serve(&["--lease-seconds", "2"]);
+    db.cluster.stop();
+    let mut c = Client::connect(server.addr);
+    c.line();
+    c.command("USER alice");
+    let reply = c.command(&format!("PASS {PASSWORD}"));
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    db.cluster.resume();
+    // The pool reconnects: the server kept running.
+    let mut c = Client::login(server.addr, "alice", PASSWORD);
+    assert!(c.command("STAT").starts_with("+OK 3 "));
+    assert!(c.command("DELE 1").starts_with("+OK"));
+    assert!(c.command("DELE 2").starts_with("+OK"));
+    db.cluster.stop();
+    // Down mid-session: the QUIT deletes nothing, and the session ends.
+    let reply = c.command("QUIT");
+    assert!(reply.starts_with("-ERR"), "{reply}");
+    db.cluster.resume();
+    // The lease could not be released: it expires by itself.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(stat(server.addr, "alice", PASSWORD).starts_with("+OK 3 "));
+    // A retrieval with the database gone ends the session, nothing deleted.
+    let mut c = Client::login(server.addr, "alice", PASSWORD);
+    assert!(c.command("DELE 3").starts_with("+OK"));
+    db.cluster.stop();
+    c.send(b"RETR 1\r\n");
+    let (closed, _) = c.closed_within(Duration::from_secs(20));
+    assert!(closed, "the session ends");
+    db.cluster.resume();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(stat(server.addr, "alice", PASSWORD).starts_with("+OK 3 "));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_200_megabyte_message_is_served_with_bounded_memory() {
+    let db = Db::new();
+    let size: usize = 200 << 20;
+    let line = b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?\r\n";
+    let mut message = b"Subject: two hundred megabytes\r\n\r\n".to_vec();
+    message.reserve(size);
+    while message.len() < size {
+        message.extend_from_slice(line);
+    }
+    ok(&db.deliver("alice", &message));
+    let server = db.serve(&[]);
+    let pid = server.child.id();
+    let mut c = Client::login(server.addr, "alice", PASSWORD);
+    let listed = c.command("LIST 1");
+    assert_eq!(listed, format!("+OK 1 {}", message.len()));
+    let before = rss_kib(pid);
+    let mut stream: TcpStream = TcpStream::connect(server.addr).unwrap();
+    drop(c); // its lease is released at the end of its session
+    std::thread::sleep(Duration::from_millis(500));
+    let mut buf = vec![0u8; 1 << 16];
+    let mut greeting = [0u8; 512];
+    let _ = stream.read(&mut greeting).unwrap();
+    stream
+        .write_all(format!("USER alice\r\nPASS {PASSWORD}\r\nRETR 1\r\n").as_bytes())
+        .unwrap();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(600) {
+            let rss = rss_kib(pid);
+            if rss == 0 {
+                break;
+            }
+            peak = peak.max(rss);
+            std::thread::sleep(Duration::from_millis(20));
+            if std::path::Path::new(&format!("/proc/{pid}/stop-sampling")).exists() {
+                break;
+            }
+        }
+        peak
+    });
+    // Read to the terminating ".\r\n" and count the octets.
+    let mut total = 0usize;
+    let mut tail = Vec::new();
+    let started = Instant::now();
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {total} octets");
+        total += n;
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 8 {
+            tail.drain(..tail.len() - 8);
+        }
+        if tail.ends_with(b"\r\n.\r\n") && total > message.len() {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    stream.write_all(b"QUIT\r\n").unwrap();
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(100));
+    server.kill();
+    let peak = sampler.join().unwrap();
+    eprintln!(
+        "200 MiB RETR: {total} octets in {took:?}; pop3d RSS {before} KiB before, peak {peak} KiB during"
+    );
+    assert!(
+        peak < before + 48 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB while serving a 200 MiB message"
+    );
+}

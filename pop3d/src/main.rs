@@ -367,6 +367,24 @@ enum Command {
         /// The recipient.
         user: String,
     },
+    /// Copy every Maildir under --maildir-root into a database store, for
+    /// the users the database has, keeping the unique ids (UIDLs) pop3d
+    /// served them with, so clients that leave mail on the server do not
+    /// fetch it again. Run again, it adds only the messages not yet
+    /// imported. Exits 0, 75 if the database failed, 65 if some message
+    /// could not be read.
+    Import {
+        /// The database (as pop3d --store).
+        #[arg(long, value_name = "URL")]
+        store: String,
+        /// The Maildir root (as pop3d --maildir-root).
+        #[arg(long, value_name = "DIR")]
+        maildir_root: PathBuf,
+        /// Where the ids of messages pop3d never listed come from (as
+        /// pop3d --uidl-source). [default: auto]
+        #[arg(long, value_name = "SOURCE")]
+        uidl_source: Option<crate::maildir::UidlSource>,
+    },
     /// Check a settings file and options without serving: the users file, the certificate,
     /// the OAuth keys and the Maildir root are loaded and checked. Exits 0
     /// and says what it found, or names the problem and exits with the
@@ -387,6 +405,11 @@ fn main() -> ExitCode {
         Some(Command::Db { command }) => return manage::db(command),
         Some(Command::User { command }) => return manage::user(command),
         Some(Command::Deliver { store, user }) => return manage::deliver(&store, &user),
+        Some(Command::Import {
+            store,
+            maildir_root,
+            uidl_source,
+        }) => return manage::import(&store, &maildir_root, uidl_source.unwrap_or_default()),
         other => cli.command = other,
     }
     if !(cli.inetd && inetd::stderr_is_the_connection()) {

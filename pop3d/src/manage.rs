@@ -234,3 +234,72 @@ pub(crate) fn deliver(store: &str, user: &str) -> ExitCode {
         }
     })
 }
+
+/// `pop3d import --store URL --maildir-root DIR`: every Maildir under
+/// `root` whose user is in the database, with the unique ids pop3d served
+/// it with (`uidl_source` for messages it never listed, as
+/// `--uidl-source`). A message whose id the user already has is skipped:
+/// importing again adds only what is new, and a message deleted since an
+/// earlier import is not brought back.
+pub(crate) fn import(store: &str, root: &std::path::Path, uidl_source: crate::maildir::UidlSource) -> ExitCode {
+    use crate::maildir::{Export, Maildirs};
+    run("import", store, |pool| async move {
+        let mut client = pool.get().await?;
+        let known: std::collections::HashSet<String> = accounts::list(&client)
+            .await?
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        let maildirs = Maildirs::new(
+            root.to_owned(),
+            Users::default(),
+            uidl_source,
+            None,
+            crate::maildir::Policy::default(),
+        );
+        let mut dirs: Vec<String> = std::fs::read_dir(root)
+            .map_err(|e| Failure(EX_DATAERR, format!("{}: {e}", root.display())))?
+            .flatten()
+            .filter(|e| e.path().join("cur").is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| users::valid_user(name))
+            .collect();
+        dirs.sort();
+        let blobs = postgres::blobs(&pool);
+        let mut failed = false;
+        for user in dirs {
+            if !known.contains(&user) {
+                eprintln!("pop3d import: {user}: not a user in the database (pop3d user add or import first); skipped");
+                continue;
+            }
+            let export = Export::lock(&maildirs, &user)
+                .map_err(|e| Failure(EX_TEMPFAIL, format!("{user}: {e}")))?;
+            let (mut imported, mut skipped) = (0, 0);
+            for (i, uid) in export.uids().iter().enumerate() {
+                let file = match export.open(i) {
+                    Ok(file) => tokio::fs::File::from_std(file),
+                    Err(e) => {
+                        eprintln!("pop3d import: {user}: message {uid}: {e}; skipped");
+                        failed = true;
+                        continue;
+                    }
+                };
+                match delivery::deliver(&mut client, &blobs, &user, Some(uid.as_str()), file).await {
+                    Ok(_) => imported += 1,
+                    Err(delivery::DeliveryError::UidlTaken(_)) => skipped += 1,
+                    Err(delivery::DeliveryError::Db(e)) => return Err(e.into()),
+                    Err(e) => {
+                        eprintln!("pop3d import: {user}: message {uid}: {e}; skipped");
+                        failed = true;
+                    }
+                }
+            }
+            println!("{user}: {imported} messages imported, {skipped} already there");
+        }
+        if failed {
+            Err(Failure(EX_DATAERR, "some messages were not imported (see above)".into()))
+        } else {
+            Ok(())
+        }
+    })
+}

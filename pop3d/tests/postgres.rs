@@ -505,3 +505,67 @@ fn a_200_megabyte_message_is_served_with_bounded_memory() {
         "RSS grew from {before} KiB to {peak} KiB while serving a 200 MiB message"
     );
 }
+
+#[test]
+fn import_keeps_the_uidls_a_maildir_was_serving() {
+    let db = Db::new();
+    let site = support::Site::new();
+    let messages = tricky_messages();
+    for (i, m) in messages.iter().take(5).enumerate() {
+        site.deliver("alice", if i % 2 == 0 { "new" } else { "cur" }, i as u32, m);
+    }
+    site.deliver("bob", "new", 9, b"Subject: bob's\r\n\r\n");
+    let served = {
+        let maildir = site.serve();
+        uidl(maildir.addr)
+    };
+    ok(&pop3d(
+        &["user", "import", "--store", &db.url, site.users().to_str().unwrap()],
+        b"",
+    ));
+    let root = site.root();
+    let import = ["import", "--store", &db.url, "--maildir-root", root.to_str().unwrap()];
+    let out = ok(&pop3d(&import, b""));
+    assert!(out.contains("alice: 5 messages imported, 0 already there"), "{out}");
+    assert!(out.contains("bob: 1 messages imported"), "{out}");
+    let server = db.serve(&[]);
+    assert_eq!(
+        String::from_utf8(uidl(server.addr)).unwrap(),
+        String::from_utf8(served).unwrap(),
+        "the same ids, in the same order"
+    );
+    let mut c = Client::login(server.addr, "alice", PASSWORD);
+    for (i, m) in messages.iter().take(5).enumerate() {
+        let n = i + 1;
+        assert_eq!(c.command(&format!("LIST {n}")), format!("+OK {n} {}", normalize_body(m).len()));
+        assert!(c.command(&format!("RETR {n}")).starts_with("+OK"));
+        let wire = c.multiline();
+        // The stuffed lines and the terminator: unstuffed for comparison.
+        let body = unstuff(&wire[..wire.len() - 3]);
+        assert_eq!(body, normalize_body(m), "message {n}");
+    }
+    assert!(c.command("DELE 1").starts_with("+OK"));
+    c.command("QUIT");
+    // Again: nothing new, and the deleted message does not come back.
+    let out = ok(&pop3d(&import, b""));
+    assert!(out.contains("alice: 0 messages imported, 5 already there"), "{out}");
+    assert!(stat(server.addr, "alice", PASSWORD).starts_with("+OK 4 "));
+}
+
+/// Undoes dot-stuffing of a multi-line response body (without its ".").
+fn unstuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut start = true;
+    let mut i = 0;
+    while i < body.len() {
+        if start && body[i] == b'.' {
+            i += 1;
+            start = false;
+            continue;
+        }
+        out.push(body[i]);
+        start = body[i] == b'\n';
+        i += 1;
+    }
+    out
+}

@@ -859,3 +859,38 @@ fn delete(
     };
     Err(Refusal::sys_temp(text).into())
 }
+
+/// A user's maildrop locked for export (`pop3d import`): its messages with
+/// the unique ids this store serves them with, each opened on demand. The
+/// Maildir's lock is held while this lives, so no session changes it.
+#[derive(Debug)]
+pub(crate) struct Export {
+    locked: Locked,
+}
+
+impl Export {
+    /// Locks `user`'s Maildir and lists it as a login would (finishing an
+    /// interrupted deletion, assigning unique ids as serving does).
+    pub(crate) fn lock(store: &Maildirs, user: &str) -> HandlerResult<Self> {
+        let (locked, _) = lock_maildir(store, user, SystemTime::now())?;
+        Ok(Self { locked })
+    }
+
+    /// The messages' unique ids, in listing order.
+    pub(crate) fn uids(&self) -> &[Uid] {
+        &self.locked.uids
+    }
+
+    /// Opens message `index` (0-based, in listing order), exactly the file
+    /// listed; it is not marked as seen.
+    pub(crate) fn open(&self, index: usize) -> HandlerResult<File> {
+        let entry = self
+            .locked
+            .entries
+            .get(index)
+            .cloned()
+            .ok_or_else(|| internal("message index out of range"))?;
+        let (file, _) = open_entry(&self.locked.dirs, entry, false, &self.locked.maildir)?;
+        Ok(file)
+    }
+}

@@ -13,12 +13,12 @@ mod demo;
 mod hashing;
 mod inetd;
 mod maildir;
+mod manage;
 mod metrics;
 mod oauth;
+mod observe;
 mod passwords;
 mod postgres;
-mod observe;
-mod manage;
 mod startup;
 mod store;
 mod tls;
@@ -38,8 +38,8 @@ use pop3_tokio::{Config, ConnectionInfo, FailedLoginLimits, Refusal, Service};
 use tracing::{error, info, warn};
 
 use crate::maildir::{Maildirs, Policy};
-use crate::store::{Store, StoreHandler};
 use crate::startup::StartupError;
+use crate::store::{Store, StoreHandler};
 use crate::tls::Tls;
 use crate::users::Users;
 
@@ -618,30 +618,36 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
         let pool = postgres::pool(url, size)?;
         let lease = Duration::from_secs(cli.lease_seconds.unwrap_or(30));
         database = Some(postgres::PgStore::new(pool, lease));
-        (PathBuf::from(postgres::describe(url)), Users::default(), None)
+        (
+            PathBuf::from(postgres::describe(url)),
+            Users::default(),
+            None,
+        )
     } else {
         match (&cli.maildir_root, &cli.users) {
-        (Some(root), Some(path)) => {
-            startup::maildir_root(root)?;
-            startup::readable(path, "users file")?;
-            (root.clone(), load_users(path)?, Some(path.clone()))
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(StartupError::config(
-                "--maildir-root and --users go together (neither: the demo)",
-            ))
-        }
-        (None, None) => {
-            let dir = tempfile::Builder::new()
-                .prefix("pop3d-demo-")
-                .tempdir()
-                .map_err(|e| StartupError::os(format!("cannot create the demo maildir: {e}")))?;
-            let users = demo::create(dir.path())
-                .map_err(|e| StartupError::os(format!("demo maildir: {e}")))?;
-            let root = dir.path().to_owned();
-            demo_dir = Some(dir);
-            (root, users, None)
-        }
+            (Some(root), Some(path)) => {
+                startup::maildir_root(root)?;
+                startup::readable(path, "users file")?;
+                (root.clone(), load_users(path)?, Some(path.clone()))
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(StartupError::config(
+                    "--maildir-root and --users go together (neither: the demo)",
+                ))
+            }
+            (None, None) => {
+                let dir = tempfile::Builder::new()
+                    .prefix("pop3d-demo-")
+                    .tempdir()
+                    .map_err(|e| {
+                        StartupError::os(format!("cannot create the demo maildir: {e}"))
+                    })?;
+                let users = demo::create(dir.path())
+                    .map_err(|e| StartupError::os(format!("demo maildir: {e}")))?;
+                let root = dir.path().to_owned();
+                demo_dir = Some(dir);
+                (root, users, None)
+            }
         }
     };
     let config = Config::builder()

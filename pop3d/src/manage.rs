@@ -241,7 +241,11 @@ pub(crate) fn deliver(store: &str, user: &str) -> ExitCode {
 /// `--uidl-source`). A message whose id the user already has is skipped:
 /// importing again adds only what is new, and a message deleted since an
 /// earlier import is not brought back.
-pub(crate) fn import(store: &str, root: &std::path::Path, uidl_source: crate::maildir::UidlSource) -> ExitCode {
+pub(crate) fn import(
+    store: &str,
+    root: &std::path::Path,
+    uidl_source: crate::maildir::UidlSource,
+) -> ExitCode {
     use crate::maildir::{Export, Maildirs};
     run("import", store, |pool| async move {
         let mut client = pool.get().await?;
@@ -284,7 +288,8 @@ pub(crate) fn import(store: &str, root: &std::path::Path, uidl_source: crate::ma
                         continue;
                     }
                 };
-                match delivery::deliver(&mut client, &blobs, &user, Some(uid.as_str()), file).await {
+                match delivery::deliver(&mut client, &blobs, &user, Some(uid.as_str()), file).await
+                {
                     Ok(_) => imported += 1,
                     Err(delivery::DeliveryError::UidlTaken(_)) => skipped += 1,
                     Err(delivery::DeliveryError::Db(e)) => return Err(e.into()),
@@ -297,7 +302,10 @@ pub(crate) fn import(store: &str, root: &std::path::Path, uidl_source: crate::ma
             println!("{user}: {imported} messages imported, {skipped} already there");
         }
         if failed {
-            Err(Failure(EX_DATAERR, "some messages were not imported (see above)".into()))
+            Err(Failure(
+                EX_DATAERR,
+                "some messages were not imported (see above)".into(),
+            ))
         } else {
             Ok(())
         }

@@ -134,7 +134,12 @@ impl Passwords {
 
     /// On a hashing thread: a user's own hash, then the decoy if that
     /// failed without costing one Argon2id of the decoy's parameters.
-    fn check_hashed(&self, stored: &Stored, credential: &Credential, scratch: &mut Scratch) -> bool {
+    fn check_hashed(
+        &self,
+        stored: &Stored,
+        credential: &Credential,
+        scratch: &mut Scratch,
+    ) -> bool {
         let Credential::Password(p) = credential else {
             self.run_decoy(credential, scratch);
             return false;

@@ -64,7 +64,13 @@ impl Db {
         let users = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(users.path(), "bob:{PLAIN}bobpw::::::\n").unwrap();
         ok(&pop3d(
-            &["user", "import", "--store", &url, users.path().to_str().unwrap()],
+            &[
+                "user",
+                "import",
+                "--store",
+                &url,
+                users.path().to_str().unwrap(),
+            ],
             b"",
         ));
         Self { cluster, url }
@@ -117,25 +123,41 @@ fn migrations_users_and_delivery_exit_codes() {
     let again = ok(&pop3d(&["db", "migrate", "--store", &db.url], b""));
     assert!(again.contains("up to date"), "{again}");
     assert_eq!(db.cluster.sql("SELECT count(*) FROM pop3d_migrations"), "1");
-    assert!(db.deliver("alice", b"Subject: one\r\n\r\nhi\r\n").status.success());
-    assert!(db.deliver("bob", b"Subject: two\n\nbare LF\n").status.success());
+    assert!(db
+        .deliver("alice", b"Subject: one\r\n\r\nhi\r\n")
+        .status
+        .success());
+    assert!(db
+        .deliver("bob", b"Subject: two\n\nbare LF\n")
+        .status
+        .success());
     assert_eq!(db.deliver("nobody", b"x\r\n").status.code(), Some(67));
     let list = ok(&pop3d(&["user", "list", "--store", &db.url], b""));
     // Sizes in CRLF octets, counted at delivery (bob's 22 octets with
     // three bare LFs: 25).
-    assert_eq!(list, "alice\tARGON2ID\t1\t20\nbob\tPLAIN\t1\t25\n", "{list}");
+    assert_eq!(
+        list, "alice\tARGON2ID\t1\t20\nbob\tPLAIN\t1\t25\n",
+        "{list}"
+    );
     let out = pop3d(&["user", "remove", "--store", &db.url, "bob"], b"");
     ok(&out);
     assert_eq!(db.deliver("bob", b"x\r\n").status.code(), Some(67));
     assert_eq!(
-        pop3d(&["user", "remove", "--store", &db.url, "bob"], b"").status.code(),
+        pop3d(&["user", "remove", "--store", &db.url, "bob"], b"")
+            .status
+            .code(),
         Some(67)
     );
     // A database that is down is a temporary failure: the sender retries.
     let mut db = db;
     db.cluster.stop();
     let out = db.deliver("alice", b"Subject: later\r\n\r\n");
-    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -150,7 +172,14 @@ fn poplib_and_curl_fetch_tricky_messages_byte_for_byte() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/fetch_all.py");
     let port = server.addr.port().to_string();
     let status = Command::new("python3")
-        .args([script, "127.0.0.1", &port, "alice", PASSWORD, out.path().to_str().unwrap()])
+        .args([
+            script,
+            "127.0.0.1",
+            &port,
+            "alice",
+            PASSWORD,
+            out.path().to_str().unwrap(),
+        ])
         .status()
         .expect("python3");
     assert!(status.success());
@@ -159,18 +188,32 @@ fn poplib_and_curl_fetch_tricky_messages_byte_for_byte() {
         let n = i + 1;
         let wire = normalize_body(m);
         let got = std::fs::read(out.path().join(format!("retr_{n}"))).unwrap();
-        assert!(got == wire, "RETR {n} differs: {}", escape_bytes(&got[..got.len().min(200)]));
+        assert!(
+            got == wire,
+            "RETR {n} differs: {}",
+            escape_bytes(&got[..got.len().min(200)])
+        );
         assert_eq!(
             std::fs::read(out.path().join(format!("top_{n}"))).unwrap(),
             expected_top(m, 0),
             "TOP {n} 0"
         );
-        assert!(list.contains(&format!("{n} {}\n", wire.len())), "LIST size of {n}: {list}");
+        assert!(
+            list.contains(&format!("{n} {}\n", wire.len())),
+            "LIST size of {n}: {list}"
+        );
     }
     let url = format!("pop3://{}/", server.addr);
     let curl = |extra: &[&str], path: &str, auth: &str| {
         Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-u", auth, &format!("{url}{path}")])
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-u",
+                auth,
+                &format!("{url}{path}"),
+            ])
             .args(extra)
             .output()
             .unwrap()
@@ -180,7 +223,10 @@ fn poplib_and_curl_fetch_tricky_messages_byte_for_byte() {
         let got = curl(&[], &(i + 1).to_string(), &auth);
         assert_eq!(got.stdout, normalize_body(m), "curl RETR {}", i + 1);
     }
-    assert_eq!(curl(&["-X", "TOP 2 0"], "", &auth).stdout, expected_top(&messages[1], 0));
+    assert_eq!(
+        curl(&["-X", "TOP 2 0"], "", &auth).stdout,
+        expected_top(&messages[1], 0)
+    );
     // A {PLAIN} user imported from a users file, by SASL PLAIN (curl's choice).
     assert!(curl(&[], "", "bob:bobpw").status.success());
     // Wrong passwords and unknown users: the same [AUTH] refusal.
@@ -205,7 +251,10 @@ fn uidl(addr: SocketAddr) -> Vec<u8> {
 fn uidls_are_stable_and_never_reused_and_only_quit_deletes() {
     let db = Db::new();
     for i in 0..3 {
-        ok(&db.deliver("alice", format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes()));
+        ok(&db.deliver(
+            "alice",
+            format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes(),
+        ));
     }
     let server = db.serve(&[]);
     let first = uidl(server.addr);
@@ -232,8 +281,13 @@ fn uidls_are_stable_and_never_reused_and_only_quit_deletes() {
     let now: Vec<&str> = text.lines().filter_map(|l| l.split(' ').nth(1)).collect();
     assert_eq!(now.len(), 3);
     assert_eq!(&now[..2], &old[1..], "the others keep their ids");
-    assert!(!old.contains(&now[2]), "a new message gets a new id: {now:?} {old:?}");
-    assert!(now.iter().all(|u| (1..=70).contains(&u.len()) && u.bytes().all(|b| (0x21..=0x7e).contains(&b))));
+    assert!(
+        !old.contains(&now[2]),
+        "a new message gets a new id: {now:?} {old:?}"
+    );
+    assert!(now
+        .iter()
+        .all(|u| (1..=70).contains(&u.len()) && u.bytes().all(|b| (0x21..=0x7e).contains(&b))));
 }
 
 #[test]
@@ -255,10 +309,19 @@ fn two_instances_one_user_exactly_one_in_use() {
                 })
             })
             .collect();
-        let mut replies: Vec<(Client, String)> = logins.into_iter().map(|t| t.join().unwrap()).collect();
-        let in_use = replies.iter().filter(|(_, r)| r.starts_with("-ERR [IN-USE]")).count();
+        let mut replies: Vec<(Client, String)> =
+            logins.into_iter().map(|t| t.join().unwrap()).collect();
+        let in_use = replies
+            .iter()
+            .filter(|(_, r)| r.starts_with("-ERR [IN-USE]"))
+            .count();
         let ok = replies.iter().filter(|(_, r)| r.starts_with("+OK")).count();
-        assert_eq!((ok, in_use), (1, 1), "{:?}", replies.iter().map(|r| &r.1).collect::<Vec<_>>());
+        assert_eq!(
+            (ok, in_use),
+            (1, 1),
+            "{:?}",
+            replies.iter().map(|r| &r.1).collect::<Vec<_>>()
+        );
         for (c, _) in &mut replies {
             c.command("QUIT");
         }
@@ -282,7 +345,9 @@ fn a_killed_instances_lock_frees_itself_within_the_lease_time() {
     let mut c = Client::connect(b.addr);
     c.line();
     c.command("USER alice");
-    assert!(c.command(&format!("PASS {PASSWORD}")).starts_with("-ERR [IN-USE]"));
+    assert!(c
+        .command(&format!("PASS {PASSWORD}"))
+        .starts_with("-ERR [IN-USE]"));
     let killed = Instant::now();
     a.kill();
     let mut waited = None;
@@ -298,7 +363,10 @@ fn a_killed_instances_lock_frees_itself_within_the_lease_time() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let waited = waited.expect("the lock never freed itself");
-    assert!(waited <= Duration::from_secs(lease + 1), "freed after {waited:?}");
+    assert!(
+        waited <= Duration::from_secs(lease + 1),
+        "freed after {waited:?}"
+    );
     drop(held);
 }
 
@@ -310,7 +378,10 @@ fn deliveries_during_a_session_appear_in_the_next_one() {
     let mut c = Client::login(server.addr, "alice", PASSWORD);
     assert!(c.command("STAT").starts_with("+OK 1 "));
     ok(&db.deliver("alice", b"Subject: second\r\n\r\nsecond\r\n"));
-    assert!(c.command("STAT").starts_with("+OK 1 "), "not in the current listing");
+    assert!(
+        c.command("STAT").starts_with("+OK 1 "),
+        "not in the current listing"
+    );
     assert!(c.command("LIST 2").starts_with("-ERR"));
     assert!(c.command("DELE 1").starts_with("+OK"));
     assert!(c.command("QUIT").starts_with("+OK"));
@@ -354,7 +425,10 @@ fn kill_9_during_a_quit_with_many_marked_messages_leaves_all_or_none() {
             .sql("SELECT count(*) FROM pop3d_messages WHERE user_name = 'alice'")
             .parse()
             .unwrap();
-        assert!(left == 0 || left == count, "{left} of {count} left after kill -9 at {delay_ms} ms");
+        assert!(
+            left == 0 || left == count,
+            "{left} of {count} left after kill -9 at {delay_ms} ms"
+        );
         outcomes.push(left);
         // After the lease time, another instance serves what is left.
         std::thread::sleep(Duration::from_secs(3));
@@ -417,7 +491,8 @@ fn a_200_megabyte_message_is_served_with_bounded_memory() {
     let db = Db::new();
     // Written to `pop3d deliver` as it is made: neither side holds it whole.
     let head: &[u8] = b"Subject: two hundred megabytes\r\n\r\n";
-    let line: &[u8] = b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?\r\n";
+    let line: &[u8] =
+        b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?\r\n";
     let lines = (200 << 20) / line.len();
     let length = head.len() + lines * line.len();
     let mut deliver = Command::new(BIN)
@@ -520,13 +595,28 @@ fn import_keeps_the_uidls_a_maildir_was_serving() {
         uidl(maildir.addr)
     };
     ok(&pop3d(
-        &["user", "import", "--store", &db.url, site.users().to_str().unwrap()],
+        &[
+            "user",
+            "import",
+            "--store",
+            &db.url,
+            site.users().to_str().unwrap(),
+        ],
         b"",
     ));
     let root = site.root();
-    let import = ["import", "--store", &db.url, "--maildir-root", root.to_str().unwrap()];
+    let import = [
+        "import",
+        "--store",
+        &db.url,
+        "--maildir-root",
+        root.to_str().unwrap(),
+    ];
     let out = ok(&pop3d(&import, b""));
-    assert!(out.contains("alice: 5 messages imported, 0 already there"), "{out}");
+    assert!(
+        out.contains("alice: 5 messages imported, 0 already there"),
+        "{out}"
+    );
     assert!(out.contains("bob: 1 messages imported"), "{out}");
     let server = db.serve(&[]);
     assert_eq!(
@@ -537,7 +627,10 @@ fn import_keeps_the_uidls_a_maildir_was_serving() {
     let mut c = Client::login(server.addr, "alice", PASSWORD);
     for (i, m) in messages.iter().take(5).enumerate() {
         let n = i + 1;
-        assert_eq!(c.command(&format!("LIST {n}")), format!("+OK {n} {}", normalize_body(m).len()));
+        assert_eq!(
+            c.command(&format!("LIST {n}")),
+            format!("+OK {n} {}", normalize_body(m).len())
+        );
         assert!(c.command(&format!("RETR {n}")).starts_with("+OK"));
         let wire = c.multiline();
         // The stuffed lines and the terminator: unstuffed for comparison.
@@ -548,7 +641,10 @@ fn import_keeps_the_uidls_a_maildir_was_serving() {
     c.command("QUIT");
     // Again: nothing new, and the deleted message does not come back.
     let out = ok(&pop3d(&import, b""));
-    assert!(out.contains("alice: 0 messages imported, 5 already there"), "{out}");
+    assert!(
+        out.contains("alice: 0 messages imported, 5 already there"),
+        "{out}"
+    );
     assert!(stat(server.addr, "alice", PASSWORD).starts_with("+OK 4 "));
 }
 

@@ -88,8 +88,8 @@ use bytes::Bytes;
 use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, ScramCredentials, SizeCounter, Uid};
 use pop3_tokio::{AsyncBodySource, AsyncHandler, Credential, HandlerError, HandlerResult};
 
-use crate::passwords::Passwords;
 use crate::oauth::TokenValidator;
+use crate::passwords::Passwords;
 use crate::users::{Stored, Users};
 use fsx::{Dirs, Identity, Sub};
 use journal::{Disposal, Doomed};

@@ -448,7 +448,12 @@ fn every_failed_password_check_computes_one_argon2id_of_the_decoys_cost() {
     let users = Users::parse(&text).unwrap().users;
     let root = tempfile::tempdir().unwrap();
     let store = Maildirs::build(root.path().to_owned(), users, UidlSource::Auto, None);
-    let decoys = || store.passwords.decoys_run.load(std::sync::atomic::Ordering::Relaxed);
+    let decoys = || {
+        store
+            .passwords
+            .decoys_run
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     let pass = |p: &str| Credential::Password(Secret::new(p.as_bytes().to_vec()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -472,7 +477,11 @@ fn every_failed_password_check_computes_one_argon2id_of_the_decoys_cost() {
     // Successes run none; a {PLAIN} one does not even take a hashing thread.
     let (before, hashed) = (decoys(), store.passwords.hashers.ran());
     assert!(check("plain", "pw"));
-    assert_eq!(store.passwords.hashers.ran(), hashed, "no hashing job for {{PLAIN}}");
+    assert_eq!(
+        store.passwords.hashers.ran(),
+        hashed,
+        "no hashing job for {{PLAIN}}"
+    );
     for user in ["sha", "blf", "a", "cheap"] {
         assert!(check(user, "pw"), "{user}");
     }
@@ -545,7 +554,11 @@ fn a_flood_of_unknown_users_is_shed_and_real_users_go_first() {
     let shed = store.passwords.hashers.shed();
     assert!(shed > 0);
     assert_eq!(
-        store.passwords.decoys_run.load(std::sync::atomic::Ordering::Relaxed) + shed,
+        store
+            .passwords
+            .decoys_run
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + shed,
         flood as u64,
         "every unknown-user attempt cost one decoy hash, or was shed"
     );

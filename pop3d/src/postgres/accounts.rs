@@ -19,7 +19,11 @@ pub(crate) enum Added {
 }
 
 /// Adds `user` with `stored`, or replaces their password.
-pub(crate) async fn add(client: &impl GenericClient, user: &str, stored: &Stored) -> Result<Added, DbError> {
+pub(crate) async fn add(
+    client: &impl GenericClient,
+    user: &str,
+    stored: &Stored,
+) -> Result<Added, DbError> {
     let row = client
         .query_one(
             "INSERT INTO pop3d_users (name, password) VALUES ($1, $2)

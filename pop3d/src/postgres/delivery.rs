@@ -135,7 +135,12 @@ pub(crate) async fn deliver(
     let size = size.finish();
     tx.execute(
         "UPDATE pop3d_messages SET size = $2, octets = $3, chunks = $4 WHERE id = $1",
-        &[&id, &i64::try_from(size).map_err(|_| DeliveryError::TooBig)?, &octets, &seq],
+        &[
+            &id,
+            &i64::try_from(size).map_err(|_| DeliveryError::TooBig)?,
+            &octets,
+            &seq,
+        ],
     )
     .await?;
     tx.commit().await?;

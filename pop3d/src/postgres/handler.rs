@@ -195,12 +195,22 @@ impl AsyncHandler for PgHandler {
                 Ok(())
             }
             Ok(None) => {
-                tracing::warn!(user, owner, "maildrop lease lost before UPDATE; nothing deleted");
-                Err(Refusal::sys_temp("no deleted message was removed (the maildrop lock was lost)").into())
+                tracing::warn!(
+                    user,
+                    owner,
+                    "maildrop lease lost before UPDATE; nothing deleted"
+                );
+                Err(Refusal::sys_temp(
+                    "no deleted message was removed (the maildrop lock was lost)",
+                )
+                .into())
             }
             Err(e) => {
                 tracing::warn!(user, error = %e, "UPDATE failed; nothing deleted");
-                Err(Refusal::sys_temp("no deleted message was removed (the mail store is unavailable)").into())
+                Err(Refusal::sys_temp(
+                    "no deleted message was removed (the mail store is unavailable)",
+                )
+                .into())
             }
         }
     }

@@ -148,7 +148,9 @@ async fn renew(pool: Pool, user: String, owner: String, time: Duration, lost: Ar
                 lost.store(true, Ordering::Release);
                 return;
             }
-            Err(e) => tracing::warn!(user, owner, error = %e, "cannot renew the maildrop lease yet"),
+            Err(e) => {
+                tracing::warn!(user, owner, error = %e, "cannot renew the maildrop lease yet")
+            }
         }
     }
 }

@@ -115,10 +115,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postg
 /// The schema version of the database (0: never migrated).
 pub(crate) async fn version(client: &Client) -> Result<i32, tokio_postgres::Error> {
     let exists: bool = client
-        .query_one(
-            "SELECT to_regclass('pop3d_migrations') IS NOT NULL",
-            &[],
-        )
+        .query_one("SELECT to_regclass('pop3d_migrations') IS NOT NULL", &[])
         .await?
         .get(0);
     if !exists {

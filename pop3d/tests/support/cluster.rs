@@ -50,7 +50,8 @@ fn system_user(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
-        (f.first() == Some(&name)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+        (f.first() == Some(&name))
+            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
     })
 }
 
@@ -66,7 +67,10 @@ impl Cluster {
     /// initdb and start a cluster.
     pub(crate) fn start() -> Self {
         let bin = bin_dir();
-        let dir = tempfile::Builder::new().prefix("pop3d-pg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pop3d-pg-")
+            .tempdir()
+            .unwrap();
         let owner = if rustix::process::geteuid().is_root() {
             let owner = system_user("postgres")
                 .or_else(|| system_user("nobody"))
@@ -85,7 +89,14 @@ impl Cluster {
         };
         let out = cluster
             .command("initdb")
-            .args(["--auth=trust", "--username=pop3", "--no-sync", "--encoding=UTF8", "--locale=C", "-D"])
+            .args([
+                "--auth=trust",
+                "--username=pop3",
+                "--no-sync",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-D",
+            ])
             .arg(cluster.data())
             .stdout(Stdio::null())
             .output()
@@ -124,7 +135,8 @@ impl Cluster {
         assert!(self.server.is_none());
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
         if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(self.dir.path().join("server.log"), Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(self.dir.path().join("server.log"), Some(uid), Some(gid))
+                .unwrap();
         }
         let child = self
             .command("postgres")
@@ -132,7 +144,14 @@ impl Cluster {
             .arg(self.data())
             .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
             .arg(self.dir.path())
-            .args(["-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB"])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=32MB",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -736,9 +736,16 @@ fn check_config(settings: Settings, file: Option<&Path>) -> Result<(), StartupEr
             .join(" ")
     };
     println!(
-        "pop3d: configuration OK: {} users, maildirs in {}, listen [{}], listen-tls [{}], TLS {}",
-        prepared.user_count,
-        prepared.root.display(),
+        "pop3d: configuration OK: {}, listen [{}], listen-tls [{}], TLS {}",
+        match prepared.store {
+            Store::Maildir(_) => format!(
+                "{} users, maildirs in {}",
+                prepared.user_count,
+                prepared.root.display()
+            ),
+            // Not connected: check-config binds and connects nothing.
+            Store::Postgres(_) => format!("store {}", prepared.root.display()),
+        },
         list(&s.listen),
         list(&s.listen_tls),
         if prepared.tls.is_some() { "on" } else { "off" }

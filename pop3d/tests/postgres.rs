@@ -665,3 +665,84 @@ fn unstuff(body: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn idle_sessions_hold_no_database_connection() {
+    let db = Db::new();
+    let users = 300;
+    db.cluster.sql(&format!(
+        "INSERT INTO pop3d_users (name, password)
+         SELECT 'u' || g, '{{PLAIN}}pw' || g FROM generate_series(1, {users}) g"
+    ));
+    ok(&db.deliver("u1", b"Subject: hi\r\n\r\nhello\r\n"));
+    let pool = 4;
+    let server = db.serve(&[
+        "--db-pool-size",
+        &pool.to_string(),
+        "--max-connections-per-ip",
+        "1000",
+        "--lease-seconds",
+        "3",
+    ]);
+    let mut sessions: Vec<Client> = (1..=users)
+        .map(|n| Client::login(server.addr, &format!("u{n}"), &format!("pw{n}")))
+        .collect();
+    // Past a lease renewal (every second here) for every session.
+    std::thread::sleep(Duration::from_secs(2));
+    let connections: u32 = db
+        .cluster
+        .sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pop3d'")
+        .parse()
+        .unwrap();
+    assert!(
+        connections <= pool,
+        "{connections} database connections for {users} idle sessions"
+    );
+    let leases = db.cluster.sql("SELECT count(*) FROM pop3d_leases");
+    assert_eq!(leases, users.to_string(), "every session holds its lease");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        db.cluster
+            .sql("SELECT count(*) FROM pop3d_leases WHERE expires_at > clock_timestamp()"),
+        users.to_string(),
+        "renewed past the lease time"
+    );
+    // Every session still works, and releases its lease at QUIT.
+    assert!(sessions[0].command("RETR 1").starts_with("+OK"));
+    assert!(String::from_utf8(sessions[0].multiline())
+        .unwrap()
+        .contains("hello"));
+    for c in &mut sessions {
+        assert!(c.command("QUIT").starts_with("+OK"));
+    }
+    assert_eq!(db.cluster.sql("SELECT count(*) FROM pop3d_leases"), "0");
+}
+
+#[test]
+fn a_session_transcript_with_top_rset_and_apop() {
+    let db = Db::new();
+    ok(&db.deliver("bob", b"Subject: one\r\nFrom: a\r\n\r\nl1\r\nl2\r\nl3\r\n"));
+    ok(&db.deliver("bob", b"Subject: two\r\n\r\n.dot\r\n"));
+    let server = db.serve(&["--apop"]);
+    let (mut c, greeting) = Client::greeted(server.addr);
+    // APOP works for a {PLAIN} user (RFC 1939 §7).
+    let stamp = &greeting[greeting.find('<').unwrap()..=greeting.find('>').unwrap()];
+    let digest: String = <md5::Md5 as md5::Digest>::digest(format!("{stamp}bobpw"))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(c.command(&format!("APOP bob {digest}")).starts_with("+OK"));
+    assert_eq!(c.command("STAT"), "+OK 2 59");
+    assert!(c.command("LIST").starts_with("+OK"));
+    assert_eq!(c.multiline(), b"1 37\r\n2 22\r\n.\r\n");
+    assert!(c.command("TOP 1 1").starts_with("+OK"));
+    assert_eq!(c.multiline(), b"Subject: one\r\nFrom: a\r\n\r\nl1\r\n.\r\n");
+    assert!(c.command("RETR 2").starts_with("+OK"));
+    assert_eq!(c.multiline(), b"Subject: two\r\n\r\n..dot\r\n.\r\n");
+    assert!(c.command("DELE 1").starts_with("+OK"));
+    assert!(c.command("RSET").starts_with("+OK"));
+    assert!(c.command("DELE 2").starts_with("+OK"));
+    assert!(c.command("NOOP").starts_with("+OK"));
+    assert!(c.command("QUIT").starts_with("+OK"));
+    assert_eq!(stat(server.addr, "bob", "bobpw"), "+OK 1 37");
+}

@@ -134,7 +134,13 @@ impl AsyncHandler for PgHandler {
                 return Err(e);
             }
         };
-        let drop = Maildrop::new(infos).map_err(HandlerError::internal)?;
+        let drop = match Maildrop::new(infos) {
+            Ok(drop) => drop,
+            Err(e) => {
+                lease.release().await;
+                return Err(HandlerError::internal(e));
+            }
+        };
         self.locked = Some(Locked { lease, messages });
         Ok(drop)
     }

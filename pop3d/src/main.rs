@@ -3,8 +3,9 @@
 //! With no arguments it serves a built-in demo (a fresh Maildir in a
 //! temporary directory, user `demo`, password `demo`) on 127.0.0.1:1110,
 //! and with implicit TLS on 127.0.0.1:1995 (a self-signed certificate
-//! made at start). For real use give `--maildir-root` and `--users`, and
-//! `--tls-cert`/`--tls-key` for TLS; see `pop3d --help`.
+//! made at start). For real use give `--maildir-root` and `--users`, or
+//! `--store postgres://…` (see [`postgres`]), and `--tls-cert`/`--tls-key`
+//! for TLS; see `pop3d --help`.
 
 #![forbid(unsafe_code)]
 
@@ -60,6 +61,10 @@ use crate::users::Users;
 /// SCHEME one of ARGON2ID, SHA512-CRYPT, BLF-CRYPT or PLAIN. `pop3d passwd USER`
 /// prints such a line. Deletions happen only at QUIT, all or none; a per-user lock
 /// keeps out concurrent sessions, including other pop3d processes.
+///
+/// Or give --store, a PostgreSQL database that several pop3d instances can
+/// serve: `pop3d db migrate` sets it up, `pop3d user` manages its users,
+/// `pop3d deliver` delivers into it and `pop3d import` copies Maildirs into it.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {

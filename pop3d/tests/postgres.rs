@@ -746,3 +746,32 @@ fn a_session_transcript_with_top_rset_and_apop() {
     assert!(c.command("QUIT").starts_with("+OK"));
     assert_eq!(stat(server.addr, "bob", "bobpw"), "+OK 1 37");
 }
+
+#[test]
+fn store_options_are_checked_at_start() {
+    // check-config connects to nothing: no database needed.
+    let out = pop3d(
+        &["check-config", "--store", "postgres://pop3@127.0.0.1:1/mail"],
+        b"",
+    );
+    let text = ok(&out);
+    assert!(
+        text.contains("configuration OK: store postgres database mail on 127.0.0.1"),
+        "{text}"
+    );
+    assert!(!text.contains("pop3@"), "no credentials in the output: {text}");
+    for (extra, says) in [
+        (&["--maildir-root", "/tmp"][..], "not with --maildir-root"),
+        (&["--expire", "3"][..], "expire is not supported with --store"),
+        (&["--login-delay", "60"][..], "login-delay is not supported"),
+    ] {
+        let mut args = vec!["check-config", "--store", "postgres://127.0.0.1/mail"];
+        args.extend_from_slice(extra);
+        let out = pop3d(&args, b"");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{extra:?}: {err}");
+    }
+    let out = pop3d(&["check-config", "--store", "not a url ="], b"");
+    assert!(!out.status.success());
+}

@@ -751,7 +751,11 @@ fn a_session_transcript_with_top_rset_and_apop() {
 fn store_options_are_checked_at_start() {
     // check-config connects to nothing: no database needed.
     let out = pop3d(
-        &["check-config", "--store", "postgres://pop3@127.0.0.1:1/mail"],
+        &[
+            "check-config",
+            "--store",
+            "postgres://pop3@127.0.0.1:1/mail",
+        ],
         b"",
     );
     let text = ok(&out);
@@ -759,10 +763,16 @@ fn store_options_are_checked_at_start() {
         text.contains("configuration OK: store postgres database mail on 127.0.0.1"),
         "{text}"
     );
-    assert!(!text.contains("pop3@"), "no credentials in the output: {text}");
+    assert!(
+        !text.contains("pop3@"),
+        "no credentials in the output: {text}"
+    );
     for (extra, says) in [
         (&["--maildir-root", "/tmp"][..], "not with --maildir-root"),
-        (&["--expire", "3"][..], "expire is not supported with --store"),
+        (
+            &["--expire", "3"][..],
+            "expire is not supported with --store",
+        ),
         (&["--login-delay", "60"][..], "login-delay is not supported"),
     ] {
         let mut args = vec!["check-config", "--store", "postgres://127.0.0.1/mail"];
@@ -774,4 +784,23 @@ fn store_options_are_checked_at_start() {
     }
     let out = pop3d(&["check-config", "--store", "not a url ="], b"");
     assert!(!out.status.success());
+}
+
+#[test]
+fn migrations_run_at_once_from_several_machines_apply_once() {
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || ok(&pop3d(&["db", "migrate", "--store", &url], b"")))
+        })
+        .collect();
+    let outputs: Vec<String> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+    let applied = outputs
+        .iter()
+        .filter(|o| o.contains("applied migration 1"))
+        .count();
+    assert_eq!(applied, 1, "{outputs:?}");
+    assert_eq!(cluster.sql("SELECT count(*) FROM pop3d_migrations"), "1");
 }

@@ -3,8 +3,8 @@
 //!
 //! Each migration runs once, in its own transaction, and is recorded in
 //! `pop3d_migrations`; running `migrate` again applies only what is
-//! missing (idempotent), and two `migrate`s at once are serialised by a
-//! transaction-scoped advisory lock. A migration, once released, is never
+//! missing (idempotent), and two `migrate`s at once are serialised by an
+//! advisory lock. A migration, once released, is never
 //! edited: a change is a new migration appended to [`MIGRATIONS`].
 
 use tokio_postgres::Client;
@@ -75,7 +75,28 @@ CREATE TABLE pop3d_leases (
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 /// Applies the migrations not applied yet; returns the versions applied now.
+///
+/// Under a session-level advisory lock, taken before anything else (even
+/// the `CREATE TABLE IF NOT EXISTS` of the bookkeeping table, which two
+/// sessions running at once could both attempt): a second `migrate` waits
+/// for the first, then finds nothing to do.
 pub(crate) async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let applied = apply(client).await;
+    // Released on every path (the lock belongs to the connection, which a
+    // pool may keep).
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+/// [`migrate`] under its lock.
+async fn apply(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS pop3d_migrations (
@@ -88,8 +109,6 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postg
     let mut applied = Vec::new();
     for m in MIGRATIONS {
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
         let done = tx
             .query_opt(
                 "SELECT 1 FROM pop3d_migrations WHERE version = $1",
@@ -100,6 +119,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postg
         if done {
             continue; // dropped: rolled back, nothing was changed
         }
+        // The migration and its record commit together, or neither does.
         tx.batch_execute(m.sql).await?;
         tx.execute(
             "INSERT INTO pop3d_migrations (version, name) VALUES ($1, $2)",

@@ -501,6 +501,18 @@ fn a_200_megabyte_message_is_served_with_bounded_memory() {
         .spawn()
         .unwrap();
     let mut input = deliver.stdin.take().unwrap();
+    let delivering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let deliver_peak = {
+        let (pid, running) = (deliver.id(), delivering.clone());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
     input.write_all(head).unwrap();
     let block = line.repeat(1024);
     for _ in 0..lines / 1024 {
@@ -510,7 +522,17 @@ fn a_200_megabyte_message_is_served_with_bounded_memory() {
         input.write_all(line).unwrap();
     }
     drop(input);
+    // Sampled until it has exited (a zombie reads as 0).
+    while deliver.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    delivering.store(false, std::sync::atomic::Ordering::Relaxed);
     assert!(deliver.wait().unwrap().success());
+    let deliver_peak = deliver_peak.join().unwrap();
+    assert!(
+        deliver_peak < 32 * 1024,
+        "pop3d deliver peaked at {deliver_peak} KiB for a 200 MiB message"
+    );
     let server = db.serve(&[]);
     let pid = server.child.id();
     // bob's {PLAIN} password needs no hashing thread (whose Argon2
@@ -573,7 +595,7 @@ fn a_200_megabyte_message_is_served_with_bounded_memory() {
     let peak = sampler.join().unwrap();
     server.kill();
     eprintln!(
-        "200 MiB RETR: {body} octets of body in {took:?}; pop3d RSS {before} KiB before, peak {peak} KiB during"
+        "200 MiB RETR: {body} octets of body in {took:?}; pop3d RSS {before} KiB before, peak {peak} KiB during; pop3d deliver peak {deliver_peak} KiB"
     );
     assert!(
         peak < before + 8 * 1024,

@@ -126,6 +126,15 @@ struct Settings {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     db_pool_size: Option<u64>,
 
+    /// With --store: offer SASL SCRAM-SHA-256 (users added with `pop3d
+    /// user add --scheme scram-sha-256`, or imported with SCRAM keys). Off
+    /// by default: a client that prefers SCRAM cannot log in a user who
+    /// has no SCRAM keys. (With a Maildir it is offered when some user in
+    /// the users file has SCRAM keys.)
+    #[arg(long)]
+    #[serde(default)]
+    sasl_scram: bool,
+
     /// Directory holding one Maildir per user (needs --users).
     #[arg(long, value_name = "DIR")]
     maildir_root: Option<PathBuf>,
@@ -286,6 +295,7 @@ impl Settings {
             store: self.store.or(file.store),
             lease_seconds: self.lease_seconds.or(file.lease_seconds),
             db_pool_size: self.db_pool_size.or(file.db_pool_size),
+            sasl_scram: self.sasl_scram || file.sasl_scram,
             maildir_root: self.maildir_root.or(file.maildir_root),
             users: self.users.or(file.users),
             listen: if self.listen.is_empty() {
@@ -542,11 +552,12 @@ fn oauth_settings(cli: &Settings) -> Result<Option<oauth::TokenValidator>, Strin
 }
 
 /// The SASL mechanisms pop3d offers: SCRAM-SHA-256 when some user has
-/// SCRAM keys (a client that prefers it would fail for the others),
+/// SCRAM keys, or `--sasl-scram` asks for it (a client that prefers it
+/// would fail for the others),
 /// PLAIN and LOGIN, and the OAuth ones when tokens can be checked.
-fn mechanisms(users: &Users, oauth: bool) -> Vec<Mechanism> {
+fn mechanisms(users: &Users, scram: bool, oauth: bool) -> Vec<Mechanism> {
     let mut list = Vec::new();
-    if users.any_scram() {
+    if scram || users.any_scram() {
         list.push(Mechanism::ScramSha256);
     }
     list.extend([Mechanism::Plain, Mechanism::Login]);
@@ -629,6 +640,11 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
             None,
         )
     } else {
+        if cli.sasl_scram {
+            return Err(StartupError::config(
+                "--sasl-scram is for --store; with a Maildir, SCRAM-SHA-256 is offered when the users file has SCRAM users",
+            ));
+        }
         match (&cli.maildir_root, &cli.users) {
             (Some(root), Some(path)) => {
                 startup::maildir_root(root)?;
@@ -662,7 +678,7 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
         // from other machines.
         .stls(tls.is_some())
         .apop(cli.apop)
-        .sasl(&mechanisms(&users, oauth.is_some()))
+        .sasl(&mechanisms(&users, cli.sasl_scram, oauth.is_some()))
         .utf8(true)
         .lang(true)
         .idle_timeout(Duration::from_secs(cli.idle_timeout.unwrap_or(600)))

@@ -806,6 +806,8 @@ fn store_options_are_checked_at_start() {
     }
     let out = pop3d(&["check-config", "--store", "not a url ="], b"");
     assert!(!out.status.success());
+    let out = pop3d(&["check-config", "--sasl-scram"], b"");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sasl-scram is for --store"));
 }
 
 #[test]
@@ -825,4 +827,75 @@ fn migrations_run_at_once_from_several_machines_apply_once() {
         .count();
     assert_eq!(applied, 1, "{outputs:?}");
     assert_eq!(cluster.sql("SELECT count(*) FROM pop3d_migrations"), "1");
+}
+
+#[test]
+fn scram_users_log_in_with_scram_and_unknown_users_get_stable_decoys() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let db = Db::new();
+    ok(&pop3d(
+        &[
+            "user",
+            "add",
+            "--store",
+            &db.url,
+            "--scheme",
+            "scram-sha-256",
+            "carol",
+        ],
+        b"pencil sharpener\n",
+    ));
+    ok(&db.deliver("carol", b"Subject: scram\r\n\r\nhi\r\n"));
+    let (a, b) = (db.serve(&["--sasl-scram"]), db.serve(&["--sasl-scram"]));
+    let (mut c, _) = Client::greeted(a.addr);
+    c.send(b"CAPA\r\n");
+    let capa = String::from_utf8(c.multiline()).unwrap();
+    assert!(
+        capa.contains("\r\nSASL SCRAM-SHA-256 PLAIN LOGIN\r\n"),
+        "{capa}"
+    );
+    // The salt an unknown user gets is the same from every instance.
+    let salt = |addr: SocketAddr, user: &str| {
+        let (mut c, _) = Client::greeted(addr);
+        let client = pop3_proto::testing::ScramClient::new(user, "x");
+        let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
+        let first = String::from_utf8(b64.decode(&challenge[2..]).unwrap()).unwrap();
+        first
+            .split(',')
+            .find(|f| f.starts_with("s="))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(salt(a.addr, "nobody"), salt(b.addr, "nobody"));
+    assert_ne!(salt(a.addr, "nobody"), salt(a.addr, "carol"));
+    // Wrong password and unknown user fail at the proof alike.
+    for (user, password) in [
+        ("carol", "wrong"),
+        ("nobody", "pencil sharpener"),
+        ("bob", "bobpw"),
+    ] {
+        let (mut c, _) = Client::greeted(a.addr);
+        let client = pop3_proto::testing::ScramClient::new(user, password);
+        let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
+        let first = String::from_utf8(b64.decode(&challenge[2..]).unwrap()).unwrap();
+        let last = client.finish(&first);
+        assert!(
+            c.command(&last.response).starts_with("-ERR [AUTH]"),
+            "{user}"
+        );
+    }
+    let client = pop3_proto::testing::ScramClient::new("carol", "pencil sharpener");
+    let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
+    let first = String::from_utf8(b64.decode(&challenge[2..]).unwrap()).unwrap();
+    let last = client.finish(&first);
+    assert_eq!(
+        c.command(&last.response),
+        format!("+ {}", last.server_final)
+    );
+    assert!(c.command("").starts_with("+OK"));
+    assert_eq!(c.command("STAT"), "+OK 1 22");
+    c.command("QUIT");
+    // And with the password, by USER/PASS.
+    assert_eq!(stat(b.addr, "carol", "pencil sharpener"), "+OK 1 22");
 }

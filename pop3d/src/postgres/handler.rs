@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, Uid};
+use pop3_proto::{Maildrop, MessageInfo, MessageRef, Refusal, ScramCredentials, Uid};
 use pop3_tokio::{AsyncHandler, Credential, HandlerError, HandlerResult};
 
 use super::blob::{Blobs as _, ChunkBody};
@@ -118,6 +118,25 @@ impl AsyncHandler for PgHandler {
         } else {
             Err(Refusal::auth("invalid user name or password").into())
         }
+    }
+
+    async fn scram_credentials(&mut self, user: &str) -> HandlerResult<ScramCredentials> {
+        // A user without SCRAM keys, or no such user: decoy keys, stable
+        // per user across instances, so the exchange does not tell.
+        let stored = self.stored(user).await.map_err(|e| unavailable(&e))?;
+        if let Some(keys) = stored.as_ref().and_then(Stored::scram) {
+            return Ok(keys.clone());
+        }
+        let secret = self
+            .store
+            .scram_secret()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(ScramCredentials::decoy(
+            &secret,
+            user,
+            pop3_proto::MIN_SCRAM_ITERATIONS,
+        ))
     }
 
     async fn lock(&mut self, user: &str) -> HandlerResult<Maildrop> {

@@ -109,6 +109,8 @@ pub(crate) struct PgStore {
     /// Sessions started, for the session part of lease owners.
     sessions: AtomicU64,
     lease_time: Duration,
+    /// The database's SCRAM decoy secret, read once.
+    scram_secret: tokio::sync::OnceCell<[u8; 32]>,
 }
 
 impl PgStore {
@@ -123,12 +125,35 @@ impl PgStore {
             instance,
             sessions: AtomicU64::new(0),
             lease_time,
+            scram_secret: tokio::sync::OnceCell::new(),
         })
     }
 
     /// A handler for one connection.
     pub(crate) fn handler(self: &Arc<Self>) -> PgHandler {
         PgHandler::new(self.clone())
+    }
+
+    /// The secret of the SCRAM decoys (`pop3d_secrets`), the same for every
+    /// instance on the database.
+    async fn scram_secret(&self) -> Result<[u8; 32], DbError> {
+        self.scram_secret
+            .get_or_try_init(|| async {
+                let client = self.pool.get().await?;
+                let row = client
+                    .query_one(
+                        "SELECT value FROM pop3d_secrets WHERE name = 'scram-decoy'",
+                        &[],
+                    )
+                    .await?;
+                let value: Vec<u8> = row.get(0);
+                let mut secret = [0u8; 32];
+                let n = value.len().min(32);
+                secret[..n].copy_from_slice(&value[..n]);
+                Ok(secret)
+            })
+            .await
+            .copied()
     }
 
     /// Logs whether the database is reachable and its schema current (a

@@ -22,7 +22,7 @@ struct Migration {
 /// Every migration, oldest first.
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
-    name: "users, unique ids, messages, body chunks, leases",
+    name: "users, unique ids, messages, body chunks, secrets, leases",
     sql: r"
 CREATE TABLE pop3d_users (
     name text PRIMARY KEY,
@@ -61,6 +61,15 @@ CREATE TABLE pop3d_chunks (
 );
 -- Mail is mostly compressed already (attachments); out of line, uncompressed.
 ALTER TABLE pop3d_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+-- Secrets shared by every instance: 'scram-decoy' makes the SCRAM keys
+-- of users without any, so one unknown user always gets the same salt
+-- from every instance (gen_random_uuid: PostgreSQL 13 or later).
+CREATE TABLE pop3d_secrets (
+    name text PRIMARY KEY,
+    value bytea NOT NULL
+);
+INSERT INTO pop3d_secrets (name, value) VALUES ('scram-decoy',
+    decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'));
 -- The maildrop locks: one row per locked user, held until expires_at
 -- unless its owner renews it.
 CREATE TABLE pop3d_leases (

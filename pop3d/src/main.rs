@@ -415,17 +415,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    match cli.command.take() {
-        Some(Command::Passwd { user, scheme }) => return passwd(&user, scheme),
-        Some(Command::Db { command }) => return manage::db(command),
-        Some(Command::User { command }) => return manage::user(command),
-        Some(Command::Deliver { store, user }) => return manage::deliver(&store, &user),
-        Some(Command::Import {
-            store,
-            maildir_root,
-            uidl_source,
-        }) => return manage::import(&store, &maildir_root, uidl_source.unwrap_or_default()),
-        other => cli.command = other,
+    if let Some(Command::Passwd { user, scheme }) = &cli.command {
+        return passwd(user, *scheme);
     }
     if !(cli.inetd && inetd::stderr_is_the_connection()) {
         let logs = tracing_subscriber::fmt()
@@ -440,6 +431,19 @@ fn main() -> ExitCode {
                 .init(),
             LogFormat::Json => logs.json().init(),
         }
+    }
+    // The database store's subcommands: logs (warnings of the Maildir
+    // code an import runs, of the pool) on standard error too.
+    match cli.command.take() {
+        Some(Command::Db { command }) => return manage::db(command),
+        Some(Command::User { command }) => return manage::user(command),
+        Some(Command::Deliver { store, user }) => return manage::deliver(&store, &user),
+        Some(Command::Import {
+            store,
+            maildir_root,
+            uidl_source,
+        }) => return manage::import(&store, &maildir_root, uidl_source.unwrap_or_default()),
+        other => cli.command = other,
     }
     let cli_inetd = cli.inetd;
     let outcome = match cli.command.take() {

@@ -231,6 +231,11 @@ impl AsyncHandler for PgHandler {
                 .into())
             }
             Err(e) => {
+                // Any failure before COMMIT rolls the transaction back. (A
+                // connection lost after COMMIT was sent and before its
+                // answer leaves the outcome unknown here: the database has
+                // removed all of the messages or none, and the next
+                // session's listing tells which.)
                 tracing::warn!(user, error = %e, "UPDATE failed; nothing deleted");
                 Err(Refusal::sys_temp(
                     "no deleted message was removed (the mail store is unavailable)",

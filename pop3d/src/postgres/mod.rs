@@ -67,6 +67,10 @@ pub(crate) enum DbError {
 /// connection's check, before the call fails as "database unavailable".
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a database connection may stop answering before it counts as
+/// lost (TCP user timeout; keepalive probes start at half of it).
+const DEAD_LINK: Duration = Duration::from_secs(30);
+
 /// The connection pool for `url` (a libpq-style URL or key=value string),
 /// at most `size` connections. Connecting is lazy: a pool is made even if
 /// the database is down.
@@ -75,6 +79,18 @@ pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, String> {
         .map_err(|e| format!("--store: not a PostgreSQL connection string: {e}"))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    // A database that vanishes without closing its connections (a host
+    // down, a network cut): sent data unacknowledged this long fails the
+    // call, and idle pooled connections are probed, so that a session
+    // waits this long at most and never until its idle timeout.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(DEAD_LINK);
+    }
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        // tokio-postgres's default, two hours: not set in the URL.
+        config.keepalives_idle(DEAD_LINK / 2);
+        config.keepalives_interval(DEAD_LINK / 10);
     }
     if config.get_application_name().is_none() {
         config.application_name("pop3d");

@@ -61,6 +61,7 @@
 //!   login for its failure delay (2 s) counted from when the check was
 //!   asked for, so the reply time does not depend on the path taken.
 
+mod body;
 mod fsx;
 mod journal;
 mod names;
@@ -91,6 +92,7 @@ use pop3_tokio::{AsyncBodySource, AsyncHandler, Credential, HandlerError, Handle
 use crate::oauth::TokenValidator;
 use crate::passwords::Passwords;
 use crate::users::{Stored, Users};
+use body::FileBody;
 use fsx::{Dirs, Identity, Sub};
 use journal::{Disposal, Doomed};
 use names::show;
@@ -303,7 +305,7 @@ struct Locked {
 /// it to the end records the message as retrieved.
 #[derive(Debug)]
 pub(crate) struct MessageBody {
-    file: pop3_tokio::TokioBody<tokio::fs::File>,
+    file: FileBody,
     retrieved: Option<(Arc<Mutex<Vec<usize>>>, usize)>,
 }
 
@@ -379,9 +381,10 @@ impl AsyncHandler for MaildirHandler {
         let retrieve = top.is_none();
         let (file, entry) =
             blocking(move || open_entry(&dirs, entry, retrieve, &maildir)).await??;
+        let len = entry.id.len;
         locked.entries[index] = entry;
         Ok(MessageBody {
-            file: pop3_tokio::tokio_body(tokio::fs::File::from_std(file)),
+            file: FileBody::new(file, len),
             retrieved: locked
                 .retrieved
                 .as_ref()

@@ -371,6 +371,50 @@ fn a_killed_instances_lock_frees_itself_within_the_lease_time() {
 }
 
 #[test]
+fn a_session_whose_lease_was_taken_over_deletes_nothing() {
+    let db = Db::new();
+    for i in 0..3 {
+        ok(&db.deliver("alice", format!("Subject: {i}\r\n\r\nbody\r\n").as_bytes()));
+    }
+    // Renewals every second.
+    let a = db.serve(&["--lease-seconds", "3"]);
+    let b = db.serve(&["--lease-seconds", "3"]);
+    // What an instance that stalled past its lease time looks like: the
+    // lease expired, and another instance's session takes the maildrop.
+    let expire = "UPDATE pop3d_leases SET expires_at = clock_timestamp() - interval '1 second'";
+    let mut stale = Client::login(a.addr, "alice", PASSWORD);
+    assert!(stale.command("DELE 1").starts_with("+OK"));
+    assert!(stale.command("DELE 2").starts_with("+OK"));
+    db.cluster.sql(expire);
+    let mut taker = Client::login(b.addr, "alice", PASSWORD);
+    assert!(taker.command("STAT").starts_with("+OK 3 "));
+    // At once (before or after its renewal noticed): its QUIT deletes
+    // nothing.
+    let quit = stale.command("QUIT");
+    assert!(quit.starts_with("-ERR"), "{quit}");
+    assert!(taker.command("QUIT").starts_with("+OK"));
+    assert!(stat(a.addr, "alice", PASSWORD).starts_with("+OK 3 "));
+
+    // Idle past a renewal after the takeover: its next RETR ends it.
+    let mut stale = Client::login(a.addr, "alice", PASSWORD);
+    assert!(stale.command("DELE 3").starts_with("+OK"));
+    db.cluster.sql(expire);
+    let mut taker = Client::login(b.addr, "alice", PASSWORD);
+    std::thread::sleep(Duration::from_millis(1500));
+    stale.send(b"RETR 1\r\n");
+    let (closed, rest) = stale.closed_within(Duration::from_secs(10));
+    assert!(closed, "the session ends");
+    assert!(
+        !rest.starts_with(b"+OK"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(taker.command("STAT").starts_with("+OK 3 "));
+    assert!(taker.command("QUIT").starts_with("+OK"));
+    assert!(stat(b.addr, "alice", PASSWORD).starts_with("+OK 3 "));
+}
+
+#[test]
 fn deliveries_during_a_session_appear_in_the_next_one() {
     let db = Db::new();
     ok(&db.deliver("alice", b"Subject: first\r\n\r\nfirst\r\n"));

@@ -792,8 +792,8 @@ fn service(
         window: Duration::from_secs(cli.failed_login_window.unwrap_or(300)),
         ..FailedLoginLimits::default()
     };
-    let mut service = Service::new(prepared.config.clone(), move |_conn: &ConnectionInfo| {
-        Ok(store.handler())
+    let mut service = Service::new(prepared.config.clone(), move |conn: &ConnectionInfo| {
+        Ok(store.handler(conn.peer))
     })
     .max_connections(max_connections)
     .max_unauthenticated(

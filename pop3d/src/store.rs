@@ -21,11 +21,13 @@ pub(crate) enum Store {
 }
 
 impl Store {
-    /// A handler for one connection.
-    pub(crate) fn handler(&self) -> StoreHandler {
+    /// A handler for one connection from `peer` (the client a trusted
+    /// PROXY header named, if any), which the database store's log lines
+    /// name.
+    pub(crate) fn handler(&self, peer: Option<std::net::SocketAddr>) -> StoreHandler {
         match self {
             Self::Maildir(store) => StoreHandler::Maildir(store.handler()),
-            Self::Postgres(store) => StoreHandler::Postgres(store.handler()),
+            Self::Postgres(store) => StoreHandler::Postgres(store.handler(peer)),
         }
     }
 }

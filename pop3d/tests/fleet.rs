@@ -271,10 +271,17 @@ fn marker(body: &[u8]) -> usize {
 struct Seen {
     /// Every source address a connection of this test had (to HAProxy).
     sources: BTreeSet<SocketAddr>,
+    /// The latest of them.
+    last: Option<SocketAddr>,
     /// Markers retrieved, in sessions whose QUIT succeeded.
     retrieved: Vec<usize>,
     in_use: usize,
     sessions: usize,
+}
+
+/// The source address of the latest connection (single-threaded use).
+fn stale_local(seen: &Mutex<Seen>) -> SocketAddr {
+    seen.lock().unwrap().last.expect("a connection")
 }
 
 /// A connection to `to` from `source`; its local address is recorded.
@@ -283,7 +290,11 @@ fn try_connect(source: Ipv4Addr, to: SocketAddr, seen: &Mutex<Seen>) -> std::io:
     socket.bind(&SocketAddr::from((source, 0)).into())?;
     // Recorded before the connect: HAProxy may pass it on at once.
     let local = socket.local_addr()?.as_socket().expect("an IPv4 address");
-    seen.lock().unwrap().sources.insert(local);
+    {
+        let mut seen = seen.lock().unwrap();
+        seen.sources.insert(local);
+        seen.last = Some(local);
+    }
     socket.connect(&to.into())?;
     Ok(socket.into())
 }
@@ -414,6 +425,34 @@ fn three_instances_behind_haproxy_serve_every_message_exactly_once() {
         seen.lock().unwrap().retrieved.extend(markers);
     }
     assert_eq!(cluster.sql("SELECT count(*) FROM pop3d_messages"), "0");
+
+    // A session whose lease is taken over (as if its instance had stalled
+    // past the lease time) deletes nothing, and the database store's
+    // warning names its real client.
+    pop3d(&["deliver", "--store", &url, &user(0)], &message(MESSAGES));
+    let (mut stale, _) = login(SOURCES[1], front, 0, &seen);
+    let stale_addr = stale_local(&seen);
+    assert!(stale.command("DELE 1").starts_with("+OK"));
+    cluster.sql("UPDATE pop3d_leases SET expires_at = clock_timestamp() - interval '1 second'");
+    let (mut taker, _) = login(SOURCES[2], front, 0, &seen);
+    let quit = stale.command("QUIT");
+    assert!(quit.starts_with("-ERR"), "a QUIT after a takeover: {quit}");
+    assert_eq!(session(&mut taker), vec![MESSAGES]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let found = instances.iter().flat_map(|i| i.logs()).find(|l| {
+            l.contains("lease lost before UPDATE") && l.contains(&format!("peer=\"{stale_addr}\""))
+        });
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lease warning naming {stale_addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(warning.contains("nothing deleted"), "{warning}");
 
     let seen = seen.lock().unwrap();
     let mut counts: BTreeMap<usize, usize> = BTreeMap::new();

@@ -26,13 +26,16 @@ struct Locked {
 #[derive(Debug)]
 pub(crate) struct PgHandler {
     store: Arc<PgStore>,
+    /// The client's address, for the log lines (`-` without one).
+    peer: String,
     locked: Option<Locked>,
 }
 
 impl PgHandler {
-    pub(super) fn new(store: Arc<PgStore>) -> Self {
+    pub(super) fn new(store: Arc<PgStore>, peer: Option<std::net::SocketAddr>) -> Self {
         Self {
             store,
+            peer: peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             locked: None,
         }
     }
@@ -48,7 +51,7 @@ impl PgHandler {
         Ok(row.and_then(|row| {
             let field: String = row.get(0);
             Stored::parse(&field)
-                .inspect_err(|e| tracing::warn!(user, error = %e, "stored password does not parse; that user cannot log in"))
+                .inspect_err(|e| tracing::warn!(peer = self.peer, user, error = %e, "stored password does not parse; that user cannot log in"))
                 .ok()
         }))
     }
@@ -68,24 +71,29 @@ impl PgHandler {
     }
 }
 
-fn unavailable(e: &DbError) -> HandlerError {
-    tracing::warn!(error = %e, "database call failed");
+fn unavailable(peer: &str, e: &DbError) -> HandlerError {
+    tracing::warn!(peer, error = %e, "database call failed");
     Refusal::sys_temp(UNAVAILABLE).into()
 }
 
 /// Lists `user`'s messages (their ids, chunk counts, sizes and ids).
 async fn listing(
     store: &PgStore,
+    peer: &str,
     user: &str,
 ) -> Result<(Vec<(i64, i32)>, Vec<MessageInfo>), HandlerError> {
-    let client = store.pool.get().await.map_err(|e| unavailable(&e.into()))?;
+    let client = store
+        .pool
+        .get()
+        .await
+        .map_err(|e| unavailable(peer, &e.into()))?;
     let rows = client
         .query(
             "SELECT id, chunks, size, uidl FROM pop3d_messages WHERE user_name = $1 ORDER BY id",
             &[&user],
         )
         .await
-        .map_err(|e| unavailable(&e.into()))?;
+        .map_err(|e| unavailable(peer, &e.into()))?;
     let mut ids = Vec::with_capacity(rows.len());
     let mut infos = Vec::with_capacity(rows.len());
     for row in rows {
@@ -109,7 +117,10 @@ impl AsyncHandler for PgHandler {
         // wrong credential does (after the decoy).
         let stored = match credential {
             Credential::Bearer(_) => None,
-            _ => self.stored(user).await.map_err(|e| unavailable(&e))?,
+            _ => self
+                .stored(user)
+                .await
+                .map_err(|e| unavailable(&self.peer, &e))?,
         };
         // A refusal is held by the protocol core for its failure delay,
         // counted from when the check was asked for.
@@ -123,7 +134,10 @@ impl AsyncHandler for PgHandler {
     async fn scram_credentials(&mut self, user: &str) -> HandlerResult<ScramCredentials> {
         // A user without SCRAM keys, or no such user: decoy keys, stable
         // per user across instances, so the exchange does not tell.
-        let stored = self.stored(user).await.map_err(|e| unavailable(&e))?;
+        let stored = self
+            .stored(user)
+            .await
+            .map_err(|e| unavailable(&self.peer, &e))?;
         if let Some(keys) = stored.as_ref().and_then(Stored::scram) {
             return Ok(keys.clone());
         }
@@ -131,7 +145,7 @@ impl AsyncHandler for PgHandler {
             .store
             .scram_secret()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable(&self.peer, &e))?;
         Ok(ScramCredentials::decoy(
             &secret,
             user,
@@ -142,11 +156,17 @@ impl AsyncHandler for PgHandler {
     async fn lock(&mut self, user: &str) -> HandlerResult<Maildrop> {
         let session = self.store.sessions.fetch_add(1, Ordering::Relaxed);
         let owner = format!("{}/{session}", self.store.instance);
-        let lease = Lease::take(&self.store.pool, user, owner, self.store.lease_time)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .ok_or_else(|| Refusal::in_use("maildrop is locked by another session"))?;
-        let (messages, infos) = match listing(&self.store, user).await {
+        let lease = Lease::take(
+            &self.store.pool,
+            user,
+            owner,
+            &self.peer,
+            self.store.lease_time,
+        )
+        .await
+        .map_err(|e| unavailable(&self.peer, &e))?
+        .ok_or_else(|| Refusal::in_use("maildrop is locked by another session"))?;
+        let (messages, infos) = match listing(&self.store, &self.peer, user).await {
             Ok(listed) => listed,
             Err(e) => {
                 lease.release().await;
@@ -221,6 +241,7 @@ impl AsyncHandler for PgHandler {
             }
             Ok(None) => {
                 tracing::warn!(
+                    peer = self.peer,
                     user,
                     owner,
                     "maildrop lease lost before UPDATE; nothing deleted"
@@ -236,7 +257,7 @@ impl AsyncHandler for PgHandler {
                 // answer leaves the outcome unknown here: the database has
                 // removed all of the messages or none, and the next
                 // session's listing tells which.)
-                tracing::warn!(user, error = %e, "UPDATE failed; nothing deleted");
+                tracing::warn!(peer = self.peer, user, error = %e, "UPDATE failed; nothing deleted");
                 Err(Refusal::sys_temp(
                     "no deleted message was removed (the mail store is unavailable)",
                 )

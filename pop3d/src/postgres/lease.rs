@@ -27,6 +27,8 @@ pub(crate) struct Lease {
     pool: Pool,
     user: String,
     owner: String,
+    /// The session's client, for the log lines.
+    peer: String,
     /// Set when a renewal found the lease taken over or gone, or could not
     /// renew it within the lease time: the session must not go on.
     lost: Arc<AtomicBool>,
@@ -34,12 +36,13 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    /// Takes `user`'s lease for `owner` for `time`, unless another owner
-    /// holds it unexpired (`Ok(None)`).
+    /// Takes `user`'s lease for `owner` (a session of client `peer`) for
+    /// `time`, unless another owner holds it unexpired (`Ok(None)`).
     pub(crate) async fn take(
         pool: &Pool,
         user: &str,
         owner: String,
+        peer: &str,
         time: Duration,
     ) -> Result<Option<Self>, DbError> {
         let client = pool.get().await?;
@@ -61,8 +64,11 @@ impl Lease {
         let lost = Arc::new(AtomicBool::new(false));
         let renewal = tokio::spawn(renew(
             pool.clone(),
-            user.to_owned(),
-            owner.clone(),
+            Renewal {
+                user: user.to_owned(),
+                owner: owner.clone(),
+                peer: peer.to_owned(),
+            },
             time,
             lost.clone(),
         ));
@@ -70,6 +76,7 @@ impl Lease {
             pool: pool.clone(),
             user: user.to_owned(),
             owner,
+            peer: peer.to_owned(),
             lost,
             renewal,
         }))
@@ -106,7 +113,7 @@ impl Lease {
             Ok::<_, DbError>(())
         };
         if let Err(e) = released.await {
-            tracing::warn!(user = self.user, error = %e, "cannot release the maildrop lease; it expires by itself");
+            tracing::warn!(peer = self.peer, user = self.user, error = %e, "cannot release the maildrop lease; it expires by itself");
         }
     }
 }
@@ -117,9 +124,17 @@ impl Drop for Lease {
     }
 }
 
+/// Whose lease a renewal task renews.
+struct Renewal {
+    user: String,
+    owner: String,
+    peer: String,
+}
+
 /// Renews the lease every third of `time` until aborted; marks it lost
 /// when it is no longer ours or could not be renewed for `time`.
-async fn renew(pool: Pool, user: String, owner: String, time: Duration, lost: Arc<AtomicBool>) {
+async fn renew(pool: Pool, lease: Renewal, time: Duration, lost: Arc<AtomicBool>) {
+    let Renewal { user, owner, peer } = lease;
     let every = time / 3;
     let mut renewed = Instant::now();
     loop {
@@ -139,17 +154,22 @@ async fn renew(pool: Pool, user: String, owner: String, time: Duration, lost: Ar
         match attempt.await {
             Ok(1) => renewed = Instant::now(),
             Ok(_) => {
-                tracing::warn!(user, owner, "maildrop lease lost (expired or taken over)");
+                tracing::warn!(
+                    peer,
+                    user,
+                    owner,
+                    "maildrop lease lost (expired or taken over)"
+                );
                 lost.store(true, Ordering::Release);
                 return;
             }
             Err(e) if renewed.elapsed() >= time => {
-                tracing::warn!(user, owner, error = %e, "maildrop lease not renewed within its time: lost");
+                tracing::warn!(peer, user, owner, error = %e, "maildrop lease not renewed within its time: lost");
                 lost.store(true, Ordering::Release);
                 return;
             }
             Err(e) => {
-                tracing::warn!(user, owner, error = %e, "cannot renew the maildrop lease yet")
+                tracing::warn!(peer, user, owner, error = %e, "cannot renew the maildrop lease yet")
             }
         }
     }

@@ -146,8 +146,8 @@ impl PgStore {
     }
 
     /// A handler for one connection.
-    pub(crate) fn handler(self: &Arc<Self>) -> PgHandler {
-        PgHandler::new(self.clone())
+    pub(crate) fn handler(self: &Arc<Self>, peer: Option<std::net::SocketAddr>) -> PgHandler {
+        PgHandler::new(self.clone(), peer)
     }
 
     /// The secret of the SCRAM decoys (`pop3d_secrets`), the same for every

@@ -155,38 +155,51 @@ where
 {
     let now = transport.now();
     let tls = transport.can_start_tls();
-    let end = match service.admit_reserved(&info, now, tls, reserved, Wake::Event) {
-        Admission::Reject(bytes) => {
-            let deadline = transport.now() + crate::FINAL_WRITE;
-            let _ = transport.write(&[bytes], Some(deadline)).await;
-            transport.close(transport.now() + crate::FINAL_WRITE).await;
-            service.ended(&info, &SessionEnd::rejected());
-            None
-        }
-        Admission::Serve {
-            procedure,
-            mut handler,
-            permit,
-        } => {
-            // Borrowed, not moved in: an async fn's arguments are kept
-            // twice in its future, and this future is what every idle
-            // connection costs.
-            let mut procedure = procedure;
-            let end = drive(
-                &mut procedure,
-                &mut transport,
-                &mut handler,
-                service.shutdown(),
-            )
-            .await;
-            transport.close(transport.now() + crate::FINAL_WRITE).await;
-            // The session counts as live until its connection is closed.
-            drop(permit);
-            service.session_closed(&info, &end);
-            Some(end)
-        }
-    };
-    end
+    // Taken apart before the session runs: an admission kept whole would
+    // hold a second procedure's room in this future, which is what every
+    // idle connection costs.
+    let (mut procedure, mut handler, permit) =
+        match service.admit_reserved(&info, now, tls, reserved, Wake::Event) {
+            Admission::Serve {
+                procedure,
+                handler,
+                permit,
+            } => (procedure, handler, permit),
+            Admission::Reject(bytes) => {
+                reject::<F, H, T>(service, &mut transport, &info, bytes).await;
+                return None;
+            }
+        };
+    // Borrowed, not moved in: an async fn's arguments are kept twice in
+    // its future.
+    let end = drive(
+        &mut procedure,
+        &mut transport,
+        &mut handler,
+        service.shutdown(),
+    )
+    .await;
+    transport.close(transport.now() + crate::FINAL_WRITE).await;
+    // The session counts as live until its connection is closed.
+    drop(permit);
+    service.session_closed(&info, &end);
+    Some(end)
+}
+
+/// Sends a rejected connection its `-ERR` line and closes it.
+async fn reject<F, H, T>(
+    service: &Service<F>,
+    transport: &mut T,
+    info: &ConnectionInfo,
+    bytes: Bytes,
+) where
+    F: NewHandler<H>,
+    T: AsyncTransport,
+{
+    let deadline = transport.now() + crate::FINAL_WRITE;
+    let _ = transport.write(&[bytes], Some(deadline)).await;
+    transport.close(transport.now() + crate::FINAL_WRITE).await;
+    service.ended(info, &SessionEnd::rejected());
 }
 
 /// Runs one connection of an implicit TLS listener (RFC 8314) of `service`
@@ -368,9 +381,10 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
                 procedure.committed(transport.now(), r);
             }
             Step::Pull(body) => {
-                let chunk = guarded(shutdown, async { Ok(body.next_chunk().await?) })
-                    .await
-                    .map_err(io::Error::other);
+                // Boxed like the handler calls: a body's read (a database
+                // query, say) can be the largest future of all.
+                let pull = Box::pin(async { Ok(body.next_chunk().await?) });
+                let chunk = guarded(shutdown, pull).await.map_err(io::Error::other);
                 procedure.pulled(transport.now(), chunk);
             }
             Step::StartTls { deadline } => {
@@ -385,9 +399,9 @@ pub async fn drive<T: AsyncTransport, H: AsyncHandler>(
             Step::Unlock => {
                 // A panicking unlock has nothing left to undo; once the
                 // shutdown is cancelled it gets a bounded time.
-                let unlock = async {
+                let unlock = Box::pin(async {
                     let _ = AssertUnwindSafe(handler.unlock()).catch_unwind().await;
-                };
+                });
                 let bounded = async {
                     shutdown.reached(Stage::Cancel).await;
                     let until = transport.now() + ABORT_WAIT;

@@ -1009,3 +1009,84 @@ fn accept_failures_are_logged_and_serving_goes_on() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn an_idle_logged_in_session_holds_two_descriptors() {
+    // Its socket and its lock file: folders are opened per operation, so
+    // descriptors do not cap logged-in sessions far below the limit.
+    const SESSIONS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let mut users = String::new();
+    for i in 0..SESSIONS {
+        users.push_str(&format!("u{i}:{{PLAIN}}pw{i}::::::\n"));
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(format!("mail/u{i}/{sub}"))).unwrap();
+        }
+        std::fs::write(
+            dir.path()
+                .join(format!("mail/u{i}/new/1700000000.M1P1.test")),
+            b"Subject: hi\n\nthere\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("users"), users).unwrap();
+    let server = Pop3d::with_maildir(
+        &dir.path().join("mail"),
+        &dir.path().join("users"),
+        &["--max-connections-per-ip", "100"],
+    );
+    let open = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
+            .unwrap()
+            .count()
+    };
+    // A session that has logged in and out first: whatever is opened
+    // once (the runtime's, the blocking pool's) is open already.
+    let mut warm = Client::login(server.addr, "u0", "pw0");
+    assert!(warm.command("QUIT").starts_with("+OK"));
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = open();
+    let mut sessions: Vec<Client> = (0..SESSIONS)
+        .map(|i| Client::login(server.addr, &format!("u{i}"), &format!("pw{i}")))
+        .collect();
+    for c in &mut sessions {
+        assert!(c.command("RETR 1").starts_with("+OK"));
+        c.multiline();
+    }
+    let held = open() - before;
+    assert!(
+        held <= 2 * SESSIONS,
+        "{SESSIONS} idle sessions hold {held} descriptors"
+    );
+    for mut c in sessions {
+        assert!(c.command("QUIT").starts_with("+OK"));
+    }
+}
+
+#[test]
+fn a_maildir_replaced_during_a_session_is_left_alone() {
+    let site = Site::new();
+    site.deliver("bob", "new", 1, b"Subject: 1\r\n\r\none\r\n");
+    site.deliver("bob", "new", 2, b"Subject: 2\r\n\r\ntwo\r\n");
+    let server = site.serve();
+    let mut c = Client::login(server.addr, "bob", "bobpw");
+    assert!(c.command("DELE 1").starts_with("+OK"));
+    // Another program moves the Maildir away and puts a new one in its
+    // place, with a message of its own.
+    let bob = site.root().join("bob");
+    let moved = site.root().join("bob.moved");
+    std::fs::rename(&bob, &moved).unwrap();
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(bob.join(sub)).unwrap();
+    }
+    site.deliver("bob", "new", 3, b"Subject: 3\r\n\r\nthree\r\n");
+    // The session ends there (an internal error), without its UPDATE.
+    let reply = c.command("RETR 2");
+    assert!(reply.starts_with("-ERR"), "{reply}");
+    c.send(b"QUIT\r\n");
+    assert!(!c.raw_line().starts_with(b"+OK"));
+    // Neither Maildir lost anything.
+    assert_eq!(site.files("bob.moved").len(), 2);
+    assert_eq!(site.files("bob").len(), 1);
+}

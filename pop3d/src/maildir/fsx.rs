@@ -54,6 +54,37 @@ impl Identity {
     }
 }
 
+/// A Maildir a session has locked, opened again for each operation on it:
+/// an idle session holds no directory open (its socket and its lock file
+/// are all it keeps open), so descriptors do not cap sessions at a sixth
+/// of the limit. The directory must still be the one locked: a Maildir
+/// moved away and replaced since is refused, and its folders are opened
+/// as at login, never through a link.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    path: std::path::PathBuf,
+    root: Identity,
+}
+
+impl Place {
+    /// The locked Maildir and its folders, opened again.
+    pub(crate) fn open(&self) -> io::Result<Dirs> {
+        let shown = self.path.display().to_string();
+        let root = rfs::openat(
+            rfs::CWD,
+            &self.path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if !Identity::of(&rfs::fstat(&root)?).same_file(&self.root) {
+            return Err(io::Error::other(format!(
+                "{shown} was replaced by another directory during the session"
+            )));
+        }
+        Dirs::with_root(root, &shown)
+    }
+}
+
 /// One user's Maildir, opened: the directory and its three folders.
 #[derive(Debug)]
 pub(crate) struct Dirs {
@@ -93,6 +124,16 @@ impl Dirs {
             Mode::empty(),
         )?;
         Self::with_root(root, &path.display().to_string())
+    }
+
+    /// Where this Maildir is, to open it again later as the same directory
+    /// ([`Place::open`]).
+    pub(crate) fn place(&self, path: &Path) -> io::Result<Place> {
+        let st = rfs::fstat(&self.root)?;
+        Ok(Place {
+            path: path.to_owned(),
+            root: Identity::of(&st),
+        })
     }
 
     /// Opens (creating what is missing) the Maildir++ folder `name` (such

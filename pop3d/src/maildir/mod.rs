@@ -93,7 +93,7 @@ use crate::oauth::TokenValidator;
 use crate::passwords::Passwords;
 use crate::users::{Stored, Users};
 use body::FileBody;
-use fsx::{Dirs, Identity, Sub};
+use fsx::{Dirs, Identity, Place, Sub};
 use journal::{Disposal, Doomed};
 use names::show;
 
@@ -288,7 +288,7 @@ struct Entry {
 /// A locked maildrop: the lock file (held while this lives) and its messages.
 #[derive(Debug)]
 struct Locked {
-    dirs: Arc<Dirs>,
+    place: Place,
     maildir: String,
     _lock: File,
     entries: Vec<Entry>,
@@ -377,10 +377,13 @@ impl AsyncHandler for MaildirHandler {
             .filter(|&i| i < locked.entries.len())
             .ok_or_else(|| internal("message number out of range"))?;
         let entry = locked.entries[index].clone();
-        let (dirs, maildir) = (locked.dirs.clone(), locked.maildir.clone());
+        let (place, maildir) = (locked.place.clone(), locked.maildir.clone());
         let retrieve = top.is_none();
-        let (file, entry) =
-            blocking(move || open_entry(&dirs, entry, retrieve, &maildir)).await??;
+        let (file, entry) = blocking(move || {
+            let dirs = place.open().map_err(internal)?;
+            open_entry(&dirs, entry, retrieve, &maildir)
+        })
+        .await??;
         let len = entry.id.len;
         locked.entries[index] = entry;
         Ok(MessageBody {
@@ -416,9 +419,16 @@ impl AsyncHandler for MaildirHandler {
         if doomed.is_empty() {
             return Ok(());
         }
-        let (dirs, maildir) = (locked.dirs.clone(), locked.maildir.clone());
+        let (place, maildir) = (locked.place.clone(), locked.maildir.clone());
         let policy = self.store.policy.delete.clone();
-        blocking(move || delete(&dirs, doomed, &uids, messages, &maildir, &policy)).await?
+        blocking(move || {
+            let dirs = place.open().map_err(|e| {
+                tracing::error!(maildir, error = %e, "cannot open the maildir to delete");
+                internal(e)
+            })?;
+            delete(&dirs, doomed, &uids, messages, &maildir, &policy)
+        })
+        .await?
     }
 
     async fn unlock(&mut self) {
@@ -443,7 +453,14 @@ fn save_retrievals(locked: &Locked, now: SystemTime) {
     if indices.is_empty() {
         return;
     }
-    let mut times = policy::load_retrieved(&locked.dirs, &locked.maildir);
+    let dirs = match locked.place.open() {
+        Ok(dirs) => dirs,
+        Err(e) => {
+            tracing::warn!(maildir = locked.maildir, error = %e, "cannot record retrievals");
+            return;
+        }
+    };
+    let mut times = policy::load_retrieved(&dirs, &locked.maildir);
     let secs = policy::unix_secs(now);
     let before = times.len();
     for i in indices {
@@ -452,7 +469,7 @@ fn save_retrievals(locked: &Locked, now: SystemTime) {
         }
     }
     if times.len() != before {
-        if let Err(e) = policy::save_retrieved(&locked.dirs, &times) {
+        if let Err(e) = policy::save_retrieved(&dirs, &times) {
             let maildir = &locked.maildir;
             tracing::warn!(maildir, error = %e, "cannot record retrieval times; those messages do not expire yet");
         }
@@ -566,7 +583,7 @@ fn lock_maildir(
     }
     Ok((
         Locked {
-            dirs: Arc::new(dirs),
+            place: dirs.place(&path).map_err(internal)?,
             maildir,
             _lock: lock,
             entries,
@@ -893,7 +910,8 @@ impl Export {
             .get(index)
             .cloned()
             .ok_or_else(|| internal("message index out of range"))?;
-        let (file, _) = open_entry(&self.locked.dirs, entry, false, &self.locked.maildir)?;
+        let dirs = self.locked.place.open().map_err(internal)?;
+        let (file, _) = open_entry(&dirs, entry, false, &self.locked.maildir)?;
         Ok(file)
     }
 }

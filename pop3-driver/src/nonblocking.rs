@@ -166,7 +166,9 @@ where
                 permit,
             } => (procedure, handler, permit),
             Admission::Reject(bytes) => {
-                reject::<F, H, T>(service, &mut transport, &info, bytes).await;
+                // Boxed: the admission is still held here, and the two
+                // side by side would outsize the session itself.
+                Box::pin(reject::<F, H, T>(service, &mut transport, &info, bytes)).await;
                 return None;
             }
         };

@@ -126,6 +126,17 @@ impl Dirs {
         Self::with_root(root, &path.display().to_string())
     }
 
+    /// Whether `new/` and `cur/` are both smaller than `size` octets as
+    /// directories (a cheap bound on how many names listing them reads).
+    pub(crate) fn smaller_than(&self, size: u64) -> io::Result<bool> {
+        for fd in [&self.new, &self.cur] {
+            if rfs::fstat(fd)?.st_size as u64 >= size {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Where this Maildir is, to open it again later as the same directory
     /// ([`Place::open`]).
     pub(crate) fn place(&self, path: &Path) -> io::Result<Place> {

@@ -238,17 +238,21 @@ impl Maildirs {
             })
     }
 
+    /// A size counted before, if this exact file's is known.
+    fn known_size(&self, key: &SizeKey) -> Option<u64> {
+        self.sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+    }
+
     fn size_of(
         &self,
         key: SizeKey,
         file: impl FnOnce() -> io::Result<Option<File>>,
     ) -> io::Result<Option<u64>> {
-        if let Some(&size) = self
-            .sizes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(size) = self.known_size(&key) {
             return Ok(Some(size));
         }
         let Some(mut file) = file()? else {
@@ -359,10 +363,24 @@ impl AsyncHandler for MaildirHandler {
     }
 
     async fn lock(&mut self, user: &str) -> HandlerResult<Maildrop> {
-        let store = self.store.clone();
-        let user = user.to_owned();
-        let (locked, drop) =
-            blocking(move || lock_maildir(&store, &user, SystemTime::now())).await??;
+        // A small settled Maildir is locked and listed here, in a few cheap
+        // syscalls: a blocking-pool round trip would cost more than the
+        // work. Anything that could wait on the disk goes to the pool.
+        let inline = match lock_maildir(&self.store, user, SystemTime::now(), Pass::Inline) {
+            Ok(Some(done)) => Some(done),
+            Ok(None) => None,
+            Err(e) => return Err(e),
+        };
+        let (locked, drop) = match inline {
+            Some(done) => done,
+            None => {
+                let store = self.store.clone();
+                let user = user.to_owned();
+                blocking(move || lock_maildir(&store, &user, SystemTime::now(), Pass::Full))
+                    .await??
+                    .ok_or_else(|| internal("a full pass always finishes"))?
+            }
+        };
         self.locked = Some(locked);
         Ok(drop)
     }
@@ -519,20 +537,45 @@ fn decoy_secret(root: &std::path::Path) -> [u8; 32] {
     }
 }
 
+/// How much of a login [`lock_maildir`] may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// All of it (on the blocking pool).
+    Full,
+    /// Only what cannot wait on the disk, on a session's own thread: a
+    /// small Maildir with nothing to write (no login delay or expiry
+    /// policy, no interrupted deletion, every unique id recorded, every
+    /// size known); `None` otherwise, with nothing changed.
+    Inline,
+}
+
+/// The largest `new/` or `cur/` (as the directory's own size) an inline
+/// pass lists: some hundreds of names on common filesystems.
+const INLINE_FOLDER_SIZE: u64 = 32 * 1024;
+
 /// Takes the user's lock (refusing a login within the login delay, which
 /// it then records), finishes a deletion a crash interrupted, cleans
-/// `tmp/`, deletes expired messages, and lists the maildrop.
+/// `tmp/`, deletes expired messages, and lists the maildrop. `None` only
+/// from a [`Pass::Inline`] that found work to leave to a full pass.
 fn lock_maildir(
     store: &Maildirs,
     user: &str,
     now: SystemTime,
-) -> HandlerResult<(Locked, Maildrop)> {
+    pass: Pass,
+) -> HandlerResult<Option<(Locked, Maildrop)>> {
+    let inline = pass == Pass::Inline;
+    if inline && (store.policy.login_delay.is_some() || store.policy.expire_days.is_some()) {
+        return Ok(None);
+    }
     let path = store.root.join(user);
     let maildir = path.display().to_string();
     let dirs = Dirs::open(&path).map_err(|e| {
         tracing::error!(maildir, error = %e, "cannot open the maildir");
         internal(e)
     })?;
+    if inline && !dirs.smaller_than(INLINE_FOLDER_SIZE).map_err(internal)? {
+        return Ok(None);
+    }
     let delay = store.policy.login_delay;
     // Checked before the lock too: a session of this user still running
     // (here or in another process) is a login too recent, not IN-USE.
@@ -540,6 +583,12 @@ fn lock_maildir(
         return Err(HandlerError::LoginDelay(wait));
     }
     let served_before = dirs.has(LOCK_FILE).map_err(internal)?;
+    if inline && !served_before {
+        // A first login chooses where unique ids come from, by whether
+        // the lock file exists: taking it here would decide for the pass
+        // that does the work.
+        return Ok(None);
+    }
     let lock = dirs.open_lock(LOCK_FILE).map_err(internal)?;
     match lock.try_lock() {
         Ok(()) => {}
@@ -554,18 +603,31 @@ fn lock_maildir(
     if let Some(wait) = delay.and_then(|d| policy::login_wait(&dirs, d, now)) {
         return Err(HandlerError::LoginDelay(wait));
     }
-    journal::recover(&dirs, &maildir).map_err(internal)?;
-    match dirs.clean_tmp(now) {
-        Ok(0) => {}
-        Ok(removed) => tracing::info!(maildir, removed, "removed tmp/ files older than 36 hours"),
-        Err(e) => tracing::warn!(maildir, error = %e, "cannot clean tmp/"),
+    if inline {
+        // tmp/ is cleaned at the next full pass.
+        if dirs.has(journal::JOURNAL).map_err(internal)? {
+            return Ok(None);
+        }
+    } else {
+        journal::recover(&dirs, &maildir).map_err(internal)?;
+        match dirs.clean_tmp(now) {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(maildir, removed, "removed tmp/ files older than 36 hours")
+            }
+            Err(e) => tracing::warn!(maildir, error = %e, "cannot clean tmp/"),
+        }
     }
-    let (mut entries, mut ids) = list(store, &dirs, &path, served_before, &maildir)?;
+    let Some((mut entries, mut ids)) = list(store, &dirs, &path, served_before, &maildir, pass)?
+    else {
+        return Ok(None);
+    };
     let retrieved = match store.policy.expire_days {
         None => None,
         Some(days) => {
             if expire(store, &dirs, &entries, &ids, days, now, &maildir)? {
-                (entries, ids) = list(store, &dirs, &path, served_before, &maildir)?;
+                (entries, ids) = list(store, &dirs, &path, served_before, &maildir, pass)?
+                    .ok_or_else(|| internal("a full pass always lists"))?;
             }
             Some(Arc::default())
         }
@@ -581,7 +643,7 @@ fn lock_maildir(
             internal(e)
         })?;
     }
-    Ok((
+    Ok(Some((
         Locked {
             place: dirs.place(&path).map_err(internal)?,
             maildir,
@@ -592,7 +654,7 @@ fn lock_maildir(
             quit: false,
         },
         drop,
-    ))
+    )))
 }
 
 /// The maildrop's messages and their unique ids.
@@ -602,8 +664,13 @@ fn list(
     path: &std::path::Path,
     served_before: bool,
     maildir: &str,
-) -> HandlerResult<(Vec<Entry>, Vec<Uid>)> {
-    let entries = scan(store, dirs, path).map_err(internal)?;
+    pass: Pass,
+) -> HandlerResult<Option<(Vec<Entry>, Vec<Uid>)>> {
+    let entries = match scan(store, dirs, path, pass) {
+        Ok(Some(entries)) => entries,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(internal(e)),
+    };
     let wants: Vec<uids::Want<'_>> = entries
         .iter()
         .map(|e| uids::Want {
@@ -612,12 +679,14 @@ fn list(
             len: e.id.len,
         })
         .collect();
-    let ids =
-        uids::assign(dirs, &wants, store.uidl_source, served_before, maildir).map_err(|e| {
+    let dry = pass == Pass::Inline;
+    let ids = uids::assign(dirs, &wants, store.uidl_source, served_before, maildir, dry).map_err(
+        |e| {
             tracing::error!(maildir, error = %e, "cannot record unique ids");
             internal(e)
-        })?;
-    Ok((entries, ids))
+        },
+    )?;
+    Ok(ids.map(|ids| (entries, ids)))
 }
 
 /// Deletes (by the delete policy, journaled like a QUIT) the messages
@@ -678,7 +747,13 @@ fn doomed_of(e: &Entry) -> impl Iterator<Item = Doomed> + '_ {
 }
 
 /// `new/` and `cur/`, in delivery order, with sizes.
-fn scan(store: &Maildirs, dirs: &Dirs, path: &std::path::Path) -> io::Result<Vec<Entry>> {
+/// `None` from an inline pass that would have to count a size.
+fn scan(
+    store: &Maildirs,
+    dirs: &Dirs,
+    path: &std::path::Path,
+    pass: Pass,
+) -> io::Result<Option<Vec<Entry>>> {
     let mut found = Vec::new();
     let hide_trashed = store.policy.delete == DeletePolicy::Flag;
     for sub in Sub::BOTH {
@@ -726,9 +801,16 @@ fn scan(store: &Maildirs, dirs: &Dirs, path: &std::path::Path) -> io::Result<Vec
                     len: id.len,
                     modified: (st.st_mtime as i64, st.st_mtime_nsec as u64),
                 };
-                match store.size_of(key, || dirs.open_message(sub, &name, &id))? {
-                    Some(size) => size,
-                    None => continue, // gone meanwhile
+                if pass == Pass::Inline {
+                    match store.known_size(&key) {
+                        Some(size) => size,
+                        None => return Ok(None),
+                    }
+                } else {
+                    match store.size_of(key, || dirs.open_message(sub, &name, &id))? {
+                        Some(size) => size,
+                        None => continue, // gone meanwhile
+                    }
                 }
             }
         };
@@ -741,7 +823,7 @@ fn scan(store: &Maildirs, dirs: &Dirs, path: &std::path::Path) -> io::Result<Vec
             links: Vec::new(),
         });
     }
-    Ok(entries)
+    Ok(Some(entries))
 }
 
 /// Opens exactly the listed file (found again if another program renamed
@@ -892,7 +974,8 @@ impl Export {
     /// Locks `user`'s Maildir and lists it as a login would (finishing an
     /// interrupted deletion, assigning unique ids as serving does).
     pub(crate) fn lock(store: &Maildirs, user: &str) -> HandlerResult<Self> {
-        let (locked, _) = lock_maildir(store, user, SystemTime::now())?;
+        let (locked, _) = lock_maildir(store, user, SystemTime::now(), Pass::Full)?
+            .ok_or_else(|| internal("a full pass always finishes"))?;
         Ok(Self { locked })
     }
 

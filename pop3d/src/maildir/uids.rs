@@ -363,22 +363,28 @@ pub(crate) fn retire(dirs: &Dirs, removed: &[Uid]) -> io::Result<()> {
 /// The ids of these messages (in delivery order), recorded. `served_before`:
 /// pop3d has locked this Maildir before (so its clients already hold
 /// Maildir-name ids, and `auto` must not switch to another server's).
+/// `dry`: nothing is written, and `None` if something would be (no state
+/// yet, an unreadable one, or any id to assign, move or retire).
 pub(crate) fn assign(
     dirs: &Dirs,
     wants: &[Want<'_>],
     setting: UidlSource,
     served_before: bool,
     maildir: &str,
-) -> io::Result<Vec<Uid>> {
+    dry: bool,
+) -> io::Result<Option<Vec<Uid>>> {
     let loaded = match dirs.read_file(STATE, STATE_MAX) {
         Ok(Some(data)) => match State::parse(&data) {
             Some(state) => Some(state),
+            None if dry => return Ok(None),
             None => {
                 set_aside(dirs, STATE, maildir, "unique-id state does not parse")?;
                 None
             }
         },
+        Ok(None) if dry => return Ok(None),
         Ok(None) => None,
+        Err(_) if dry => return Ok(None),
         Err(e) => {
             set_aside(dirs, STATE, maildir, &e.to_string())?;
             None
@@ -463,6 +469,9 @@ pub(crate) fn assign(
     // 4. New files.
     let mut taken: HashSet<Uid> = ids.iter().flatten().cloned().collect();
     taken.extend(state.retired.iter().cloned());
+    if dry && (changed || ids.iter().any(Option::is_none)) {
+        return Ok(None);
+    }
     let imported = if ids.iter().any(Option::is_none) {
         import(dirs, state.source, maildir)?
     } else {
@@ -515,7 +524,7 @@ pub(crate) fn assign(
     if changed {
         dirs.write_file(STATE, state.render().as_bytes())?;
     }
-    Ok(ids)
+    Ok(Some(ids))
 }
 
 #[cfg(test)]

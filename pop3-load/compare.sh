@@ -28,6 +28,16 @@ if ! command -v dovecot >/dev/null || [ ! -e /usr/lib/dovecot/pop3 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-pop3d
 fi
+# Each server holds IDLE logged-in connections, and a connection takes
+# descriptors (pop3d: its socket and its lock file); run as root, the
+# script raises the hard limit for the servers it starts, as an operator
+# would with systemd's LimitNOFILE=. The load generator raises its own
+# soft limit.
+WANT_FDS=$((IDLE * 4 + 1024))
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$WANT_FDS" ]; then
+  ulimit -Hn "$WANT_FDS" 2>/dev/null ||
+    echo "note: the hard descriptor limit ($(ulimit -Hn)) is below $WANT_FDS; idle figures may stop short" >&2
+fi
 id pop3bench >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin pop3bench
 
 cargo build --release -q -p pop3d -p pop3-load

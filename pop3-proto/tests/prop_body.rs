@@ -77,6 +77,48 @@ fn cuts() -> impl Strategy<Value = Vec<Index>> {
 }
 
 /// Splits `body` at the given cut points (sorted, duplicates kept).
+/// A longer body for the block scan: runs of plain text between dense
+/// `.`, CR and LF, so line ends fall at every offset of a block.
+fn long_body() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        3 => prop::collection::vec(body_byte(), 1..6),
+        1 => (1usize..80).prop_map(|n| vec![b'x'; n]),
+    ];
+    prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+}
+
+/// The encoder written down as RFC 1939 says it, a line at a time over the
+/// whole body: a line ends at LF (a CR just before it is part of the line
+/// end) or at the end of the body (a CR there too); each line goes out
+/// with CRLF, a `.` in front if it starts with one; TOP k sends the lines up
+/// to the first empty one, then k more; `.` CRLF ends it.
+fn reference_encoding(body: &[u8], top: Option<u64>) -> Vec<u8> {
+    let mut lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    let mut wanted = top.map(|k| (false, k));
+    let mut out = Vec::new();
+    for line in lines {
+        let text = line.strip_suffix(b"\r").unwrap_or(line);
+        if wanted.is_some_and(|(in_body, k)| in_body && k == 0) {
+            break;
+        }
+        if text.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+        wanted = match wanted {
+            Some((false, k)) => Some((text.is_empty(), k)),
+            Some((true, k)) => Some((true, k - 1)),
+            None => None,
+        };
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
 fn chunk<'a>(body: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
     let mut at: Vec<usize> = cuts.iter().map(|i| i.index(body.len() + 1)).collect();
     at.sort_unstable();
@@ -162,6 +204,22 @@ proptest! {
         prop_assert_eq!(
             escape_bytes(&encode_body(&pieces, Some(k))),
             escape_bytes(&encode_body(&[&body], Some(k)))
+        );
+    }
+
+    /// RETR and TOP output, however chunked, is byte for byte the reference encoding.
+    #[test]
+    fn encoding_matches_the_reference(
+        body in prop_oneof![body(), long_body()],
+        cuts in cuts(),
+        top in prop::option::of(0u64..6),
+    ) {
+        let pieces = chunk(&body, &cuts);
+        prop_assert_eq!(
+            escape_bytes(&encode_body(&pieces, top)),
+            escape_bytes(&reference_encoding(&body, top)),
+            "pieces: {:?}",
+            pieces.iter().map(|p| escape_bytes(p)).collect::<Vec<_>>()
         );
     }
 }

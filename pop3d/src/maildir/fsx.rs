@@ -323,6 +323,17 @@ impl Dirs {
     /// hours (the Maildir convention: a delivery that old was abandoned).
     /// Only regular files; links and directories are left alone. Returns
     /// how many were removed.
+    /// Whether `tmp/` holds nothing (so there is nothing to clean).
+    pub(crate) fn tmp_is_empty(&self) -> io::Result<bool> {
+        for item in Dir::read_from(&self.tmp)? {
+            let name = item?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     pub(crate) fn clean_tmp(&self, now: SystemTime) -> io::Result<usize> {
         let limit = now
             .checked_sub(Duration::from_secs(36 * 3600))

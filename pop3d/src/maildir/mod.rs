@@ -544,8 +544,8 @@ enum Pass {
     Full,
     /// Only what cannot wait on the disk, on a session's own thread: a
     /// small Maildir with nothing to write (no login delay or expiry
-    /// policy, no interrupted deletion, every unique id recorded, every
-    /// size known); `None` otherwise, with nothing changed.
+    /// policy, no interrupted deletion, nothing in `tmp/`, every unique id
+    /// recorded, every size known); `None` otherwise, with nothing changed.
     Inline,
 }
 
@@ -604,8 +604,10 @@ fn lock_maildir(
         return Err(HandlerError::LoginDelay(wait));
     }
     if inline {
-        // tmp/ is cleaned at the next full pass.
-        if dirs.has(journal::JOURNAL).map_err(internal)? {
+        // An interrupted deletion to finish, or tmp/ to clean: a full pass.
+        if dirs.has(journal::JOURNAL).map_err(internal)?
+            || !dirs.tmp_is_empty().map_err(internal)?
+        {
             return Ok(None);
         }
     } else {

@@ -669,6 +669,9 @@ impl Fixture {
 #[test]
 fn tmp_files_older_than_36_hours_are_removed() {
     let fx = Fixture::new();
+    // Served before, nothing new: a later login is cheap, but still cleans.
+    fx.write("cur/1700000000.M1P1.test:2,S", b"Subject: kept\n\nhi\n");
+    fx.uids();
     let old = SystemTime::now() - Duration::from_secs(37 * 3600);
     let recent = SystemTime::now() - Duration::from_secs(35 * 3600);
     for (name, t) in [("old", old), ("recent", recent)] {

@@ -9,31 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pop3_conformance::Client;
-use pop3_proto::testing::{escape_bytes, expected_top, normalize_body};
+use support::clients::{self, tricky_messages, uidl};
 use support::{passwd, Pop3d, Site, BIN, PASSWORD};
-
-fn tricky_messages() -> Vec<Vec<u8>> {
-    let mut big = Vec::with_capacity(20 << 20);
-    big.extend_from_slice(b"Subject: twenty megabytes\r\n\r\n");
-    let mut i = 0u64;
-    while big.len() < 20 << 20 {
-        big.extend_from_slice(format!("{i:09} .dots. and text to fill the line\r\n").as_bytes());
-        if i.is_multiple_of(1000) {
-            big.extend_from_slice(b".a line that starts with a dot\r\n");
-        }
-        i += 1;
-    }
-    vec![
-        b"Subject: dots\r\n\r\n.\r\n..\r\n.leading\r\nend\r\n".to_vec(),
-        b".Subject-ish first byte is a dot\r\n\r\nbody\r\n".to_vec(),
-        b"Subject: no final newline\r\n\r\nlast line".to_vec(),
-        b"Subject: bare LF\n\nline one\nline two\n".to_vec(),
-        "Subject: =?utf-8?q?8-bit?=\r\n\r\nGrüße, 東京, ÿ\r\n"
-            .as_bytes()
-            .to_vec(),
-        big,
-    ]
-}
 
 #[test]
 fn demo_default_answers_a_real_client() {
@@ -62,46 +39,12 @@ fn demo_default_answers_a_real_client() {
 #[test]
 fn poplib_fetches_tricky_messages_byte_for_byte() {
     let site = Site::new();
-    let messages = tricky_messages();
+    let messages = tricky_messages(20);
     for (i, m) in messages.iter().enumerate() {
         site.deliver("alice", if i % 2 == 0 { "new" } else { "cur" }, i as u32, m);
     }
     let server = site.serve();
-    let out = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/fetch_all.py");
-    let port = server.addr.port().to_string();
-    let status = Command::new("python3")
-        .args([
-            script,
-            "127.0.0.1",
-            &port,
-            "alice",
-            PASSWORD,
-            out.path().to_str().unwrap(),
-        ])
-        .status()
-        .expect("python3");
-    assert!(status.success());
-    let list = std::fs::read_to_string(out.path().join("list.txt")).unwrap();
-    for (i, m) in messages.iter().enumerate() {
-        let n = i + 1;
-        let wire = normalize_body(m);
-        let got = std::fs::read(out.path().join(format!("retr_{n}"))).unwrap();
-        assert!(
-            got == wire,
-            "RETR {n} differs: {}",
-            escape_bytes(&got[..got.len().min(200)])
-        );
-        assert_eq!(
-            std::fs::read(out.path().join(format!("top_{n}"))).unwrap(),
-            expected_top(m, 0),
-            "TOP {n} 0"
-        );
-        assert!(
-            list.contains(&format!("{n} {}\n", wire.len())),
-            "LIST size of {n}: {list}"
-        );
-    }
+    clients::poplib_fetches_byte_for_byte(server.addr, "alice", PASSWORD, &messages);
     // RETR moved the messages out of new/ into cur/, seen.
     assert!(site
         .files("alice")
@@ -112,50 +55,12 @@ fn poplib_fetches_tricky_messages_byte_for_byte() {
 #[test]
 fn curl_lists_and_retrieves() {
     let site = Site::new();
-    let messages = tricky_messages();
+    let messages = tricky_messages(20);
     for (i, m) in messages.iter().take(5).enumerate() {
         site.deliver("alice", "new", i as u32, m);
     }
     let server = site.serve();
-    let url = format!("pop3://{}/", server.addr);
-    let auth = format!("alice:{PASSWORD}");
-    let curl = |extra: &[&str], path: &str| {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "20",
-                "-u",
-                &auth,
-                &format!("{url}{path}"),
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    for (i, m) in messages.iter().take(5).enumerate() {
-        assert_eq!(
-            curl(&[], &(i + 1).to_string()),
-            normalize_body(m),
-            "curl RETR {}",
-            i + 1
-        );
-    }
-    assert_eq!(curl(&["-X", "TOP 2 0"], ""), expected_top(&messages[1], 0));
-}
-
-fn uidl(addr: SocketAddr, user: &str, password: &str) -> Vec<u8> {
-    let mut c = Client::login(addr, user, password);
-    assert!(c.command("UIDL").starts_with("+OK"));
-    let listing = c.multiline();
-    c.command("QUIT");
-    listing
+    clients::curl_lists_and_retrieves(server.addr, "alice", PASSWORD, &messages[..5]);
 }
 
 #[test]
@@ -787,7 +692,6 @@ fn scram_exchanges_opened_at_once_count_against_the_address_limit() {
 
 #[test]
 fn scram_users_log_in_with_scram_and_with_their_password() {
-    use base64::Engine as _;
     let site = Site::new();
     let line = scram_line("carol", "pencil sharpener");
     assert!(line.starts_with("carol:{SCRAM-SHA-256}4096,"), "{line}");
@@ -808,25 +712,12 @@ fn scram_users_log_in_with_scram_and_with_their_password() {
         "{capa}"
     );
     // A wrong password fails at the proof, like an unknown user.
-    let b64 = base64::engine::general_purpose::STANDARD;
     for (user, password) in [("carol", "wrong"), ("nobody", "pencil sharpener")] {
-        let client = pop3_proto::testing::ScramClient::new(user, password);
-        let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
-        let first = String::from_utf8(b64.decode(&challenge[2..]).unwrap()).unwrap();
-        let last = client.finish(&first);
-        assert!(
-            c.command(&last.response).starts_with("-ERR [AUTH]"),
-            "{user}"
-        );
+        let (reply, _) = clients::scram(&mut c, user, password);
+        assert!(reply.starts_with("-ERR [AUTH]"), "{user}");
     }
-    let client = pop3_proto::testing::ScramClient::new("carol", "pencil sharpener");
-    let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
-    let first = String::from_utf8(b64.decode(&challenge[2..]).unwrap()).unwrap();
-    let last = client.finish(&first);
-    assert_eq!(
-        c.command(&last.response),
-        format!("+ {}", last.server_final)
-    );
+    let (reply, server_final) = clients::scram(&mut c, "carol", "pencil sharpener");
+    assert_eq!(reply, server_final);
     assert_eq!(
         c.command(""),
         "+OK carol's maildrop has 1 messages (22 octets)"

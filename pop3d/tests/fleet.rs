@@ -15,15 +15,14 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pop3_conformance::Client;
 use support::cluster::Cluster;
-use support::BIN;
+use support::{free_port, LoggedPop3d};
 
 /// Client threads, sessions per thread, users they share, messages delivered.
 const THREADS: usize = 8;
@@ -38,61 +37,17 @@ const SOURCES: [Ipv4Addr; 3] = [
     Ipv4Addr::new(127, 0, 0, 3),
 ];
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A pop3d instance with its log lines (stderr, `RUST_LOG=info`)
-/// collected; killed on drop.
-struct Instance {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Instance {
-    fn start(url: &str) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--store", url])
-            .args(["--proxy-from", "127.0.0.1", "--db-pool-size", "8"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pop3d");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let collected = logs.clone();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = out.next().expect("pop3d's ready line").unwrap();
-        let addr = line
-            .strip_prefix("pop3d listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        std::thread::spawn(move || for _ in out {});
-        Self { child, addr, logs }
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A pop3d instance behind HAProxy with its log lines (stderr,
+/// `RUST_LOG=info`) collected; killed on drop.
+fn instance(url: &str) -> LoggedPop3d {
+    LoggedPop3d::start(&[
+        "--store",
+        url,
+        "--proxy-from",
+        "127.0.0.1",
+        "--db-pool-size",
+        "8",
+    ])
 }
 
 /// The HAProxy configuration for `servers`, listening on `port`: the one
@@ -217,15 +172,7 @@ impl Drop for Haproxy {
 
 /// `pop3d ARGS` with `stdin`; panics unless it succeeds.
 fn pop3d(args: &[&str], stdin: &[u8]) -> String {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pop3d");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = support::run_with_input(args, stdin);
     assert!(
         out.status.success(),
         "pop3d {args:?}: exit {:?}: {}",
@@ -378,7 +325,7 @@ fn three_instances_behind_haproxy_serve_every_message_exactly_once() {
         ],
         b"",
     );
-    let instances: Vec<Instance> = (0..3).map(|_| Instance::start(&url)).collect();
+    let instances: Vec<LoggedPop3d> = (0..3).map(|_| instance(&url)).collect();
     let backends: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
     let haproxy = Haproxy::start(&backends);
     let front = haproxy.addr;

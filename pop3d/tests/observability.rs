@@ -3,63 +3,33 @@
 //! real Prometheus/OpenMetrics parser reads them, the failed-login log
 //! line against the documented fail2ban filter, and JSON logs.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pop3_conformance::Client;
+use support::LoggedPop3d;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pop3d");
 const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
 
 /// A running demo pop3d (user `demo`, password `demo`, STLS offered) on
 /// 127.0.0.1, its log lines collected; killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    metrics: Option<String>,
-    logs: Arc<Mutex<Vec<String>>>,
+struct Server(LoggedPop3d);
+
+impl std::ops::Deref for Server {
+    type Target = LoggedPop3d;
+    fn deref(&self) -> &LoggedPop3d {
+        &self.0
+    }
 }
 
 impl Server {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pop3d");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let collected = logs.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let wants_metrics = args.contains(&"--metrics");
-        let (mut addr, mut metrics) = (None, None);
-        while addr.is_none() || (wants_metrics && metrics.is_none()) {
-            let line = out.next().expect("pop3d's ready lines").unwrap();
-            if let Some(a) = line.strip_prefix("pop3d listening on ") {
-                addr = Some(a.parse().unwrap());
-            } else if let Some(url) = line.strip_prefix("pop3d metrics on ") {
-                metrics = Some(url.to_owned());
-            }
-        }
-        std::thread::spawn(move || for _ in out {});
-        Self {
-            child,
-            addr: addr.unwrap(),
-            metrics,
-            logs,
-        }
+        Self(LoggedPop3d::start(args))
     }
 
     /// Every sample of a scrape, parsed by prometheus_client's parsers.
@@ -109,13 +79,6 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use pop3_conformance::tls::{TestPki, TlsClient};
 use pop3_conformance::Client;
-use support::{Site, BIN};
+use support::{free_port, Site, BIN};
 
 /// A child process whose stdout and stderr lines are collected.
 struct Spawned {
@@ -83,15 +83,6 @@ fn pop3d(args: &[&str]) -> (Option<i32>, String, String) {
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A loopback port nothing listens on (bound and released at once).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Connects to `addr`, retrying while the socket is not up yet.

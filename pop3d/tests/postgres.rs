@@ -12,27 +12,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pop3_conformance::Client;
-use pop3_proto::testing::{escape_bytes, expected_top, normalize_body};
+use pop3_proto::testing::normalize_body;
+use support::clients::{self, tricky_messages};
 use support::cluster::Cluster;
 use support::{Pop3d, BIN, PASSWORD};
 
 /// `pop3d ARGS` with `stdin` on its standard input.
 fn pop3d(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pop3d");
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+    support::run_with_input(args, stdin)
 }
 
 fn ok(out: &Output) -> String {
@@ -94,29 +81,6 @@ fn stat(addr: SocketAddr, user: &str, password: &str) -> String {
     stat
 }
 
-fn tricky_messages() -> Vec<Vec<u8>> {
-    let mut big = Vec::with_capacity(3 << 20);
-    big.extend_from_slice(b"Subject: three megabytes\r\n\r\n");
-    let mut i = 0u64;
-    while big.len() < 3 << 20 {
-        big.extend_from_slice(format!("{i:09} .dots. and text to fill the line\r\n").as_bytes());
-        if i.is_multiple_of(1000) {
-            big.extend_from_slice(b".a line that starts with a dot\r\n");
-        }
-        i += 1;
-    }
-    vec![
-        b"Subject: dots\r\n\r\n.\r\n..\r\n.leading\r\nend\r\n".to_vec(),
-        b".Subject-ish first byte is a dot\r\n\r\nbody\r\n".to_vec(),
-        b"Subject: no final newline\r\n\r\nlast line".to_vec(),
-        b"Subject: bare LF\n\nline one\nline two\n".to_vec(),
-        "Subject: =?utf-8?q?8-bit?=\r\n\r\nGr\u{fc}\u{df}e, \u{6771}\u{4eac}\r\n"
-            .as_bytes()
-            .to_vec(),
-        big,
-    ]
-}
-
 #[test]
 fn migrations_users_and_delivery_exit_codes() {
     let db = Db::new();
@@ -163,72 +127,16 @@ fn migrations_users_and_delivery_exit_codes() {
 #[test]
 fn poplib_and_curl_fetch_tricky_messages_byte_for_byte() {
     let db = Db::new();
-    let messages = tricky_messages();
+    let messages = tricky_messages(3);
     for m in &messages {
         ok(&db.deliver("alice", m));
     }
     let server = db.serve(&[]);
-    let out = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/fetch_all.py");
-    let port = server.addr.port().to_string();
-    let status = Command::new("python3")
-        .args([
-            script,
-            "127.0.0.1",
-            &port,
-            "alice",
-            PASSWORD,
-            out.path().to_str().unwrap(),
-        ])
-        .status()
-        .expect("python3");
-    assert!(status.success());
-    let list = std::fs::read_to_string(out.path().join("list.txt")).unwrap();
-    for (i, m) in messages.iter().enumerate() {
-        let n = i + 1;
-        let wire = normalize_body(m);
-        let got = std::fs::read(out.path().join(format!("retr_{n}"))).unwrap();
-        assert!(
-            got == wire,
-            "RETR {n} differs: {}",
-            escape_bytes(&got[..got.len().min(200)])
-        );
-        assert_eq!(
-            std::fs::read(out.path().join(format!("top_{n}"))).unwrap(),
-            expected_top(m, 0),
-            "TOP {n} 0"
-        );
-        assert!(
-            list.contains(&format!("{n} {}\n", wire.len())),
-            "LIST size of {n}: {list}"
-        );
-    }
+    clients::poplib_fetches_byte_for_byte(server.addr, "alice", PASSWORD, &messages);
+    clients::curl_lists_and_retrieves(server.addr, "alice", PASSWORD, &messages[..5]);
     let url = format!("pop3://{}/", server.addr);
-    let curl = |extra: &[&str], path: &str, auth: &str| {
-        Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "20",
-                "-u",
-                auth,
-                &format!("{url}{path}"),
-            ])
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let auth = format!("alice:{PASSWORD}");
-    for (i, m) in messages.iter().take(5).enumerate() {
-        let got = curl(&[], &(i + 1).to_string(), &auth);
-        assert_eq!(got.stdout, normalize_body(m), "curl RETR {}", i + 1);
-    }
-    assert_eq!(
-        curl(&["-X", "TOP 2 0"], "", &auth).stdout,
-        expected_top(&messages[1], 0)
-    );
     // A {PLAIN} user imported from a users file, by SASL PLAIN (curl's choice).
-    assert!(curl(&[], "", "bob:bobpw").status.success());
+    clients::curl(&url, "bob:bobpw", &[]);
     // Wrong passwords and unknown users: the same [AUTH] refusal.
     for (user, password) in [("alice", "wrong"), ("nobody", "x"), ("bob", "wrong")] {
         let mut c = Client::connect(server.addr);
@@ -240,11 +148,7 @@ fn poplib_and_curl_fetch_tricky_messages_byte_for_byte() {
 }
 
 fn uidl(addr: SocketAddr) -> Vec<u8> {
-    let mut c = Client::login(addr, "alice", PASSWORD);
-    assert!(c.command("UIDL").starts_with("+OK"));
-    let listing = c.multiline();
-    c.command("QUIT");
-    listing
+    clients::uidl(addr, "alice", PASSWORD)
 }
 
 #[test]
@@ -651,7 +555,7 @@ fn a_200_megabyte_message_is_served_with_bounded_memory() {
 fn import_keeps_the_uidls_a_maildir_was_serving() {
     let db = Db::new();
     let site = support::Site::new();
-    let messages = tricky_messages();
+    let messages = tricky_messages(3);
     for (i, m) in messages.iter().take(5).enumerate() {
         site.deliver("alice", if i % 2 == 0 { "new" } else { "cur" }, i as u32, m);
     }
@@ -920,23 +824,11 @@ fn scram_users_log_in_with_scram_and_unknown_users_get_stable_decoys() {
         ("bob", "bobpw"),
     ] {
         let (mut c, _) = Client::greeted(a.addr);
-        let client = pop3_proto::testing::ScramClient::new(user, password);
-        let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
-        let first = String::from_utf8(b64.decode(&challenge[2..]).unwrap()).unwrap();
-        let last = client.finish(&first);
-        assert!(
-            c.command(&last.response).starts_with("-ERR [AUTH]"),
-            "{user}"
-        );
+        let (reply, _) = clients::scram(&mut c, user, password);
+        assert!(reply.starts_with("-ERR [AUTH]"), "{user}");
     }
-    let client = pop3_proto::testing::ScramClient::new("carol", "pencil sharpener");
-    let challenge = c.command(&format!("AUTH SCRAM-SHA-256 {}", client.first()));
-    let first = String::from_utf8(b64.decode(&challenge[2..]).unwrap()).unwrap();
-    let last = client.finish(&first);
-    assert_eq!(
-        c.command(&last.response),
-        format!("+ {}", last.server_final)
-    );
+    let (reply, server_final) = clients::scram(&mut c, "carol", "pencil sharpener");
+    assert_eq!(reply, server_final);
     assert!(c.command("").starts_with("+OK"));
     assert_eq!(c.command("STAT"), "+OK 1 22");
     c.command("QUIT");

@@ -7,11 +7,12 @@
 //! and its programs run as that user (`Command::uid`). The binaries are
 //! found in /usr/lib/postgresql/<newest>/bin, else on PATH.
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 /// A running throwaway cluster; stopped and removed on drop.
 pub(crate) struct Cluster {
@@ -53,14 +54,6 @@ fn system_user(name: &str) -> Option<(u32, u32)> {
         (f.first() == Some(&name))
             .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
     })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Cluster {

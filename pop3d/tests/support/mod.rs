@@ -2,13 +2,15 @@
 //! process, a Maildir site with users, and its memory.
 #![allow(dead_code)] // each test binary uses its own part
 
+pub(crate) mod clients;
 pub(crate) mod cluster;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_pop3d");
@@ -74,6 +76,80 @@ impl Drop for Pop3d {
     }
 }
 
+/// A running pop3d on 127.0.0.1 (`--listen 127.0.0.1:0` and `args`,
+/// `RUST_LOG=info`) whose log lines (stderr) are collected; killed on drop.
+pub(crate) struct LoggedPop3d {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    /// The metrics URL, when started with `--metrics`.
+    pub(crate) metrics: Option<String>,
+    pub(crate) logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl LoggedPop3d {
+    /// Starts pop3d and reads its stdout up to the listening address (and
+    /// the metrics URL when `args` has `--metrics`); other lines, such as
+    /// the demo's hints, are passed over.
+    pub(crate) fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pop3d");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let collected = logs.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let wants_metrics = args.contains(&"--metrics");
+        let (mut addr, mut metrics) = (None, None);
+        while addr.is_none() || (wants_metrics && metrics.is_none()) {
+            let line = out.next().expect("pop3d's ready lines").unwrap();
+            if let Some(a) = line.strip_prefix("pop3d listening on ") {
+                addr = Some(a.parse().unwrap());
+            } else if let Some(url) = line.strip_prefix("pop3d metrics on ") {
+                metrics = Some(url.to_owned());
+            }
+        }
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in out {});
+        Self {
+            child,
+            addr: addr.unwrap(),
+            metrics,
+            logs,
+        }
+    }
+
+    /// The log lines so far.
+    pub(crate) fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for LoggedPop3d {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nothing listens on (bound and released at once).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A maildir root with user `alice` whose password is hashed by `pop3d passwd`.
 pub(crate) struct Site {
     pub(crate) dir: tempfile::TempDir,
@@ -136,6 +212,26 @@ impl Site {
     pub(crate) fn serve(&self) -> Pop3d {
         Pop3d::with_maildir(&self.root(), &self.users(), &[])
     }
+}
+
+/// `pop3d ARGS` run to its end with `stdin` on its standard input
+/// (written from another thread, so a large input cannot deadlock).
+pub(crate) fn run_with_input(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pop3d");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
 }
 
 /// `pop3d passwd ARGS` with `password` on standard input: the users-file line.

@@ -166,6 +166,7 @@ measure() { # server corpus
       RESULT[$server-p99]+="$(sed -E 's/.*p99 ([0-9.]+) ms.*/\1/' <<<"$out") "
       ;;
     retr)
+      load retr --addr 127.0.0.1:$port --clients 8 --messages "$RETR_MESSAGES" --size 1048576 --rounds 1 >/dev/null # warm-up
       local out; out=$(load retr --addr 127.0.0.1:$port --clients 8 --messages "$RETR_MESSAGES" --size 1048576 --rounds 1 | tail -1)
       echo "  $server: $out"
       RESULT[$server-retr]+="$(sed -E 's/.*median ([0-9]+) MB.*/\1/' <<<"$out") "

@@ -702,7 +702,8 @@ fn prepare(settings: Settings, file: Option<&Path>) -> Result<Prepared, StartupE
         .map(|net| net.parse())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| StartupError::config(format!("--proxy-from: {e}")))?;
-    let metrics = cli.metrics.map(|_| Arc::new(metrics::Metrics::new()));
+    let pool = database.as_ref().map(|db| db.pool().clone());
+    let metrics = cli.metrics.map(|_| Arc::new(metrics::Metrics::new(pool)));
     let user_count = users.len();
     if cli.login_delay == Some(0) || cli.failed_login_window == Some(0) {
         return Err(StartupError::config(

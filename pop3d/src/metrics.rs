@@ -30,10 +30,15 @@ pub(crate) struct Metrics {
     handler_seconds: Family<Labels<1>, Histogram>,
     refused: Family<Labels<1>, Counter>,
     tls_handshakes: Family<Labels<2>, Counter>,
+    /// The database store's pool, read at each scrape.
+    pool: Option<deadpool_postgres::Pool>,
+    db_pool: Family<Labels<1>, Gauge>,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// The metrics, with the connection pool's gauges when the store is
+    /// a database (`pool`).
+    pub(crate) fn new(pool: Option<deadpool_postgres::Pool>) -> Self {
         let mut registry = Registry::with_prefix("pop3");
         let metrics = Self {
             sessions_open: Gauge::default(),
@@ -48,6 +53,8 @@ impl Metrics {
             }),
             refused: Family::default(),
             tls_handshakes: Family::default(),
+            pool,
+            db_pool: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -95,6 +102,13 @@ impl Metrics {
             "TLS handshakes, by mode (implicit, stls) and result (ok, failed)",
             metrics.tls_handshakes.clone(),
         );
+        if metrics.pool.is_some() {
+            registry.register(
+                "db_pool_connections",
+                "The database store's connection pool, by state: max (its size), open, idle (open and free), waiting (calls waiting for one)",
+                metrics.db_pool.clone(),
+            );
+        }
         Self {
             registry,
             ..metrics
@@ -167,6 +181,18 @@ impl Metrics {
 
     /// The exposition text.
     fn render(&self) -> String {
+        if let Some(pool) = &self.pool {
+            let status = pool.status();
+            for (state, n) in [
+                ("max", status.max_size),
+                ("open", status.size),
+                ("idle", status.available),
+                ("waiting", status.waiting),
+            ] {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                self.db_pool.get_or_create(&[("state", state)]).set(n);
+            }
+        }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

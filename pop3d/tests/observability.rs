@@ -34,25 +34,7 @@ impl Server {
 
     /// Every sample of a scrape, parsed by prometheus_client's parsers.
     fn scrape(&self) -> BTreeMap<String, f64> {
-        let url = self.metrics.as_deref().expect("started with --metrics");
-        let out = Command::new("python3")
-            .arg(format!("{CLIENTS}/scrape.py"))
-            .arg(url)
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "scrape failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let (name, value) = line.rsplit_once(' ').unwrap();
-                (name.to_owned(), value.parse().unwrap())
-            })
-            .collect()
+        support::scrape(self.metrics.as_deref().expect("started with --metrics"))
     }
 
     /// A scrape once `sample` has reached `value` (sessions end a moment

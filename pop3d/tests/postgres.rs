@@ -15,7 +15,7 @@ use pop3_conformance::Client;
 use pop3_proto::testing::normalize_body;
 use support::clients::{self, tricky_messages};
 use support::cluster::Cluster;
-use support::{Pop3d, BIN, PASSWORD};
+use support::{LoggedPop3d, Pop3d, BIN, PASSWORD};
 
 /// `pop3d ARGS` with `stdin` on its standard input.
 fn pop3d(args: &[&str], stdin: &[u8]) -> Output {
@@ -834,4 +834,39 @@ fn scram_users_log_in_with_scram_and_unknown_users_get_stable_decoys() {
     c.command("QUIT");
     // And with the password, by USER/PASS.
     assert_eq!(stat(b.addr, "carol", "pencil sharpener"), "+OK 1 22");
+}
+
+#[test]
+fn metrics_show_the_connection_pool() {
+    let db = Db::new();
+    let server = LoggedPop3d::start(&[
+        "--store",
+        &db.url,
+        "--db-pool-size",
+        "3",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let url = server.metrics.clone().expect("metrics url");
+    // Held sessions take a connection only for the statement at hand.
+    let mut held: Vec<Client> = ["alice", "bob"]
+        .iter()
+        .map(|user| {
+            let password = if *user == "alice" { PASSWORD } else { "bobpw" };
+            Client::login(server.addr, user, password)
+        })
+        .collect();
+    let samples = support::scrape(&url);
+    let gauge = |state: &str| samples[&format!("pop3_db_pool_connections{{state=\"{state}\"}}")];
+    assert_eq!(gauge("max"), 3.0, "{samples:?}");
+    assert!((1.0..=3.0).contains(&gauge("open")), "{samples:?}");
+    assert_eq!(
+        gauge("idle"),
+        gauge("open"),
+        "idle sessions hold none: {samples:?}"
+    );
+    assert_eq!(gauge("waiting"), 0.0, "{samples:?}");
+    for c in &mut held {
+        assert!(c.command("QUIT").starts_with("+OK"));
+    }
 }

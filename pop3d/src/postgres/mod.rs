@@ -130,6 +130,11 @@ pub(crate) struct PgStore {
 }
 
 impl PgStore {
+    /// The connection pool (for its metrics).
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// The store over `pool`, with leases of `lease_time`.
     pub(crate) fn new(pool: Pool, lease_time: Duration) -> Arc<Self> {
         use argon2::password_hash::rand_core::{OsRng, RngCore as _};

@@ -278,3 +278,27 @@ pub(crate) fn wait_for_line(lines: &Receiver<String>, text: &str) -> String {
         }
     }
 }
+
+/// Every sample of a `/metrics` scrape at `url`, parsed by
+/// prometheus_client's parsers (`tests/clients/scrape.py`).
+pub(crate) fn scrape(url: &str) -> std::collections::BTreeMap<String, f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/scrape.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "scrape failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}

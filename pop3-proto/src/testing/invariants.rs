@@ -507,6 +507,19 @@ impl ReplyChecker {
         self.quit_answered || waiting_quit
     }
 
+    /// True if `QUIT` was sent after the login and not answered yet, behind
+    /// other unanswered lines or not: a session that took pipelined lines
+    /// and QUIT in one read commits before it writes their replies, and a
+    /// write that then fails loses them all.
+    pub fn quit_sent_after_login(&self) -> bool {
+        self.logged_in
+            && !self.sasl
+            && self
+                .pending
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(b"QUIT"))
+    }
+
     /// The message numbers marked with `DELE` since the login or the last `RSET`.
     pub fn marked(&self) -> Vec<u32> {
         self.marks.iter().copied().collect()

@@ -512,12 +512,7 @@ impl ReplyChecker {
     /// and QUIT in one read commits before it writes their replies, and a
     /// write that then fails loses them all.
     pub fn quit_sent_after_login(&self) -> bool {
-        self.logged_in
-            && !self.sasl
-            && self
-                .pending
-                .iter()
-                .any(|l| l.eq_ignore_ascii_case(b"QUIT"))
+        self.logged_in && !self.sasl && self.pending.iter().any(|l| l.eq_ignore_ascii_case(b"QUIT"))
     }
 
     /// The message numbers marked with `DELE` since the login or the last `RSET`.
@@ -765,6 +760,19 @@ mod tests {
         c.client(client);
         c.server(server)?;
         Ok(c)
+    }
+
+    #[test]
+    fn a_quit_behind_unanswered_lines_counts_as_sent_not_answered() {
+        let c = conversation(
+            b"USER a\r\nPASS b\r\nNOOP\r\n\r\nQUIT\r\n",
+            b"+OK\r\n+OK in\r\n",
+        )
+        .unwrap();
+        assert!(!c.quit_after_login(), "QUIT is not the next line answered");
+        assert!(c.quit_sent_after_login());
+        let before = conversation(b"USER a\r\nQUIT\r\n", b"+OK\r\n").unwrap();
+        assert!(!before.quit_sent_after_login(), "not logged in");
     }
 
     #[test]

@@ -964,13 +964,16 @@ fn a_maildir_replaced_during_a_session_is_left_alone() {
     let mut c = Client::login(server.addr, "bob", "bobpw");
     assert!(c.command("DELE 1").starts_with("+OK"));
     // Another program moves the Maildir away and puts a new one in its
-    // place, with a message of its own.
+    // place, with a message of its own and message 2's very file (same
+    // name, same inode: only the Maildir's own identity tells them apart).
     let bob = site.root().join("bob");
     let moved = site.root().join("bob.moved");
     std::fs::rename(&bob, &moved).unwrap();
     for sub in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(bob.join(sub)).unwrap();
     }
+    let two = site.files("bob.moved")[1].clone();
+    std::fs::rename(moved.join(&two), bob.join(&two)).unwrap();
     site.deliver("bob", "new", 3, b"Subject: 3\r\n\r\nthree\r\n");
     // The session ends there (an internal error), without its UPDATE.
     let reply = c.command("RETR 2");
@@ -978,6 +981,6 @@ fn a_maildir_replaced_during_a_session_is_left_alone() {
     c.send(b"QUIT\r\n");
     assert!(!c.raw_line().starts_with(b"+OK"));
     // Neither Maildir lost anything.
-    assert_eq!(site.files("bob.moved").len(), 2);
-    assert_eq!(site.files("bob").len(), 1);
+    assert_eq!(site.files("bob.moved").len(), 1);
+    assert_eq!(site.files("bob").len(), 2);
 }
